@@ -1,0 +1,1 @@
+"""Switchboard's consumers: everything that reads the streams."""

@@ -1,0 +1,159 @@
+"""The httpx client for the part of Chatwoot's REST API Switchboard calls.
+
+Every failure becomes a ChatwootError saying whether to retry and whether the call may already
+have taken effect (Chatwoot has no idempotency key: a retried POST posts twice unless checked).
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import httpx
+import msgspec
+
+from consumers.errors import ChatwootError
+from ingress.settings import Secret
+
+T = TypeVar("T")
+PERMANENT = {400, 401, 403, 404, 422}
+
+
+class CreatedMessage(msgspec.Struct, kw_only=True):
+    id: int
+    status: str | None = None
+
+
+class ListedMessage(msgspec.Struct, kw_only=True):
+    id: int
+    message_type: int | None = None
+    content_attributes: dict[str, Any] | None = None
+
+    @property
+    def ext_ref(self) -> str | None:
+        value = (self.content_attributes or {}).get("ext_ref")
+        return value if isinstance(value, str) else None
+
+
+class _MessageList(msgspec.Struct):
+    payload: list[ListedMessage] = []
+
+
+class ChatwootClient:
+    def __init__(
+        self,
+        base_url: str,
+        api_token: Secret,
+        *,
+        user_token: Secret | None = None,
+        timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.user_token = user_token
+        self._http = httpx.AsyncClient(
+            base_url=base_url,
+            headers={"api_access_token": api_token.reveal(), "user-agent": "switchboard"},
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+            transport=transport,
+        )
+
+    async def __aenter__(self) -> Self:
+        await self._http.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self._http.__aexit__(exc_type, exc, tb)
+
+    async def create_message(
+        self,
+        account: int,
+        conversation: int,
+        *,
+        content: str,
+        private: bool = False,
+        content_attributes: dict[str, Any] | None = None,
+    ) -> CreatedMessage:
+        body = {
+            "content": content,
+            "message_type": "outgoing",
+            "private": private,
+            "content_type": "text",
+            "content_attributes": content_attributes or {},
+        }
+        path = f"/api/v1/accounts/{account}/conversations/{conversation}/messages"
+        response = await self._call("POST", path, json=body)
+        return _decode(response, CreatedMessage)
+
+    async def toggle_status(self, account: int, conversation: int, status: str) -> None:
+        path = f"/api/v1/accounts/{account}/conversations/{conversation}/toggle_status"
+        await self._call("POST", path, json={"status": status})
+
+    async def toggle_typing(self, account: int, conversation: int, *, on: bool) -> None:
+        path = f"/api/v1/accounts/{account}/conversations/{conversation}/toggle_typing_status"
+        await self._call("POST", path, json={"typing_status": "on" if on else "off"})
+
+    async def list_messages(
+        self, account: int, conversation: int, *, after: int | None = None
+    ) -> list[ListedMessage]:
+        """Messages after an id, ascending (needs a user token: bots cannot list)."""
+        if self.user_token is None:
+            raise ChatwootError("listing messages needs CHATWOOT_USER_TOKEN", retryable=False)
+        path = f"/api/v1/accounts/{account}/conversations/{conversation}/messages"
+        params = {"after": str(after)} if after is not None else {}
+        headers = {"api_access_token": self.user_token.reveal()}
+        response = await self._call("GET", path, params=params, headers=headers)
+        return _decode(response, _MessageList).payload
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            response = await self._http.request(method, path, **kwargs)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            # The request never left: safe to send again.
+            raise ChatwootError(f"{method} {path}: {type(exc).__name__}", retryable=True) from exc
+        except httpx.TransportError as exc:
+            # Sent, then no (complete) answer: Chatwoot may have applied it.
+            raise ChatwootError(
+                f"{method} {path}: {type(exc).__name__}", retryable=True, ambiguous=True
+            ) from exc
+        if response.is_success:
+            return response
+        raise _error_for(method, path, response)
+
+
+def _error_for(method: str, path: str, response: httpx.Response) -> ChatwootError:
+    status = response.status_code
+    detail = response.text[:300]
+    message = f"{method} {path}: {status} {detail}"
+    if status == 429 or (status == 422 and "Too many messages" in detail):
+        return ChatwootError(
+            message, status=status, retryable=True, retry_after=_retry_after(response)
+        )
+    if status in PERMANENT or 400 <= status < 500:
+        return ChatwootError(message, status=status, retryable=False)
+    # A 5xx may come after Rails saved the message (a gateway timeout surely can).
+    return ChatwootError(message, status=status, retryable=True, ambiguous=status in {502, 504})
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after", "")
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None
+
+
+def _decode(response: httpx.Response, kind: type[T]) -> T:
+    try:
+        return msgspec.json.decode(response.content, type=kind)
+    except msgspec.DecodeError as exc:
+        raise ChatwootError(
+            f"unexpected answer from Chatwoot: {exc}",
+            status=response.status_code,
+            retryable=True,
+            ambiguous=True,
+        ) from exc

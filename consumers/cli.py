@@ -1,0 +1,168 @@
+"""The `switchboard` command: up, ingress, consume, streams, dlq, doctor."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from consumers import ops, service
+from consumers.errors import StoreError
+from consumers.local import LocalStack, project_root
+from consumers.store import Store
+from ingress import logs, topology
+from ingress.errors import ConfigError
+from ingress.settings import Settings
+from ingress.topology import Topology
+
+SCHEMA_VERSION = 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="switchboard", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    up = sub.add_parser("up", help="run the whole pipeline locally (embedded servers if no URLs)")
+    up.add_argument("--demo", action="store_true", help="add a fake Chatwoot and the echo agent")
+    ingress = sub.add_parser("ingress", help="serve the webhook ingress")
+    ingress.add_argument("--host")
+    ingress.add_argument("--port", type=int)
+    consume = sub.add_parser("consume", help="run consumer groups (all when none is named)")
+    consume.add_argument("groups", nargs="*", metavar="GROUP")
+    sub.add_parser("streams", help="length, lag, pending and oldest pending age of each stream")
+    sub.add_parser("doctor", help="check connectivity, schema version and groups")
+    dlq = sub.add_parser("dlq", help="inspect and act on dead-lettered entries")
+    dlq_sub = dlq.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = dlq_sub.add_parser("list", help="the oldest dead entries")
+    listing.add_argument("--count", type=int, default=20)
+    for action, text in (("show", "one entry in full"), ("replay", "put it back on its stream")):
+        dlq_sub.add_parser(action, help=text).add_argument("id")
+    purge = dlq_sub.add_parser("purge", help="delete one dead entry, or all with --all")
+    purge.add_argument("id", nargs="?")
+    purge.add_argument("--all", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        topo = topology.load(settings.streams_path)
+        return _dispatch(args, settings, topo)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"switchboard {args.command}: {problem}", file=sys.stderr)  # noqa: T201
+        return 2
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings, topo: Topology) -> int:
+    logs.configure(settings.log_format)
+    if args.command == "up":
+        return LocalStack(settings, topo, demo=args.demo).run()
+    if args.command == "ingress":
+        # The ingress is its own package; run it as `python -m ingress` in this process's place.
+        argv = [sys.executable, "-m", "ingress"]
+        argv += ["--host", args.host] if args.host else []
+        argv += ["--port", str(args.port)] if args.port else []
+        os.execv(sys.executable, argv)
+    if args.command == "consume":
+        groups = args.groups or service.group_names(topo)
+        service.check_groups(topo, groups)
+        asyncio.run(service.serve(settings, topo, groups))
+        return 0
+    if args.command == "doctor":
+        return asyncio.run(_doctor(settings, topo))
+    return asyncio.run(_with_redis(settings, lambda redis: _redis_command(args, redis, topo)))
+
+
+async def _with_redis(
+    settings: Settings, command: Callable[[aioredis.Redis], Awaitable[int]]
+) -> int:
+    settings.require("redis_url")
+    assert settings.redis_url is not None
+    redis = aioredis.Redis.from_url(settings.redis_url)
+    try:
+        return await command(redis)
+    except RedisError as exc:
+        print(f"switchboard: Redis: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
+    finally:
+        await redis.aclose()
+
+
+async def _redis_command(args: argparse.Namespace, redis: aioredis.Redis, topo: Topology) -> int:
+    out = sys.stdout
+    if args.command == "streams":
+        out.write(ops.render(await ops.streams(redis, topo)) + "\n")
+        return 0
+    if args.action == "list":
+        for entry_id, fields in await ops.dead_entries(redis, topo, count=args.count):
+            meta = {k.decode(): fields.get(k, b"").decode(errors="replace") for k in ops.DEAD_META}
+            out.write(
+                f"{entry_id}  {meta['stream']}/{meta['group']} {meta['id']} "
+                f"x{meta['deliveries']} {meta['reason']}: {meta['error'][:120]}\n"
+            )
+        return 0
+    if args.action == "show":
+        shown = await ops.dead_entry(redis, topo, args.id)
+        if shown is None:
+            out.write(f"no dead entry {args.id}\n")
+            return 1
+        for key, value in shown.items():
+            out.write(f"{key.decode()}: {value.decode(errors='replace')}\n")
+        return 0
+    if args.action == "replay":
+        new_id = await ops.replay_dead(redis, topo, args.id)
+        out.write(f"replayed as {new_id}\n" if new_id else f"no dead entry {args.id}\n")
+        return 0 if new_id else 1
+    if args.id is None and not args.all:
+        out.write("name an entry id, or --all\n")
+        return 2
+    removed = await ops.purge_dead(redis, topo, None if args.all else args.id)
+    out.write(f"purged {removed}\n")
+    return 0
+
+
+async def _doctor(settings: Settings, topo: Topology) -> int:
+    problems: list[str] = []
+    print(f"streams.yaml: {settings.streams_path} (prefix {topo.prefix})")  # noqa: T201
+    if settings.redis_url is None:
+        problems.append("REDIS_URL is not set")
+    else:
+        try:
+            redis = aioredis.Redis.from_url(settings.redis_url)
+            try:
+                info = await redis.info("server")
+                print(f"redis: ok, version {info.get('redis_version')}")  # noqa: T201
+                for status in await ops.streams(redis, topo):
+                    names = ", ".join(g.name for g in status.groups) or "none"
+                    print(f"  {status.key}: {status.length} entries, groups: {names}")  # noqa: T201
+            finally:
+                await redis.aclose()
+        except RedisError as exc:
+            problems.append(f"redis: {exc}")
+    if settings.database_url is None:
+        problems.append("DATABASE_URL is not set")
+    else:
+        try:
+            store = await Store.connect(settings.database_url, max_size=1)
+            try:
+                version = await store.schema_version()
+            finally:
+                await store.close()
+            if version != SCHEMA_VERSION:
+                problems.append(
+                    f"postgres: schema version {version}, expected {SCHEMA_VERSION} "
+                    f"(apply {project_root() / 'schema.sql'})"
+                )
+            else:
+                print(f"postgres: ok, schema version {version}")  # noqa: T201
+        except StoreError as exc:
+            problems.append(f"postgres: {exc}")
+    for problem in problems:
+        print(f"problem: {problem}", file=sys.stderr)  # noqa: T201
+    return 1 if problems else 0

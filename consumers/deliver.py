@@ -1,0 +1,141 @@
+"""The deliver group: agent replies into Chatwoot, each posted once.
+
+A reply is recorded by its `ref` and marked `sending` (committed) before the POST, and the ref
+travels as `content_attributes.ext_ref`. When an attempt's outcome is unknown (timeout, reset,
+crash), the next one first looks for proof that Chatwoot has the message — our echo webhook, or
+the conversation's message list when a user token is configured — and only then sends again.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+
+import structlog
+
+from consumers import statuses
+from consumers.chatwoot import ChatwootClient
+from consumers.clock import utcnow
+from consumers.errors import ChatwootError, PermanentError, RetryableError
+from consumers.runner import StreamEntry
+from consumers.statuses import Outbound
+from consumers.store import OutboundRow, Store, Tx
+from ingress import events
+from ingress.events import OutboundKind
+
+log = structlog.get_logger("deliver")
+
+# How long a `sending` reply belongs to the deliverer that started it; past that, an attempt
+# is presumed dead and the next one checks for an echo before sending.
+LEASE = dt.timedelta(seconds=30)
+
+
+class InFlight(RetryableError):
+    """Another deliverer is sending this ref right now."""
+
+
+class Deliverer:
+    def __init__(
+        self,
+        store: Store,
+        client: ChatwootClient,
+        *,
+        stream_key: str,
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
+        self.store = store
+        self.client = client
+        self.stream_key = stream_key
+        self.clock = clock
+
+    async def __call__(self, entry: StreamEntry) -> None:
+        reply = events.decode(events.OutboundEntry, entry.fields)
+        # Without a ref, the entry id is one: a re-published entry stays one reply.
+        ref = reply.ref or f"{self.stream_key}:{entry.id}"
+        structlog.contextvars.bind_contextvars(
+            ref=ref, account=reply.account, conversation=reply.conversation
+        )
+        proceed = await self._begin(reply, ref, entry.id)
+        if not proceed:
+            return
+        try:
+            message_id = await self._send(reply, ref)
+        except ChatwootError as exc:
+            await self._failed(ref, exc)
+            if not exc.retryable:
+                raise PermanentError(str(exc)) from exc
+            raise
+        async with self.store.transaction() as tx:
+            row = await tx.lock_outbound(ref)
+            assert row is not None
+            status = statuses.advance(Outbound(row.status), Outbound.SENT)
+            await tx.set_outbound(ref, status=status, chatwoot_message_id=message_id)
+        log.info("reply.sent", kind=str(reply.kind), chatwoot_message=message_id)
+
+    async def _begin(self, reply: events.OutboundEntry, ref: str, stream_id: str) -> bool:
+        """Record the reply and claim this attempt; False when nothing is left to send."""
+        now = self.clock()
+        async with self.store.transaction() as tx:
+            row = await tx.open_outbound(reply, ref=ref, stream_id=stream_id)
+            if Outbound(row.status) in statuses.OUTBOUND_DONE:
+                log.info("reply.skipped", status=row.status, reason="already done")
+                return False
+            if row.status == Outbound.SENDING:
+                if row.next_attempt_at is not None and row.next_attempt_at > now:
+                    raise InFlight(f"{ref} is being sent until {row.next_attempt_at}")
+                posted = await self._already_posted(tx, reply, row)
+                if posted is not None:
+                    await tx.set_outbound(ref, status=Outbound.SENT, chatwoot_message_id=posted)
+                    log.info("reply.recovered", chatwoot_message=posted)
+                    return False
+            await tx.begin_attempt(
+                ref,
+                attempts=row.attempts + 1,
+                lease_until=now + LEASE,
+                known_through=await tx.last_message_id(reply.account, reply.conversation),
+            )
+        return True
+
+    async def _already_posted(
+        self, tx: Tx, reply: events.OutboundEntry, row: OutboundRow
+    ) -> int | None:
+        echo = await tx.echo_of(row.ref)
+        if echo is not None or reply.kind is not OutboundKind.MESSAGE:
+            return echo
+        if self.client.user_token is None:
+            return None
+        listed = await self.client.list_messages(
+            reply.account, reply.conversation, after=row.known_through
+        )
+        return next((m.id for m in listed if m.ext_ref == row.ref), None)
+
+    async def _send(self, reply: events.OutboundEntry, ref: str) -> int | None:
+        kind = reply.kind
+        if kind is OutboundKind.MESSAGE:
+            created = await self.client.create_message(
+                reply.account,
+                reply.conversation,
+                content=reply.content,
+                private=reply.private,
+                content_attributes={**reply.content_attributes, "ext_ref": ref},
+            )
+            return created.id
+        if kind is OutboundKind.HANDOFF:
+            await self.client.toggle_status(reply.account, reply.conversation, "open")
+        elif kind is OutboundKind.RESOLVE:
+            await self.client.toggle_status(reply.account, reply.conversation, "resolved")
+        else:
+            on = kind is OutboundKind.TYPING_ON
+            await self.client.toggle_typing(reply.account, reply.conversation, on=on)
+        return None
+
+    async def _failed(self, ref: str, exc: ChatwootError) -> None:
+        async with self.store.transaction() as tx:
+            if not exc.retryable:
+                await tx.set_outbound(ref, status=Outbound.FAILED, error=str(exc))
+                log.warning("reply.failed", error=str(exc), status=exc.status)
+                return
+            # Whether or not Chatwoot got it, the reply stays `sending` with its lease ended:
+            # the next attempt looks for proof it was posted before sending again.
+            await tx.set_outbound(ref, status=Outbound.SENDING, error=str(exc))
+            await tx.end_lease(ref)

@@ -1,0 +1,52 @@
+"""Errors raised by the consumers; `retryable` tells the runner whether to try again."""
+
+from __future__ import annotations
+
+from ingress.errors import SwitchboardError
+
+
+class HandlerError(SwitchboardError):
+    """A handler could not finish an entry."""
+
+    retryable = True
+
+
+class RetryableError(HandlerError):
+    """Worth another delivery later (a dependency is down, a timeout)."""
+
+
+class PermanentError(HandlerError):
+    """Trying again cannot help: the entry goes to the dead stream now."""
+
+    retryable = False
+
+
+class StoreError(HandlerError):
+    """PostgreSQL failed; translated from the driver's error at the adapter."""
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class ChatwootError(HandlerError):
+    """Chatwoot's API did not accept a call.
+
+    `ambiguous`: the request may have been applied (a timeout after sending, a reset): check
+    before sending again. `retry_after`: seconds Chatwoot asked us to wait, if it said.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool,
+        ambiguous: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
+        self.ambiguous = ambiguous
+        self.retry_after = retry_after

@@ -1,0 +1,201 @@
+"""`switchboard up`: the whole pipeline on one machine, embedded servers when no URLs are given."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from consumers.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, redis_binary
+from consumers.store import Store
+from ingress.errors import ConfigError
+from ingress.settings import Settings
+from ingress.topology import Topology
+
+DEMO_TOKEN = "demo-bot-token"
+DEMO_SECRET = "demo-webhook-secret"
+DEMO_BOT_ID = "1"
+
+
+def project_root() -> Path:
+    """The checkout holding schema.sql and scripts/ (the package lives inside it)."""
+    return Path(__file__).resolve().parent.parent
+
+
+def schema_sql() -> str:
+    path = project_root() / "schema.sql"
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise ConfigError([f"cannot read {path}: run Switchboard from its checkout"]) from exc
+
+
+async def prepare(redis_url: str, database_url: str, topology: Topology) -> None:
+    """Apply the schema and create every group (both idempotent)."""
+    store = await Store.connect(database_url, max_size=1)
+    try:
+        await store.apply_schema(schema_sql())
+    finally:
+        await store.close()
+    redis = aioredis.Redis.from_url(redis_url)
+    try:
+        for group, spec in topology.groups.items():
+            try:
+                await redis.xgroup_create(topology.key(spec.stream), group, id="0", mkstream=True)
+            except ResponseError as exc:
+                if "BUSYGROUP" not in str(exc):
+                    raise
+    finally:
+        await redis.aclose()
+
+
+class LocalStack:
+    """Embedded servers, then ingress and consumers (and the demo pair) as child processes."""
+
+    def __init__(self, settings: Settings, topology: Topology, *, demo: bool) -> None:
+        self.settings = settings
+        self.topology = topology
+        self.demo = demo
+        self.home = settings.home
+        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.servers: list[EmbeddedRedis | EmbeddedPostgres] = []
+        self._stop = False
+
+    def run(self) -> int:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        try:
+            env = self._start_servers()
+            asyncio.run(prepare(env["REDIS_URL"], env["DATABASE_URL"], self.topology))
+            self._start_children(env)
+            self._announce(env)
+            return self._supervise()
+        finally:
+            self._stop_all()
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        self._stop = True
+
+    def _start_servers(self) -> dict[str, str]:
+        env = dict(os.environ)
+        if self.settings.redis_url is None:
+            redis = EmbeddedRedis(self.home / "redis", free_port(6380))
+            redis.start()
+            self.servers.append(redis)
+            env["REDIS_URL"] = redis.url
+        if self.settings.database_url is None:
+            pg = EmbeddedPostgres(self.home / "postgres", free_port(5433))
+            pg.start()
+            self.servers.append(pg)
+            asyncio.run(Store.ensure_database(pg.url(), "switchboard"))
+            env["DATABASE_URL"] = pg.url("switchboard")
+        return env
+
+    def _start_children(self, env: dict[str, str]) -> None:
+        port = self.settings.port
+        env.setdefault("PORT", str(port))
+        if self.demo:
+            fake_port = free_port(3000)
+            env.update(
+                CHATWOOT_BASE_URL=f"http://127.0.0.1:{fake_port}",
+                CHATWOOT_API_TOKEN=DEMO_TOKEN,
+                CHATWOOT_WEBHOOK_SECRETS=DEMO_SECRET,
+                CHATWOOT_BOT_ID=DEMO_BOT_ID,
+            )
+            scripts = project_root() / "scripts"
+            self._spawn(
+                "fake-chatwoot",
+                [
+                    str(scripts / "fake_chatwoot.py"),
+                    "--port",
+                    str(fake_port),
+                    "--token",
+                    DEMO_TOKEN,
+                    "--secret",
+                    DEMO_SECRET,
+                    "--webhook-url",
+                    f"http://127.0.0.1:{port}/webhooks/chatwoot",
+                ],
+                env,
+            )
+        self._spawn("ingress", ["-m", "ingress"], env)
+        self._spawn("consumers", ["-m", "consumers"], env)
+        if self.demo:
+            self._spawn("echo-agent", [str(project_root() / "scripts" / "echo_agent.py")], env)
+        self._wait_healthy(f"http://127.0.0.1:{port}/health")
+
+    def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
+        process = subprocess.Popen([sys.executable, *args], env=env, stdin=subprocess.DEVNULL)
+        self.children.append((name, process))
+
+    def _wait_healthy(self, url: str) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not self._stop:
+            self._check_children()
+            try:
+                if httpx.get(url, timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise ConfigError([f"the ingress did not answer {url} within 30 s"])
+
+    def _check_children(self) -> str | None:
+        for name, process in self.children:
+            if process.poll() is not None:
+                return f"{name} exited with status {process.returncode}"
+        return None
+
+    def _announce(self, env: dict[str, str]) -> None:
+        port = env["PORT"]
+        lines = [
+            "",
+            "Switchboard is up.",
+            f"  webhooks:  http://127.0.0.1:{port}/webhooks/chatwoot",
+            f"  redis:     {env['REDIS_URL']}",
+            f"  postgres:  {env['DATABASE_URL']}",
+            f"  look:      {redis_binary('redis-cli')} -u {env['REDIS_URL']} "
+            f"XRANGE {self.topology.key('events')} - + COUNT 5",
+        ]
+        if self.demo:
+            fake = env["CHATWOOT_BASE_URL"]
+            lines += [
+                "",
+                "Demo: a fake Chatwoot and the echo agent are running. Be the customer:",
+                f"  curl -s -X POST {fake}/_fake/customer -H 'content-type: application/json' "
+                '-d \'{"content": "Hello, Switchboard!"}\'',
+                "then see the bot's reply arrive in Chatwoot:",
+                f"  curl -s {fake}/_fake/messages",
+            ]
+        lines += ["", "Ctrl-C stops everything.", ""]
+        print("\n".join(lines), flush=True)  # noqa: T201 - this banner is the command's output
+
+    def _supervise(self) -> int:
+        while not self._stop:
+            problem = self._check_children()
+            if problem is not None:
+                print(f"switchboard up: {problem}; stopping", file=sys.stderr)  # noqa: T201
+                return 1
+            time.sleep(0.2)
+        return 0
+
+    def _stop_all(self) -> None:
+        for _, process in reversed(self.children):
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for _, process in reversed(self.children):
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for server in reversed(self.servers):
+            server.stop()

@@ -1,0 +1,240 @@
+"""The one consumer-group loop every group runs: read, handle, ack after commit, reclaim,
+dead-letter, drain, stop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import RedisError, ResponseError
+
+from consumers import delivery
+from ingress.topology import GroupSpec
+
+log = structlog.get_logger("runner")
+
+
+class StreamEntry(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    fields: dict[bytes, bytes]
+    deliveries: int
+
+
+Handler = Callable[[StreamEntry], Awaitable[None]]
+
+
+def consumer_name(group: str) -> str:
+    """Unique per process, so a restarted consumer never inherits a dead one's identity."""
+    return f"{socket.gethostname()}-{os.getpid()}-{group}"
+
+
+class Runner:
+    """Runs `handler` over a stream for one consumer group.
+
+    The handler commits its effects and returns; only then is the entry acknowledged, so a
+    consumer that dies mid-batch loses nothing: its pending entries are reclaimed (XAUTOCLAIM)
+    by any consumer of the group once idle for `claim_idle_ms`.
+    """
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        *,
+        key: str,
+        group: str,
+        spec: GroupSpec,
+        dead_key: str,
+        handler: Handler,
+        consumer: str | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.redis = redis
+        self.key = key
+        self.group = group
+        self.spec = spec
+        self.dead_key = dead_key
+        self.handler = handler
+        self.consumer = consumer or consumer_name(group)
+        self.clock = clock
+        self._stopping = asyncio.Event()
+        self._next_claim = 0.0
+        self._claim_cursor = "0-0"
+
+    async def ensure_group(self) -> None:
+        """Create the group (and the stream) if missing; an existing group is left as it is."""
+        try:
+            await self.redis.xgroup_create(self.key, self.group, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    def stop(self) -> None:
+        """Stop reading; the batch in hand is finished and acknowledged first."""
+        self._stopping.set()
+
+    async def run(self) -> None:
+        await self.ensure_group()
+        log.info("runner.started", group=self.group, stream=self.key, consumer=self.consumer)
+        failures = 0
+        while not self._stopping.is_set():
+            try:
+                await self.step(block_ms=self.spec.block_ms)
+                failures = 0
+            except RedisError as exc:
+                failures += 1
+                wait = min(5.0, 0.1 * 2**failures)
+                log.warning("runner.redis_unavailable", group=self.group, error=str(exc), wait=wait)
+                await self._sleep(wait)
+        await self._forget_if_idle()
+        log.info("runner.stopped", group=self.group, consumer=self.consumer)
+
+    async def drain(self) -> int:
+        """Handle every entry available now, then return how many were handled (for tests)."""
+        await self.ensure_group()
+        total = 0
+        while handled := await self.step(block_ms=None):
+            total += handled
+        return total
+
+    async def step(self, *, block_ms: int | None) -> int:
+        """One batch: reclaimed entries when any are due, else new ones."""
+        entries = await self._claim()
+        if not entries:
+            entries = await self._read(block_ms)
+        if entries:
+            await self._process(entries)
+        return len(entries)
+
+    async def _read(self, block_ms: int | None) -> list[StreamEntry]:
+        reply: Any = await self.redis.xreadgroup(
+            self.group, self.consumer, {self.key: ">"}, count=self.spec.batch, block=block_ms
+        )
+        if not reply:
+            return []
+        _, messages = reply[0]
+        return [
+            StreamEntry(id=_text(entry_id), fields=fields or {}, deliveries=1)
+            for entry_id, fields in messages
+        ]
+
+    async def _claim(self) -> list[StreamEntry]:
+        now = self.clock()
+        if now < self._next_claim:
+            return []
+        reply: Any = await self.redis.xautoclaim(
+            self.key,
+            self.group,
+            self.consumer,
+            min_idle_time=self.spec.claim_idle_ms,
+            start_id=self._claim_cursor,
+            count=self.spec.batch,
+        )
+        cursor, claimed = _text(reply[0]), reply[1]
+        self._claim_cursor = cursor
+        if cursor == "0-0":
+            # A full pass over the pending list: look again when entries could be idle enough.
+            self._next_claim = now + self.spec.claim_idle_ms / 2000
+        if not claimed:
+            return []
+        counts = await self._delivery_counts([_text(i) for i, _ in claimed])
+        return [
+            StreamEntry(id=_text(i), fields=fields or {}, deliveries=counts.get(_text(i), 1))
+            for i, fields in claimed
+        ]
+
+    async def _delivery_counts(self, ids: list[str]) -> dict[str, int]:
+        # Counts live in the group's pending list, so they survive consumer restarts.
+        rows: Any = await self.redis.xpending_range(
+            self.key,
+            self.group,
+            min=ids[0],
+            max=ids[-1],
+            count=len(ids) * 4,
+            consumername=self.consumer,
+        )
+        return {_text(r["message_id"]): int(r["times_delivered"]) for r in rows}
+
+    async def _process(self, entries: list[StreamEntry]) -> None:
+        done: list[str] = []
+        for entry in entries:
+            decision = await self._handle(entry)
+            if isinstance(decision, delivery.Dead):
+                await self._dead_letter(entry, decision)
+            if not isinstance(decision, delivery.Retry):
+                done.append(entry.id)
+        if done:
+            await self.redis.xack(self.key, self.group, *done)
+
+    async def _handle(self, entry: StreamEntry) -> delivery.Decision:
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(group=self.group, entry=entry.id)
+        if not entry.fields:
+            return delivery.Ack()  # trimmed from the stream while pending: nothing left to do
+        exhausted = delivery.exhausted(entry.deliveries, self.spec.max_deliveries)
+        if exhausted is not None:
+            return exhausted
+        started = time.perf_counter()
+        error: BaseException | None = None
+        try:
+            await self.handler(entry)
+        except Exception as exc:  # noqa: BLE001 - every failure is decided on just below
+            error = exc
+        decision = delivery.decide(
+            error, deliveries=entry.deliveries, max_deliveries=self.spec.max_deliveries
+        )
+        ms = round((time.perf_counter() - started) * 1000, 2)
+        if isinstance(decision, delivery.Ack):
+            log.debug("entry.handled", ms=ms)
+        else:
+            log.warning(
+                "entry.failed",
+                decision=type(decision).__name__.lower(),
+                deliveries=entry.deliveries,
+                error=decision.error,
+                ms=ms,
+            )
+        return decision
+
+    async def _dead_letter(self, entry: StreamEntry, dead: delivery.Dead) -> None:
+        fields: dict[bytes, bytes] = dict(entry.fields)
+        fields.update(
+            {
+                b"stream": self.key.encode(),
+                b"group": self.group.encode(),
+                b"id": entry.id.encode(),
+                b"deliveries": str(entry.deliveries).encode(),
+                b"reason": dead.reason.encode(),
+                b"error": dead.error.encode(),
+            }
+        )
+        # XADD before XACK: a crash between the two dead-letters twice, never loses the entry.
+        await self.redis.xadd(self.dead_key, fields)  # type: ignore[arg-type]
+        log.error("entry.dead_lettered", reason=dead.reason, error=dead.error)
+
+    async def _forget_if_idle(self) -> None:
+        """Remove this consumer from the group on a clean stop, unless it still owns entries."""
+        try:
+            pending = await self.redis.xpending_range(
+                self.key, self.group, min="-", max="+", count=1, consumername=self.consumer
+            )
+            if not pending:
+                await self.redis.xgroup_delconsumer(self.key, self.group, self.consumer)
+        except RedisError:
+            pass  # best effort: a leftover idle consumer name harms nothing
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

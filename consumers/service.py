@@ -1,0 +1,122 @@
+"""Opens the connections, builds each requested group's worker, and runs them until SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import AsyncIterator, Sequence
+from typing import Protocol
+
+import redis.asyncio as aioredis
+import structlog
+
+from consumers.chatwoot import ChatwootClient
+from consumers.deliver import Deliverer
+from consumers.persist import Persister
+from consumers.runner import Runner
+from consumers.store import Store
+from consumers.turns import TurnEmitter
+from ingress.errors import ConfigError
+from ingress.settings import Settings
+from ingress.topology import Topology
+
+log = structlog.get_logger("consumers")
+
+TURNS = "turns"
+
+
+class Worker(Protocol):
+    async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def group_names(topology: Topology) -> list[str]:
+    """Every group a `consume` with no names runs: the stream groups, plus the turns worker."""
+    return [*topology.groups, TURNS]
+
+
+def check_groups(topology: Topology, groups: Sequence[str]) -> None:
+    known = group_names(topology)
+    unknown = [g for g in groups if g not in known]
+    if unknown:
+        raise ConfigError(
+            [f"unknown group {g!r}: streams.yaml has {', '.join(known)}" for g in unknown]
+        )
+
+
+@contextlib.asynccontextmanager
+async def connections(settings: Settings) -> AsyncIterator[tuple[aioredis.Redis, Store]]:
+    settings.require("redis_url", "database_url")
+    assert settings.redis_url is not None and settings.database_url is not None
+    redis = aioredis.Redis.from_url(settings.redis_url)
+    store = await Store.connect(settings.database_url)
+    try:
+        yield redis, store
+    finally:
+        await store.close()
+        await redis.aclose()
+
+
+@contextlib.asynccontextmanager
+async def workers(
+    settings: Settings,
+    topology: Topology,
+    groups: Sequence[str],
+    redis: aioredis.Redis,
+    store: Store,
+) -> AsyncIterator[list[Worker]]:
+    """The workers of `groups`, with the Chatwoot client open while they exist."""
+    check_groups(topology, groups)
+    async with contextlib.AsyncExitStack() as stack:
+        built: list[Worker] = []
+        for group in groups:
+            if group == TURNS:
+                built.append(TurnEmitter(store, redis, topology))
+                continue
+            spec = topology.groups[group]
+            key = topology.key(spec.stream)
+            if spec.stream == "outbound":
+                settings.require("chatwoot_base_url", "chatwoot_api_token")
+                assert settings.chatwoot_base_url and settings.chatwoot_api_token
+                client = await stack.enter_async_context(
+                    ChatwootClient(
+                        settings.chatwoot_base_url,
+                        settings.chatwoot_api_token,
+                        user_token=settings.chatwoot_user_token,
+                    )
+                )
+                handler: Persister | Deliverer = Deliverer(store, client, stream_key=key)
+            else:
+                handler = Persister(store, topology, bot_id=settings.chatwoot_bot_id)
+            built.append(
+                Runner(
+                    redis,
+                    key=key,
+                    group=group,
+                    spec=spec,
+                    dead_key=topology.key("dead"),
+                    handler=handler,
+                )
+            )
+        yield built
+
+
+def _stop_all(running: list[Worker]) -> None:
+    for worker in running:
+        worker.stop()
+
+
+async def serve(settings: Settings, topology: Topology, groups: Sequence[str]) -> None:
+    """Run the groups until SIGTERM or SIGINT; then each finishes and acks its batch."""
+    async with (
+        connections(settings) as (redis, store),
+        workers(settings, topology, groups, redis, store) as running,
+    ):
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, _stop_all, running)
+        log.info("consumers.started", groups=list(groups))
+        await asyncio.gather(*(w.run() for w in running))
+        log.info("consumers.stopped")

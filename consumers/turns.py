@@ -1,0 +1,103 @@
+"""The turns worker: emits each conversation's due turn to its route's stream, once.
+
+Turn scheduling lives in PostgreSQL (persist sets `turn_due_at`), so it survives restarts,
+and `FOR UPDATE SKIP LOCKED` lets any number of workers run without emitting a burst twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Callable
+
+import redis.asyncio as aioredis
+import structlog
+from redis.exceptions import RedisError
+
+from consumers.clock import utcnow
+from consumers.errors import StoreError
+from consumers.store import DueTurn, Store
+from ingress import events
+from ingress.topology import Topology
+
+log = structlog.get_logger("turns")
+
+
+def turn_id(turn: DueTurn) -> str:
+    """Stable for a burst: if a crash makes us emit it again, agents see the same id."""
+    return f"{turn.account_id}:{turn.conversation_id}:{turn.last_inbound_message_id}"
+
+
+class TurnEmitter:
+    def __init__(
+        self,
+        store: Store,
+        redis: aioredis.Redis,
+        topology: Topology,
+        *,
+        clock: Callable[[], dt.datetime] = utcnow,
+        batch: int = 50,
+    ) -> None:
+        self.store = store
+        self.redis = redis
+        self.topology = topology
+        self.clock = clock
+        self.batch = batch
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        log.info("runner.started", group="turns")
+        poll = self.topology.turns.poll_ms / 1000
+        while not self._stopping.is_set():
+            try:
+                emitted = await self.emit_due()
+            except (StoreError, RedisError) as exc:
+                log.warning("turns.unavailable", error=str(exc))
+                emitted = 0
+            if emitted < self.batch:
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), timeout=poll)
+                except TimeoutError:
+                    pass
+        log.info("runner.stopped", group="turns")
+
+    async def drain(self) -> int:
+        total = 0
+        while emitted := await self.emit_due():
+            total += emitted
+        return total
+
+    async def emit_due(self) -> int:
+        """Emit the turns due now; the row stays locked until its XADD is done."""
+        async with self.store.transaction() as tx:
+            due = await tx.due_turns(self.clock(), self.batch)
+            for turn in due:
+                route = self.topology.route_for(
+                    account=turn.account_id, inbox=turn.inbox_id, channel=turn.channel
+                )
+                messages = await tx.turn_messages(turn)
+                if route is not None and messages:
+                    entry = events.TurnEntry(
+                        turn=turn_id(turn),
+                        account=turn.account_id,
+                        inbox=turn.inbox_id,
+                        conversation=turn.conversation_id,
+                        channel=turn.channel,
+                        contact=turn.contact_id,
+                        through=turn.last_inbound_message_id,
+                        messages=messages,
+                        route=route.name,
+                    )
+                    key = self.topology.key(route.stream)
+                    await self.redis.xadd(key, events.encode(entry))  # type: ignore[arg-type]
+                    log.info(
+                        "turn.emitted",
+                        turn=entry.turn,
+                        stream=key,
+                        messages=len(messages),
+                    )
+                await tx.mark_emitted(turn)
+        return len(due)

@@ -1,0 +1,44 @@
+"""`python -m ingress [--host H] [--port P]`: serve the ingress with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import uvicorn
+
+from ingress import logs, topology
+from ingress.app import create_app
+from ingress.errors import ConfigError
+from ingress.settings import Settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ingress", description=__doc__)
+    parser.add_argument("--host", help="address to bind (default: HOST, else 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to bind (default: PORT, else 8000)")
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        topo = topology.load(settings.streams_path)
+        settings.require("redis_url")
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(f"switchboard ingress: {problem}", file=sys.stderr)  # noqa: T201
+        return 2
+    logs.configure(settings.log_format)
+    app = create_app(settings, topo)
+    uvicorn.run(
+        app,
+        host=args.host or settings.host,
+        port=args.port or settings.port,
+        log_config=None,
+        access_log=False,
+        # Graceful stop: finish in-flight requests (each is one XADD) before exiting.
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,202 @@
+"""The Starlette app: webhook and outbound endpoints, health and readiness."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import msgspec
+import redis.asyncio as aioredis
+import structlog
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ingress import events, signatures, views
+from ingress.errors import PublishError
+from ingress.publish import Publisher
+from ingress.settings import Settings
+from ingress.topology import Topology
+
+log = structlog.get_logger("ingress")
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class Ingress:
+    """The request handlers, holding what they need; built by `create_app`."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        topology: Topology,
+        publisher: Publisher,
+        clock: Callable[[], float],
+    ) -> None:
+        self.settings = settings
+        self.publisher = publisher
+        self.clock = clock
+        self.secrets = [s.reveal() for s in settings.webhook_secrets]
+        self.events_key = topology.key("events")
+        self.outbound_key = topology.key("outbound")
+
+    async def chatwoot_webhook(self, request: Request) -> Response:
+        structlog.contextvars.clear_contextvars()
+        delivery = request.headers.get("x-chatwoot-delivery", "")
+        structlog.contextvars.bind_contextvars(delivery=delivery)
+        try:
+            body = await _read_body(request, self.settings.max_body_bytes)
+        except BodyTooLarge:
+            log.warning("webhook.rejected", reason="body too large", status=413)
+            return _error(413, f"body over {self.settings.max_body_bytes} bytes")
+        except ClientDisconnect:
+            return Response(status_code=400)
+        check = signatures.verify_chatwoot(
+            body,
+            timestamp=request.headers.get("x-chatwoot-timestamp"),
+            signature=request.headers.get("x-chatwoot-signature"),
+            secrets=self.secrets,
+            now=self.clock(),
+            tolerance_s=self.settings.signature_tolerance_s,
+        )
+        if not check.ok:
+            log.warning("webhook.rejected", reason=check.reason, status=401)
+            return _error(401, check.reason)
+        routing = _route(body)
+        if routing is None:
+            log.warning("webhook.rejected", reason="malformed JSON", status=400)
+            return _error(400, "body is not a JSON object")
+        entry = events.EventEntry(
+            event=routing.event,
+            delivery=delivery,
+            account=routing.account_id_int(),
+            conversation=routing.conversation_id_int(),
+            received_at=int(self.clock() * 1000),
+            signed=check.signed,
+            body=body,
+        )
+        try:
+            entry_id = await self.publisher.publish(self.events_key, entry)
+        except PublishError as exc:
+            # Not stored: say so, so the failure is visible in Chatwoot's logs and ours.
+            log.error("webhook.unstored", webhook_event=entry.event, error=str(exc), status=503)
+            return _error(503, "event store unavailable")
+        log.info(
+            "webhook.accepted",
+            webhook_event=entry.event,
+            account=entry.account,
+            conversation=entry.conversation,
+            entry=entry_id,
+            signed=check.signed,
+        )
+        return JSONResponse({"entry": entry_id})
+
+    async def outbound(self, request: Request) -> Response:
+        structlog.contextvars.clear_contextvars()
+        token = self.settings.outbound_token
+        if token is None:
+            return _error(404, "POST /outbound is off: set OUTBOUND_TOKEN to turn it on")
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.matches(given.strip()):
+            return _error(401, "missing or wrong bearer token")
+        try:
+            body = await _read_body(request, self.settings.max_body_bytes)
+            entry = msgspec.json.decode(body, type=events.OutboundEntry)
+        except BodyTooLarge:
+            return _error(413, f"body over {self.settings.max_body_bytes} bytes")
+        except msgspec.ValidationError as exc:
+            return _error(422, str(exc))
+        except msgspec.DecodeError:
+            return _error(400, "body is not valid JSON")
+        if entry.ref is None:
+            entry = msgspec.structs.replace(entry, ref=f"http-{uuid.uuid4().hex}")
+        try:
+            entry_id = await self.publisher.publish(self.outbound_key, entry)
+        except PublishError as exc:
+            log.error("outbound.unstored", ref=entry.ref, error=str(exc), status=503)
+            return _error(503, "event store unavailable")
+        log.info("outbound.accepted", ref=entry.ref, kind=entry.kind, entry=entry_id)
+        return JSONResponse({"ref": entry.ref, "entry": entry_id}, status_code=202)
+
+    async def health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def ready(self, request: Request) -> Response:
+        if await self.publisher.ping():
+            return JSONResponse({"status": "ready", "redis": "ok"})
+        return JSONResponse({"status": "unready", "redis": "unreachable"}, status_code=503)
+
+
+def _route(body: bytes) -> views.Routing | None:
+    """The routing fields, or None when the body is not a JSON object at all."""
+    try:
+        return views.routing_decoder.decode(body)
+    except msgspec.ValidationError:
+        # Valid JSON whose routing fields have odd types: keep it (Chatwoot will not resend),
+        # persist decides what it is. Only a non-object is refused.
+        try:
+            parsed = msgspec.json.decode(body)
+        except msgspec.DecodeError:
+            return None
+        return views.Routing() if isinstance(parsed, dict) else None
+    except msgspec.DecodeError:
+        return None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def create_app(
+    settings: Settings,
+    topology: Topology,
+    *,
+    redis: aioredis.Redis | None = None,
+    clock: Callable[[], float] = time.time,
+) -> Starlette:
+    """The ingress app. Given no Redis client, it makes one from REDIS_URL and closes it on exit.
+
+    Making a client does no I/O: connections open on first use, inside the server's loop.
+    """
+    owned = redis is None
+    if redis is None:
+        settings.require("redis_url")
+        assert settings.redis_url is not None
+        redis = aioredis.Redis.from_url(settings.redis_url)
+    client = redis
+    ingress = Ingress(settings, topology, Publisher(client), clock)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if owned:
+                await client.aclose()
+
+    routes = [
+        Route("/webhooks/chatwoot", ingress.chatwoot_webhook, methods=["POST"]),
+        Route("/outbound", ingress.outbound, methods=["POST"]),
+        Route("/health", ingress.health, methods=["GET"]),
+        Route("/ready", ingress.ready, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)

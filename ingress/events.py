@@ -1,0 +1,164 @@
+"""The wire types of every stream entry, and the one codec between them and Redis field maps.
+
+Entries are flat field maps so that `XRANGE sb:events - + COUNT 5` reads well: scalars are
+plain text, booleans 1/0, absent values empty, and nested values (a turn's messages, a reply's
+content_attributes) compact JSON.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import typing
+from collections.abc import Mapping
+from typing import Any, TypeVar
+
+import msgspec
+
+from ingress.errors import EntryDecodeError
+
+S = TypeVar("S", bound=msgspec.Struct)
+Fields = dict[str, bytes]
+
+json_encoder = msgspec.json.Encoder()
+
+
+class Entry(msgspec.Struct, frozen=True, kw_only=True):
+    """Base of the stream entry types."""
+
+
+class EventEntry(Entry, frozen=True, kw_only=True):
+    """`sb:events`: one webhook as received."""
+
+    source: str = "chatwoot"
+    event: str
+    delivery: str = ""
+    account: int | None = None
+    conversation: int | None = None
+    received_at: int
+    signed: bool
+    body: bytes
+
+
+class Attachment(msgspec.Struct, frozen=True, kw_only=True):
+    file_type: str | None = None
+    data_url: str | None = None
+    content_type: str | None = None
+    file_size: int | None = None
+
+
+class TurnMessage(msgspec.Struct, frozen=True, kw_only=True):
+    id: int
+    content: str | None = None
+    attachments: list[Attachment] = []
+    created_at: str
+
+
+class TurnEntry(Entry, frozen=True, kw_only=True):
+    """`sb:turns`: the customer's messages an agent should answer, as one turn."""
+
+    turn: str
+    account: int
+    inbox: int | None = None
+    conversation: int
+    channel: str | None = None
+    contact: int | None = None
+    through: int
+    messages: list[TurnMessage]
+    route: str
+
+
+class OutboundKind(enum.StrEnum):
+    MESSAGE = "message"
+    HANDOFF = "handoff"
+    RESOLVE = "resolve"
+    TYPING_ON = "typing_on"
+    TYPING_OFF = "typing_off"
+
+
+class OutboundEntry(Entry, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """`sb:outbound`: a reply (or action) an agent wants in a Chatwoot conversation.
+
+    Also the body of `POST /outbound`, hence unknown fields are rejected: a misspelt
+    `privat` must not post a private note publicly.
+    """
+
+    account: int
+    conversation: int
+    content: str = ""
+    ref: str | None = None
+    turn: str | None = None
+    kind: OutboundKind = OutboundKind.MESSAGE
+    private: bool = False
+    content_attributes: dict[str, Any] = {}
+
+    def __post_init__(self) -> None:
+        if self.kind is OutboundKind.MESSAGE and not self.content.strip():
+            raise ValueError("`content` must not be empty for a message")
+        if self.ref is not None and not 0 < len(self.ref) <= 200:
+            raise ValueError("`ref` must be 1 to 200 characters")
+        if self.account < 1 or self.conversation < 1:
+            raise ValueError("`account` and `conversation` must be positive ids")
+
+
+def encode(entry: Entry) -> Fields:
+    """An entry as the field map XADD takes."""
+    out: Fields = {}
+    for name in entry.__struct_fields__:
+        out[name] = _encode_value(getattr(entry, name))
+    return out
+
+
+def decode(kind: type[S], fields: Mapping[bytes, bytes] | Mapping[str, bytes]) -> S:
+    """A field map read from Redis as an entry; EntryDecodeError names what is wrong."""
+    plain = {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}
+    values: dict[str, Any] = {}
+    for name, hint in _hints(kind).items():
+        raw = plain.get(name)
+        if raw is None:
+            continue  # missing: the Struct's default applies, or its error names the field
+        try:
+            values[name] = _decode_value(raw, hint)
+        except (ValueError, msgspec.DecodeError) as exc:
+            raise EntryDecodeError(f"field `{name}`: {exc}") from exc
+    try:
+        return msgspec.convert(values, type=kind)
+    except msgspec.ValidationError as exc:
+        raise EntryDecodeError(str(exc)) from exc
+
+
+def _encode_value(value: object) -> bytes:
+    if value is None:
+        return b""
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, bool):
+        return b"1" if value else b"0"
+    if isinstance(value, str | int):
+        return str(value).encode()
+    return json_encoder.encode(value)
+
+
+def _decode_value(raw: bytes, hint: Any) -> Any:
+    args = typing.get_args(hint)
+    if type(None) in args:
+        if raw == b"":
+            return None
+        hint = next(a for a in args if a is not type(None))
+    if hint is bytes:
+        return raw
+    text = raw.decode("utf-8")
+    if hint is bool:
+        if text not in ("0", "1"):
+            raise ValueError(f"expected 1 or 0, got {text[:20]!r}")
+        return text == "1"
+    if hint is int:
+        return int(text)
+    if hint is str or (isinstance(hint, type) and issubclass(hint, str)):
+        return text
+    return msgspec.json.decode(raw)
+
+
+@functools.cache
+def _hints(kind: type[msgspec.Struct]) -> dict[str, Any]:
+    return typing.get_type_hints(kind)

@@ -1,0 +1,101 @@
+"""streams.yaml loaded into frozen Structs: stream keys, group numbers, turn timing and routes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+from ingress.errors import ConfigError
+
+REQUIRED_STREAMS = ("events", "turns", "outbound", "dead")
+
+
+class _Spec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Config Structs reject unknown keys: a typo must not silently fall back to a default."""
+
+
+class StreamSpec(_Spec, frozen=True, kw_only=True):
+    maxlen: int | None = None
+
+
+class GroupSpec(_Spec, frozen=True, kw_only=True):
+    stream: str
+    batch: int = 32
+    block_ms: int = 1000
+    claim_idle_ms: int = 30_000
+    max_deliveries: int = 5
+
+    def __post_init__(self) -> None:
+        for name in ("batch", "block_ms", "claim_idle_ms", "max_deliveries"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be at least 1")
+
+
+class TurnsSpec(_Spec, frozen=True, kw_only=True):
+    poll_ms: int = 250
+    debounce_ms: int = 0
+    max_wait_ms: int = 10_000
+    max_messages: int = 20
+
+
+class Route(_Spec, frozen=True, kw_only=True):
+    name: str
+    stream: str = "turns"
+    account: int | None = None
+    inbox: int | None = None
+    channel: str | None = None
+
+    def matches(self, *, account: int, inbox: int | None, channel: str | None) -> bool:
+        return (
+            (self.account is None or self.account == account)
+            and (self.inbox is None or self.inbox == inbox)
+            and (self.channel is None or self.channel == channel)
+        )
+
+
+class Topology(_Spec, frozen=True, kw_only=True):
+    prefix: str = "sb"
+    streams: dict[str, StreamSpec]
+    groups: dict[str, GroupSpec]
+    turns: TurnsSpec = TurnsSpec()
+    routes: tuple[Route, ...] = ()
+
+    def __post_init__(self) -> None:
+        missing = [name for name in REQUIRED_STREAMS if name not in self.streams]
+        if missing:
+            raise ValueError(f"`streams` lacks {', '.join(missing)}")
+        for group, spec in self.groups.items():
+            if spec.stream not in self.streams:
+                raise ValueError(f"group `{group}` reads unknown stream `{spec.stream}`")
+        for route in self.routes:
+            if route.stream != "turns" and not route.stream.startswith("turns:"):
+                raise ValueError(f"route `{route.name}`: stream must be `turns` or `turns:<name>`")
+
+    def key(self, stream: str) -> str:
+        """The Redis key of a stream: `sb:events`, `sb:turns:sales`."""
+        return f"{self.prefix}:{stream}"
+
+    def route_for(self, *, account: int, inbox: int | None, channel: str | None) -> Route | None:
+        for route in self.routes:
+            if route.matches(account=account, inbox=inbox, channel=channel):
+                return route
+        return None
+
+
+def load(path: Path) -> Topology:
+    """Read and validate streams.yaml; every problem is a ConfigError naming the file."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read ({exc.strerror})"]) from exc
+    return parse(raw, source=str(path))
+
+
+def parse(raw: bytes, *, source: str = "streams.yaml") -> Topology:
+    try:
+        return msgspec.yaml.decode(raw, type=Topology)
+    except msgspec.ValidationError as exc:
+        raise ConfigError([f"{source}: {exc}"]) from exc
+    except msgspec.DecodeError as exc:
+        raise ConfigError([f"{source}: not valid YAML ({exc})"]) from exc

@@ -1,0 +1,110 @@
+-- Switchboard's schema. Idempotent: applied by `switchboard up`, the tests and compose alike.
+-- Every Chatwoot-sourced row carries Chatwoot's own version so that a late, older event never
+-- overwrites a newer state (webhooks arrive in any order, sometimes twice).
+
+CREATE TABLE IF NOT EXISTS schema_version (
+    version     integer PRIMARY KEY,
+    applied_at  timestamptz NOT NULL DEFAULT now()
+);
+INSERT INTO schema_version (version) VALUES (1) ON CONFLICT DO NOTHING;
+
+CREATE TABLE IF NOT EXISTS contacts (
+    account_id            bigint NOT NULL,
+    chatwoot_contact_id   bigint NOT NULL,
+    name                  text,
+    email                 text,
+    phone                 text,
+    identifier            text,
+    version               bigint NOT NULL DEFAULT 0,   -- ms the newest applied event was received
+    updated_at            timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (account_id, chatwoot_contact_id)
+);
+
+CREATE TABLE IF NOT EXISTS conversations (
+    account_id                bigint NOT NULL,
+    chatwoot_conversation_id  bigint NOT NULL,             -- the display id used in REST paths
+    inbox_id                  bigint,
+    channel                   text,
+    contact_id                bigint,
+    identity                  text,                        -- who the customer is on this channel
+    status                    text,                        -- Chatwoot's: open|pending|resolved|snoozed
+    assignee_type             text,                        -- User|AgentBot|NULL
+    assignee_id               bigint,
+    handler                   text NOT NULL DEFAULT 'bot' CHECK (handler IN ('bot', 'human')),
+    active                    boolean NOT NULL DEFAULT true,
+    started_at                timestamptz NOT NULL DEFAULT now(),
+    ended_at                  timestamptz,
+    version                   double precision NOT NULL DEFAULT 0,  -- Chatwoot updated_at (epoch)
+    -- turn bookkeeping
+    last_inbound_message_id   bigint NOT NULL DEFAULT 0,
+    burst_started_at          timestamptz,
+    turn_due_at               timestamptz,
+    emitted_through           bigint NOT NULL DEFAULT 0,
+    answered_through          bigint NOT NULL DEFAULT 0,
+    PRIMARY KEY (account_id, chatwoot_conversation_id)
+);
+-- One active conversation per customer and channel: starting a new one ends the previous.
+CREATE UNIQUE INDEX IF NOT EXISTS conversations_one_active
+    ON conversations (account_id, channel, identity) WHERE active AND identity IS NOT NULL;
+CREATE INDEX IF NOT EXISTS conversations_turn_due
+    ON conversations (turn_due_at) WHERE turn_due_at IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS messages (
+    account_id                bigint NOT NULL,
+    chatwoot_message_id       bigint NOT NULL,
+    chatwoot_conversation_id  bigint NOT NULL,
+    direction                 text NOT NULL CHECK (direction IN ('inbound', 'outbound')),
+    sender_kind               text NOT NULL
+                              CHECK (sender_kind IN ('contact', 'user', 'agent_bot', 'system')),
+    sender_id                 bigint,
+    private                   boolean NOT NULL DEFAULT false,
+    message_type              text,
+    content                   text,
+    content_type              text,
+    attachments               jsonb NOT NULL DEFAULT '[]',
+    status                    text NOT NULL,
+    created_at                timestamptz,
+    ext_ref                   text,
+    stored_at                 timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (account_id, chatwoot_message_id)
+);
+CREATE INDEX IF NOT EXISTS messages_conversation
+    ON messages (account_id, chatwoot_conversation_id, chatwoot_message_id);
+CREATE INDEX IF NOT EXISTS messages_ext_ref ON messages (ext_ref) WHERE ext_ref IS NOT NULL;
+
+CREATE TABLE IF NOT EXISTS outbound (
+    ref                       text PRIMARY KEY,
+    account_id                bigint NOT NULL,
+    chatwoot_conversation_id  bigint NOT NULL,
+    kind                      text NOT NULL,
+    content                   text NOT NULL DEFAULT '',
+    private                   boolean NOT NULL DEFAULT false,
+    status                    text NOT NULL,
+    attempts                  integer NOT NULL DEFAULT 0,
+    last_error                text,
+    next_attempt_at           timestamptz,  -- while sending: when the attempt's lease ends
+    known_through             bigint,       -- newest message id of the conversation before we sent
+    chatwoot_message_id       bigint,
+    turn                      text,
+    stream_id                 text,
+    created_at                timestamptz NOT NULL DEFAULT now(),
+    sent_at                   timestamptz
+);
+
+CREATE TABLE IF NOT EXISTS webhook_events (
+    stream_id                 text PRIMARY KEY,    -- the sb:events entry: redelivery is a no-op
+    delivery_id               text NOT NULL DEFAULT '',
+    received_at               timestamptz NOT NULL,
+    source                    text NOT NULL,
+    event                     text NOT NULL,
+    account_id                bigint,
+    chatwoot_conversation_id  bigint,
+    signed                    boolean NOT NULL,
+    outcome                   text NOT NULL
+                              CHECK (outcome IN ('applied', 'duplicate', 'ignored', 'dead')),
+    detail                    text,
+    body                      bytea NOT NULL,
+    processed_at              timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS webhook_events_received ON webhook_events (received_at);
+CREATE INDEX IF NOT EXISTS webhook_events_delivery ON webhook_events (delivery_id);

@@ -1,0 +1,224 @@
+"""The ingress app against a real Redis: what is written, and what is refused."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from asgi_lifespan import LifespanManager
+
+from ingress import events
+from ingress.app import create_app
+from ingress.settings import Settings
+from ingress.topology import Topology
+from tests import chatwoot
+from tests.services import free_port
+
+Client = httpx.AsyncClient
+
+
+def make_settings(**env: str) -> Settings:
+    base = {"CHATWOOT_WEBHOOK_SECRETS": f"rotated-out,{chatwoot.SECRET}", "OUTBOUND_TOKEN": "ot"}
+    base.update(env)
+    return Settings.from_env(base)
+
+
+async def client_for(
+    settings: Settings, topology: Topology, redis: aioredis.Redis
+) -> AsyncIterator[Client]:
+    app = create_app(settings, topology, redis=redis)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ingress") as client:
+            yield client
+
+
+@pytest.fixture
+async def client(topology: Topology, redis: aioredis.Redis) -> AsyncIterator[Client]:
+    async for c in client_for(make_settings(MAX_BODY_BYTES="65536"), topology, redis):
+        yield c
+
+
+async def entries(redis: aioredis.Redis, topology: Topology, stream: str) -> list[Any]:
+    rows: list[Any] = await redis.xrange(topology.key(stream))
+    return rows
+
+
+@pytest.mark.parametrize("name", chatwoot.webhook_names())
+async def test_signed_fixture_is_stored_with_routing_fields(
+    name: str, client: Client, redis: aioredis.Redis, topology: Topology
+) -> None:
+    """Every fixture, signed, is answered 200 after it is in sb:events with its raw bytes."""
+    data = chatwoot.payload(name)
+    body = chatwoot.rails_json(data)
+    headers = chatwoot.headers(body)
+    response = await client.post("/webhooks/chatwoot", content=body, headers=headers)
+    assert response.status_code == 200
+    [(entry_id, fields)] = await entries(redis, topology, "events")
+    assert response.json() == {"entry": entry_id.decode()}
+    entry = events.decode(events.EventEntry, fields)
+    assert entry.body == body
+    assert entry.event == data["event"]
+    assert entry.delivery == headers["x-chatwoot-delivery"]
+    assert entry.signed is True and entry.source == "chatwoot"
+    assert entry.account == 3
+    expected_conversation = (
+        data["conversation"]["id"]
+        if "conversation" in data
+        else data["id"]
+        if name.startswith("conversation_")
+        else None
+    )
+    assert entry.conversation == expected_conversation
+    assert abs(entry.received_at - time.time() * 1000) < 60_000
+
+
+@pytest.mark.parametrize(
+    ("headers", "reason"),
+    [
+        pytest.param({"x-chatwoot-signature": "sha256=00"}, "does not match", id="bad-signature"),
+        pytest.param({"x-chatwoot-signature": ""}, "missing", id="unsigned"),
+        pytest.param({"x-chatwoot-timestamp": str(int(time.time()) - 3600)}, "tolerance", id="old"),
+    ],
+)
+async def test_bad_signature_is_401_and_writes_nothing(
+    headers: dict[str, str], reason: str, client: Client, redis: aioredis.Redis, topology: Topology
+) -> None:
+    """A request failing verification gets 401 with the reason, and no entry."""
+    body = chatwoot.rails_json(chatwoot.payload("message_created__private_note"))
+    sent = chatwoot.headers(body) | headers
+    response = await client.post("/webhooks/chatwoot", content=body, headers=sent)
+    assert response.status_code == 401
+    assert reason in response.json()["error"]
+    assert await entries(redis, topology, "events") == []
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        pytest.param(b'{"event": "message_created", ', 400, id="truncated"),
+        pytest.param(b"[1, 2]", 400, id="not-an-object"),
+        pytest.param(b"", 400, id="empty"),
+        pytest.param(b"x" * 65537, 413, id="oversized"),
+    ],
+)
+async def test_bad_bodies_are_refused_and_write_nothing(
+    body: bytes, status: int, client: Client, redis: aioredis.Redis, topology: Topology
+) -> None:
+    """Malformed JSON is 400 and an oversized body 413, both signed correctly, nothing written."""
+    response = await client.post("/webhooks/chatwoot", content=body, headers=chatwoot.headers(body))
+    assert response.status_code == status
+    assert await entries(redis, topology, "events") == []
+
+
+async def test_odd_routing_types_are_kept(
+    client: Client, redis: aioredis.Redis, topology: Topology
+) -> None:
+    """Valid JSON whose routing fields have unexpected types is stored, not refused."""
+    body = b'{"event": "message_created", "account": "three", "conversation": [1]}'
+    response = await client.post("/webhooks/chatwoot", content=body, headers=chatwoot.headers(body))
+    assert response.status_code == 200
+    [(_, fields)] = await entries(redis, topology, "events")
+    entry = events.decode(events.EventEntry, fields)
+    assert (entry.body, entry.account, entry.conversation) == (body, None, None)
+
+
+async def test_unsigned_accepted_only_without_secrets(
+    topology: Topology, redis: aioredis.Redis
+) -> None:
+    """With no secret configured, an unsigned webhook is stored and marked signed=0."""
+    body = chatwoot.rails_json(chatwoot.payload("contact_created__webwidget_visitor"))
+    async for client in client_for(Settings.from_env({}), topology, redis):
+        response = await client.post(
+            "/webhooks/chatwoot", content=body, headers=chatwoot.headers(body, secret=None)
+        )
+        assert response.status_code == 200
+    [(_, fields)] = await entries(redis, topology, "events")
+    assert events.decode(events.EventEntry, fields).signed is False
+
+
+async def test_redis_down_is_503(topology: Topology) -> None:
+    """When the entry cannot be stored the answer is 503, never a 2xx."""
+    dead = aioredis.Redis(port=free_port(), socket_connect_timeout=0.5)
+    body = chatwoot.rails_json(chatwoot.payload("message_created__private_note"))
+    async for client in client_for(make_settings(), topology, dead):
+        response = await client.post(
+            "/webhooks/chatwoot", content=body, headers=chatwoot.headers(body)
+        )
+        assert response.status_code == 503
+        assert (await client.get("/ready")).status_code == 503
+        assert (await client.get("/health")).status_code == 200
+    await dead.aclose()
+
+
+async def test_ready_when_redis_answers(client: Client) -> None:
+    """/ready is 200 while Redis answers."""
+    assert (await client.get("/ready")).json() == {"status": "ready", "redis": "ok"}
+
+
+# -- POST /outbound ---------------------------------------------------------------------------
+
+
+async def test_outbound_publishes_and_answers_202_with_ref(
+    client: Client, redis: aioredis.Redis, topology: Topology
+) -> None:
+    """A valid reply lands in sb:outbound; a missing ref is generated and returned."""
+    response = await client.post(
+        "/outbound",
+        json={"account": 3, "conversation": 1042, "content": "Hello"},
+        headers={"authorization": "Bearer ot"},
+    )
+    assert response.status_code == 202
+    ref = response.json()["ref"]
+    [(_, fields)] = await entries(redis, topology, "outbound")
+    entry = events.decode(events.OutboundEntry, fields)
+    assert (entry.ref, entry.content, entry.conversation) == (ref, "Hello", 1042)
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "status", "error"),
+    [
+        pytest.param({}, {}, 401, "bearer", id="no-token"),
+        pytest.param({"authorization": "Bearer nope"}, {}, 401, "bearer", id="wrong-token"),
+        pytest.param(
+            {"authorization": "Bearer ot"},
+            {"account": 3, "conversation": "x", "content": "hi"},
+            422,
+            "$.conversation",
+            id="bad-field",
+        ),
+        pytest.param(
+            {"authorization": "Bearer ot"},
+            {"account": 3, "content": "hi"},
+            422,
+            "missing required field `conversation`",
+            id="missing-field",
+        ),
+    ],
+)
+async def test_outbound_refusals(
+    headers: dict[str, str],
+    body: dict[str, object],
+    status: int,
+    error: str,
+    client: Client,
+    redis: aioredis.Redis,
+    topology: Topology,
+) -> None:
+    """Unknown tokens get 401 and invalid bodies 422 naming the field; nothing is published."""
+    response = await client.post("/outbound", json=body, headers=headers)
+    assert response.status_code == status
+    assert error in response.json()["error"]
+    assert await entries(redis, topology, "outbound") == []
+
+
+async def test_outbound_is_off_without_a_token(topology: Topology, redis: aioredis.Redis) -> None:
+    """Without OUTBOUND_TOKEN the endpoint says how to turn it on."""
+    async for client in client_for(Settings.from_env({}), topology, redis):
+        response = await client.post("/outbound", json={})
+        assert response.status_code == 404
+        assert "OUTBOUND_TOKEN" in response.json()["error"]
