@@ -28,6 +28,9 @@ log = structlog.get_logger("deliver")
 # How long a `sending` reply belongs to the deliverer that started it; past that, an attempt
 # is presumed dead and the next one checks for an echo before sending.
 LEASE = dt.timedelta(seconds=30)
+# After an ambiguous failure, with no user token to list messages, how long to wait for the
+# echo webhook (Chatwoot sends it within seconds of saving) before concluding it was not saved.
+ECHO_WAIT = dt.timedelta(seconds=20)
 
 
 class InFlight(RetryableError):
@@ -42,11 +45,15 @@ class Deliverer:
         *,
         stream_key: str,
         clock: Callable[[], dt.datetime] = utcnow,
+        lease: dt.timedelta = LEASE,
+        echo_wait: dt.timedelta = ECHO_WAIT,
     ) -> None:
         self.store = store
         self.client = client
         self.stream_key = stream_key
         self.clock = clock
+        self.lease = lease
+        self.echo_wait = echo_wait
 
     async def __call__(self, entry: StreamEntry) -> None:
         reply = events.decode(events.OutboundEntry, entry.fields)
@@ -91,7 +98,7 @@ class Deliverer:
             await tx.begin_attempt(
                 ref,
                 attempts=row.attempts + 1,
-                lease_until=now + LEASE,
+                lease_until=now + self.lease,
                 known_through=await tx.last_message_id(reply.account, reply.conversation),
             )
         return True
@@ -135,7 +142,10 @@ class Deliverer:
                 await tx.set_outbound(ref, status=Outbound.FAILED, error=str(exc))
                 log.warning("reply.failed", error=str(exc), status=exc.status)
                 return
-            # Whether or not Chatwoot got it, the reply stays `sending` with its lease ended:
-            # the next attempt looks for proof it was posted before sending again.
+            # Whether or not Chatwoot got it, the reply stays `sending`: the next attempt looks
+            # for proof it was posted before sending again. When it may have landed and only
+            # the echo can tell, that attempt waits for the echo to have had time to arrive.
+            wait = exc.ambiguous and self.client.user_token is None
+            until = self.clock() + self.echo_wait if wait else None
             await tx.set_outbound(ref, status=Outbound.SENDING, error=str(exc))
-            await tx.end_lease(ref)
+            await tx.hold_until(ref, until)

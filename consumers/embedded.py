@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import IO, Any, Self
 
 from ingress.errors import SwitchboardError
 
@@ -31,18 +31,20 @@ class EmbeddedError(SwitchboardError):
     pass
 
 
+def port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return True
+    return False
+
+
 def free_port(preferred: int | None = None) -> int:
     """`preferred` when nothing listens on it, else any free loopback port."""
-    if preferred is not None:
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", preferred)) != 0:
-                try:
-                    sock2 = socket.socket()
-                    sock2.bind(("127.0.0.1", preferred))
-                    sock2.close()
-                    return preferred
-                except OSError:
-                    pass
+    if preferred is not None and not port_in_use(preferred):
+        return preferred
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -75,6 +77,9 @@ def postgres_bindir() -> Path:
 
 
 class _Server:
+    """A server process in its own session: Ctrl-C in a terminal signals the whole foreground
+    process group, and the stores must outlive the workers that are still finishing."""
+
     process: subprocess.Popen[bytes] | None = None
     name = "server"
 
@@ -149,7 +154,7 @@ class EmbeddedRedis(_Server):
             "--daemonize",
             "no",
         ]
-        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL)
+        self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, start_new_session=True)
         self._wait_until(time.monotonic() + 20, self._pong, log)
 
     def _pong(self) -> bool:
@@ -195,7 +200,12 @@ class EmbeddedPostgres(_Server):
                 ],
                 log,
             )
-        self.process = subprocess.Popen(
+        with log.open("ab") as out:  # the child keeps its own descriptor
+            self.process = self._postgres(data, out)
+        self._wait_until(time.monotonic() + 60, lambda: _postmaster_ready(data), log)
+
+    def _postgres(self, data: Path, out: IO[bytes]) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
             [
                 str(self.bindir / "postgres"),
                 "-D",
@@ -212,15 +222,23 @@ class EmbeddedPostgres(_Server):
                 "fsync=on",
             ],
             stdin=subprocess.DEVNULL,
-            stdout=log.open("ab"),
+            stdout=out,
             stderr=subprocess.STDOUT,
-            user=self.user,
+            start_new_session=True,
+            **self._identity(),
         )
-        self._wait_until(time.monotonic() + 60, lambda: _postmaster_ready(data), log)
+
+    def _identity(self) -> dict[str, Any]:
+        """Run as the system user with its own group only: keeping root's group would make
+        a root-owned 0701 parent directory unreadable (group bits apply, not other bits)."""
+        if self.user is None:
+            return {}
+        entry = pwd.getpwnam(self.user)
+        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
     def _run(self, args: list[str], log: Path) -> None:
         with log.open("ab") as out:
-            result = subprocess.run(args, stdout=out, stderr=subprocess.STDOUT, user=self.user)
+            result = subprocess.run(args, stdout=out, stderr=subprocess.STDOUT, **self._identity())
         if result.returncode != 0:
             raise EmbeddedError(f"{Path(args[0]).name} failed; see {log}:\n{_tail(log)}")
 

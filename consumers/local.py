@@ -8,13 +8,19 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
-import httpx
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from consumers.embedded import EmbeddedPostgres, EmbeddedRedis, free_port, redis_binary
+from consumers.embedded import (
+    EmbeddedPostgres,
+    EmbeddedRedis,
+    free_port,
+    port_in_use,
+    redis_binary,
+)
 from consumers.store import Store
 from ingress.errors import ConfigError
 from ingress.settings import Settings
@@ -101,6 +107,8 @@ class LocalStack:
 
     def _start_children(self, env: dict[str, str]) -> None:
         port = self.settings.port
+        if port_in_use(port):
+            raise ConfigError([f"port {port} is in use: set PORT to another port for the ingress"])
         env.setdefault("PORT", str(port))
         if self.demo:
             fake_port = free_port(3000)
@@ -141,10 +149,11 @@ class LocalStack:
         while time.monotonic() < deadline and not self._stop:
             self._check_children()
             try:
-                if httpx.get(url, timeout=1).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
+                with urllib.request.urlopen(url, timeout=1) as answer:
+                    if answer.status == 200:
+                        return
+            except OSError:
+                pass  # not listening yet
             time.sleep(0.1)
         raise ConfigError([f"the ingress did not answer {url} within 30 s"])
 

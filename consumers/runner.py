@@ -93,6 +93,7 @@ class Runner:
                 log.warning("runner.redis_unavailable", group=self.group, error=str(exc), wait=wait)
                 await self._sleep(wait)
         await self._forget_if_idle()
+        structlog.contextvars.clear_contextvars()
         log.info("runner.stopped", group=self.group, consumer=self.consumer)
 
     async def drain(self) -> int:

@@ -103,20 +103,32 @@ async def workers(
         yield built
 
 
-def _stop_all(running: list[Worker]) -> None:
-    for worker in running:
-        worker.stop()
+class _Stop:
+    """SIGTERM/SIGINT, caught from the very start: a signal during start-up ends it cleanly."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.workers: list[Worker] = []
+
+    def __call__(self) -> None:
+        self.requested = True
+        for worker in self.workers:
+            worker.stop()
 
 
 async def serve(settings: Settings, topology: Topology, groups: Sequence[str]) -> None:
     """Run the groups until SIGTERM or SIGINT; then each finishes and acks its batch."""
+    stop = _Stop()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)
     async with (
         connections(settings) as (redis, store),
         workers(settings, topology, groups, redis, store) as running,
     ):
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, _stop_all, running)
+        stop.workers.extend(running)
+        if stop.requested:
+            return
         log.info("consumers.started", groups=list(groups))
         await asyncio.gather(*(w.run() for w in running))
         log.info("consumers.stopped")

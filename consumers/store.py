@@ -531,8 +531,11 @@ class Tx:
             known_through,
         )
 
-    async def end_lease(self, ref: str) -> None:
-        await self.conn.execute("UPDATE outbound SET next_attempt_at = NULL WHERE ref = $1", ref)
+    async def hold_until(self, ref: str, until: dt.datetime | None) -> None:
+        """No attempt before `until` (None: the next one may start at once)."""
+        await self.conn.execute(
+            "UPDATE outbound SET next_attempt_at = $2 WHERE ref = $1", ref, until
+        )
 
     async def last_message_id(self, account_id: int, conversation_id: int) -> int:
         value = await self.conn.fetchval(

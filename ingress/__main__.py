@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 
 import uvicorn
@@ -28,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logs.configure(settings.log_format)
     app = create_app(settings, topo)
+    # uvicorn re-raises the signal that stopped it once it has shut down gracefully, restoring
+    # the handler it found first. Finding this one, the process exits 0 instead of dying by it.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
     uvicorn.run(
         app,
         host=args.host or settings.host,

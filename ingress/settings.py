@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hmac
-import typing
 import os
+import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal, TypeVar

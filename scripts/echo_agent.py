@@ -15,6 +15,7 @@ import json
 import os
 import signal
 import socket
+import time
 from typing import Any
 
 import redis
@@ -55,7 +56,11 @@ def main() -> None:
     print(f"echo-agent: reading {turns}", flush=True)
     start = "0"  # first what this consumer read but did not finish, then new turns (">")
     while running:
-        batches: Any = r.xreadgroup(GROUP, consumer, {turns: start}, count=10, block=1000)
+        try:
+            batches: Any = r.xreadgroup(GROUP, consumer, {turns: start}, count=10, block=1000)
+        except redis.ConnectionError:
+            time.sleep(1)  # Redis restarting: what we read and did not ack is still pending
+            continue
         entries = batches[0][1] if batches else []
         if start == "0" and not entries:
             start = ">"

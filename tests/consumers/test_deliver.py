@@ -1,0 +1,234 @@
+"""The deliver group against the fake Chatwoot server: each reply posted once."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+import pytest
+import redis.asyncio as aioredis
+
+from consumers.chatwoot import ChatwootClient
+from consumers.deliver import Deliverer
+from consumers.runner import Runner
+from consumers.store import Store
+from ingress import events
+from ingress.settings import Secret
+from ingress.topology import Topology
+from tests.conftest import BOT_TOKEN, USER_TOKEN, Fake
+from tests.pipeline import persist, rows
+
+MESSAGES = "/api/v1/accounts/3/conversations/1046/messages"
+
+
+@pytest.fixture
+async def client(fake: Fake) -> AsyncIterator[ChatwootClient]:
+    async with ChatwootClient(fake.url, Secret(BOT_TOKEN), timeout=1.0) as c:
+        yield c
+
+
+def deliver_runner(
+    redis: aioredis.Redis,
+    store: Store,
+    topology: Topology,
+    client: ChatwootClient,
+    echo_wait: dt.timedelta = dt.timedelta(0),
+) -> Runner:
+    key = topology.key("outbound")
+    spec = msgspec.structs.replace(topology.groups["deliver"], claim_idle_ms=20)
+    return Runner(
+        redis,
+        key=key,
+        group="deliver",
+        spec=spec,
+        dead_key=topology.key("dead"),
+        handler=Deliverer(store, client, stream_key=key, echo_wait=echo_wait),
+        consumer="test-deliver",
+    )
+
+
+async def reply(redis: aioredis.Redis, topology: Topology, **fields: Any) -> str:
+    entry = events.OutboundEntry(
+        **({"account": 3, "conversation": 1046, "content": "Hello from the bot"} | fields)
+    )
+    entry_id = await redis.xadd(topology.key("outbound"), events.encode(entry))  # type: ignore[arg-type]
+    return str(entry_id.decode())
+
+
+async def deliver(runner: Runner, rounds: int = 1) -> None:
+    for _ in range(rounds):
+        await runner.drain()
+        await asyncio.sleep(0.03)  # past claim_idle_ms, so a pending entry is reclaimed
+
+
+def posts(fake: Fake) -> list[dict[str, Any]]:
+    return [r for r in fake.requests() if r["method"] == "POST" and r["path"] == MESSAGES]
+
+
+async def test_reply_is_posted_with_ext_ref_and_recorded(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake, client: ChatwootClient
+) -> None:
+    """The reply reaches Chatwoot's create-message API once, carrying its ref."""
+    await reply(redis, topology, ref="r-1", content_attributes={"source": "llm"})
+    await deliver(deliver_runner(redis, store, topology, client))
+    [post] = posts(fake)
+    assert post["token_ok"] is True
+    assert post["json"] == {
+        "content": "Hello from the bot",
+        "message_type": "outgoing",
+        "private": False,
+        "content_type": "text",
+        "content_attributes": {"source": "llm", "ext_ref": "r-1"},
+    }
+    [row] = await rows(store, "SELECT status, attempts, chatwoot_message_id FROM outbound")
+    assert row["status"] == "sent" and row["attempts"] == 1
+    assert row["chatwoot_message_id"] == fake.messages()[0]["id"]
+
+
+async def test_same_ref_twice_posts_once(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake, client: ChatwootClient
+) -> None:
+    """A second entry with the same ref sends nothing."""
+    await reply(redis, topology, ref="same")
+    await reply(redis, topology, ref="same")
+    await deliver(deliver_runner(redis, store, topology, client))
+    assert len(posts(fake)) == 1
+
+
+async def test_missing_ref_is_derived_from_the_entry(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake, client: ChatwootClient
+) -> None:
+    """Without a ref, the entry id is the ref: handling the entry again posts nothing."""
+    entry_id = await reply(redis, topology)
+    runner = deliver_runner(redis, store, topology, client)
+    await deliver(runner)
+    from consumers.runner import StreamEntry
+
+    fields: Any = (await redis.xrange(topology.key("outbound")))[0][1]
+    await runner.handler(StreamEntry(id=entry_id, fields=fields, deliveries=2))
+    [post] = posts(fake)
+    assert post["json"]["content_attributes"]["ext_ref"] == f"{topology.key('outbound')}:{entry_id}"
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        pytest.param(404, '{"error": "Resource could not be found"}', id="404"),
+        pytest.param(401, '{"error": "Unauthorized"}', id="401"),
+        pytest.param(422, '{"error": "Content is too long"}', id="422"),
+    ],
+)
+async def test_permanent_errors_fail_once_and_dead_letter(
+    status: int,
+    body: str,
+    redis: aioredis.Redis,
+    store: Store,
+    topology: Topology,
+    fake: Fake,
+    client: ChatwootClient,
+) -> None:
+    """A 4xx is not retried: the reply is failed and its entry dead-lettered with the reason."""
+    fake.faults({"path": "messages", "status": status, "body": body})
+    await reply(redis, topology, ref="doomed")
+    await deliver(deliver_runner(redis, store, topology, client), rounds=3)
+    assert len(posts(fake)) == 1
+    [row] = await rows(store, "SELECT status, last_error FROM outbound")
+    assert row["status"] == "failed" and str(status) in row["last_error"]
+    letters: Any = await redis.xrange(topology.key("dead"))
+    [(_, fields)] = letters
+    assert fields[b"reason"] == b"permanent" and fields[b"ref"] == b"doomed"
+
+
+async def test_transient_error_is_retried(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake, client: ChatwootClient
+) -> None:
+    """A 503 leaves the entry pending; the next delivery posts it."""
+    fake.faults({"path": "messages", "status": 503, "times": 1})
+    await reply(redis, topology, ref="later")
+    await deliver(deliver_runner(redis, store, topology, client), rounds=3)
+    assert len(posts(fake)) == 2
+    assert len(fake.messages()) == 1
+    [row] = await rows(store, "SELECT status, attempts FROM outbound")
+    assert row == {"status": "sent", "attempts": 2}
+
+
+async def test_ambiguous_timeout_then_list_check_posts_once(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake
+) -> None:
+    """Chatwoot saved it but the answer timed out: the retry finds it by ext_ref, posts nothing."""
+    fake.faults({"path": "messages", "method": "POST", "delay_ms": 1500, "after": True, "times": 1})
+    async with ChatwootClient(
+        fake.url, Secret(BOT_TOKEN), user_token=Secret(USER_TOKEN), timeout=0.5
+    ) as client:
+        await reply(redis, topology, ref="amb")
+        await deliver(deliver_runner(redis, store, topology, client), rounds=3)
+    assert len(posts(fake)) == 1
+    assert len(fake.messages()) == 1
+    [row] = await rows(store, "SELECT status, chatwoot_message_id FROM outbound")
+    assert row == {"status": "sent", "chatwoot_message_id": fake.messages()[0]["id"]}
+
+
+async def test_ambiguous_failure_then_echo_posts_once(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake, client: ChatwootClient
+) -> None:
+    """Without a user token, the deliverer waits for the echo webhook (matched by ext_ref),
+    which proves the first POST landed, instead of posting again."""
+    fake.faults({"path": "messages", "status": 502, "after": True, "times": 1})
+    await reply(redis, topology, ref="pysvc-01J0ZK7Q4T9V2M6X8B3N5R1C7D")
+    runner = deliver_runner(redis, store, topology, client, echo_wait=dt.timedelta(seconds=0.3))
+    await deliver(runner, rounds=3)  # reclaimed while waiting for the echo: nothing posted
+    assert len(posts(fake)) == 1
+    await persist(redis, store, topology, "message_created__outgoing_agent_bot_echo")
+    await asyncio.sleep(0.3)
+    await deliver(runner, rounds=2)
+    assert len(posts(fake)) == 1
+    [row] = await rows(store, "SELECT status FROM outbound")
+    assert row["status"] == "sent"
+
+
+async def test_a_reply_being_sent_elsewhere_is_not_sent_again(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake, client: ChatwootClient
+) -> None:
+    """While another deliverer holds the reply's lease, this one waits instead of posting."""
+    async with store.pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO outbound (ref, account_id, chatwoot_conversation_id, kind, status, "
+            "attempts, next_attempt_at) VALUES ('busy', 3, 1046, 'message', 'sending', 1, "
+            "now() + interval '1 minute')"
+        )
+    await reply(redis, topology, ref="busy")
+    await deliver_runner(redis, store, topology, client).drain()
+    assert posts(fake) == []
+    summary: Any = await redis.xpending(topology.key("outbound"), "deliver")
+    assert summary["pending"] == 1
+
+
+@pytest.mark.parametrize(
+    ("kind", "path", "body"),
+    [
+        ("handoff", "toggle_status", {"status": "open"}),
+        ("resolve", "toggle_status", {"status": "resolved"}),
+        ("typing_on", "toggle_typing_status", {"typing_status": "on"}),
+        ("typing_off", "toggle_typing_status", {"typing_status": "off"}),
+    ],
+)
+async def test_action_kinds(
+    kind: str,
+    path: str,
+    body: dict[str, str],
+    redis: aioredis.Redis,
+    store: Store,
+    topology: Topology,
+    fake: Fake,
+    client: ChatwootClient,
+) -> None:
+    """Hand-off and resolve toggle the status; typing kinds toggle the indicator."""
+    await reply(redis, topology, kind=kind, content="")
+    await deliver(deliver_runner(redis, store, topology, client))
+    [request] = fake.requests()
+    assert request["path"].endswith(path) and request["json"] == body
+    [row] = await rows(store, "SELECT status, kind FROM outbound")
+    assert row == {"status": "sent", "kind": kind}

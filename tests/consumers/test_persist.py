@@ -1,0 +1,266 @@
+"""The persist group on real Redis and PostgreSQL: every fixture's effect, once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from consumers.store import Store
+from ingress.topology import Topology
+from tests import chatwoot
+from tests.pipeline import emit_turns, feed, persist, persist_runner, rows
+
+EXPECTED_OUTCOME = {
+    "conversation_typing_on__agent": ("ignored", "no effect for conversation_typing_on"),
+    "webwidget_triggered__widget_opened": ("ignored", "no effect for webwidget_triggered"),
+}
+
+
+@pytest.mark.parametrize("name", chatwoot.webhook_names())
+async def test_every_fixture_is_recorded_with_its_outcome(
+    name: str, redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """Each webhook leaves one audit row, applied or ignored on purpose, never an error."""
+    [entry_id] = await feed(redis, topology, name)
+    await persist_runner(redis, store, topology).drain()
+    [row] = await rows(store, "SELECT * FROM webhook_events")
+    assert row["stream_id"] == entry_id
+    assert (row["outcome"], row["detail"]) == EXPECTED_OUTCOME.get(name, ("applied", None))
+    assert row["body"] == chatwoot.rails_json(chatwoot.payload(name))
+
+
+@pytest.mark.parametrize(
+    ("name", "direction", "sender_kind", "status", "private"),
+    [
+        ("message_created__webwidget_incoming_no_email", "inbound", "contact", "received", False),
+        ("message_created__whatsapp_incoming_phone", "inbound", "contact", "received", False),
+        ("message_created__incoming_with_attachments", "inbound", "contact", "received", False),
+        ("message_created__outgoing_agent_user", "outbound", "user", "sent", False),
+        ("message_created__private_note", "outbound", "user", "sent", True),
+        ("message_created__template_auto_reply_no_sender", "outbound", "system", "sent", False),
+        (
+            "message_updated__outgoing_delivered_source_id_set",
+            "outbound",
+            "agent_bot",
+            "delivered",
+            False,
+        ),
+    ],
+)
+async def test_messages_are_stored_with_who_spoke(
+    name: str,
+    direction: str,
+    sender_kind: str,
+    status: str,
+    private: bool,
+    redis: aioredis.Redis,
+    store: Store,
+    topology: Topology,
+) -> None:
+    """A message row records direction, sender kind, status and privacy."""
+    await persist(redis, store, topology, name)
+    payload = chatwoot.payload(name)
+    [row] = await rows(store, "SELECT * FROM messages")
+    assert row["chatwoot_message_id"] == payload["id"]
+    assert row["chatwoot_conversation_id"] == payload["conversation"]["id"]
+    assert (row["direction"], row["sender_kind"], row["status"], row["private"]) == (
+        direction,
+        sender_kind,
+        status,
+        private,
+    )
+    assert row["content"] == payload["content"]
+
+
+async def test_attachments_are_kept(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """Attachment type and URL are stored with the message."""
+    await persist(redis, store, topology, "message_created__incoming_with_attachments")
+    [row] = await rows(store, "SELECT attachments::text AS a FROM messages")
+    assert '"file_type": "image"' in row["a"] and "data_url" in row["a"]
+
+
+async def test_duplicate_webhooks_store_one_message(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """Chatwoot's duplicate sends (new delivery ids) store the message once and say so."""
+    name = "message_created__whatsapp_incoming_phone"
+    await persist(redis, store, topology, name, name, name)
+    assert len(await rows(store, "SELECT 1 FROM messages")) == 1
+    outcomes = [
+        r["outcome"]
+        for r in await rows(store, "SELECT outcome FROM webhook_events ORDER BY stream_id")
+    ]
+    assert outcomes == ["applied", "duplicate", "duplicate"]
+    assert len(await emit_turns(redis, store, topology)) == 1
+
+
+async def test_contact_and_conversation_rows(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """An incoming message upserts its contact and its conversation with identity and channel."""
+    await persist(redis, store, topology, "message_created__whatsapp_incoming_phone")
+    [contact] = await rows(store, "SELECT * FROM contacts")
+    assert (contact["chatwoot_contact_id"], contact["phone"]) == (5503, "+919876543210")
+    [conv] = await rows(store, "SELECT * FROM conversations")
+    assert conv["chatwoot_conversation_id"] == 1044 and conv["account_id"] == 3
+    assert (conv["channel"], conv["identity"], conv["status"]) == (
+        "Channel::Whatsapp",
+        "phone:+919876543210",
+        "pending",
+    )
+    assert (conv["handler"], conv["active"]) == ("bot", True)
+
+
+async def test_an_older_snapshot_never_overwrites_a_newer_one(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """A late event carrying an older conversation `updated_at` changes nothing."""
+    await persist(redis, store, topology, "conversation_status_changed__resolved")
+    await persist(redis, store, topology, "message_created__whatsapp_incoming_phone")  # older
+    [conv] = await rows(store, "SELECT status, version FROM conversations")
+    assert conv == {"status": "resolved", "version": 1781776572.612317}
+
+
+async def test_customer_message_becomes_a_turn(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """A public incoming message of a bot-handled conversation is emitted as a turn."""
+    await persist(redis, store, topology, "message_created__webwidget_incoming_no_email")
+    [turn] = await emit_turns(redis, store, topology)
+    assert (turn.account, turn.conversation, turn.inbox, turn.through) == (3, 1042, 11, 918301)
+    assert turn.turn == "3:1042:918301" and turn.route == "default"
+    assert [m.content for m in turn.messages] == ["Hi, does the Pro plan include SSO?"]
+    assert turn.channel == "Channel::WebWidget" and turn.contact == 5501
+    assert await emit_turns(redis, store, topology) == [turn]  # emitted once
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "message_created__private_note",
+        "message_created__outgoing_agent_bot_echo",
+        "message_created__template_auto_reply_no_sender",
+        "message_updated__outgoing_delivered_source_id_set",
+        "conversation_created__webwidget",
+    ],
+)
+async def test_no_turn_for_anything_else(
+    name: str, redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """Notes, our echoes, templates, receipts and conversation events produce no turn."""
+    await persist(redis, store, topology, name)
+    assert await emit_turns(redis, store, topology) == []
+
+
+async def test_human_reply_stops_turns(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """After a human agent's public reply, customer messages produce no turn."""
+    await persist(redis, store, topology, "message_created__outgoing_agent_user")
+    [conv] = await rows(store, "SELECT handler FROM conversations")
+    assert conv["handler"] == "human"
+    later = chatwoot.payload("message_created__whatsapp_incoming_phone")
+    later["id"] = 918400
+    later["conversation"]["updated_at"] = 1781775900.0
+    later["conversation"]["status"] = "open"
+    await persist(redis, store, topology, later)
+    assert await emit_turns(redis, store, topology) == []
+
+
+async def test_our_echo_updates_the_outbound_row(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """Our own reply coming back (by ext_ref) records Chatwoot's id; no hand-off, no turn."""
+    echo = chatwoot.payload("message_created__outgoing_agent_bot_echo")
+    ref = echo["content_attributes"]["ext_ref"]
+    async with store.pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO outbound (ref, account_id, chatwoot_conversation_id, kind, status) "
+            "VALUES ($1, 3, 1046, 'message', 'sending')",
+            ref,
+        )
+    await persist(redis, store, topology, echo)
+    [out] = await rows(store, "SELECT status, chatwoot_message_id FROM outbound")
+    assert out == {"status": "sent", "chatwoot_message_id": echo["id"]}
+    [conv] = await rows(store, "SELECT handler FROM conversations")
+    assert conv["handler"] == "bot"
+    [row] = await rows(store, "SELECT detail FROM webhook_events")
+    assert row["detail"] == "echo of our reply"
+
+
+async def test_receipt_moves_outbound_status_forward(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """A message_updated receipt moves our reply to delivered; a late `sent` does not undo it."""
+    receipt = chatwoot.payload("message_updated__outgoing_delivered_source_id_set")
+    ref = receipt["content_attributes"]["ext_ref"]
+    async with store.pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO outbound (ref, account_id, chatwoot_conversation_id, kind, status) "
+            "VALUES ($1, 3, 1044, 'message', 'sent')",
+            ref,
+        )
+    late = chatwoot.payload("message_updated__outgoing_delivered_source_id_set")
+    late["event"] = "message_created"
+    late["conversation"]["messages"][0]["status"] = "sent"
+    await persist(redis, store, topology, receipt, late)
+    [out] = await rows(store, "SELECT status FROM outbound")
+    assert out["status"] == "delivered"
+
+
+async def test_one_active_conversation_per_customer_whatever_the_order(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """Of two conversations of one customer on one channel, the newer is active, in any order."""
+    older = chatwoot.payload("message_created__whatsapp_incoming_phone")
+    newer = chatwoot.payload("message_created__whatsapp_incoming_phone")
+    newer["id"], newer["conversation"]["id"] = 918500, 1050
+    await persist(redis, store, topology, newer, older)
+    found = await rows(
+        store, "SELECT chatwoot_conversation_id AS id, active FROM conversations ORDER BY 1"
+    )
+    assert found == [{"id": 1044, "active": False}, {"id": 1050, "active": True}]
+
+
+async def test_body_that_does_not_fit_goes_to_dead(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """A message event without an id cannot be stored: it is dead-lettered, the rest goes on."""
+    broken: dict[str, Any] = chatwoot.payload("message_created__private_note")
+    del broken["id"]
+    await persist(redis, store, topology, broken, "message_created__whatsapp_incoming_phone")
+    letters: Any = await redis.xrange(topology.key("dead"))
+    [(_, fields)] = letters
+    assert fields[b"reason"] == b"permanent" and b"`id`" in fields[b"error"]
+    assert len(await rows(store, "SELECT 1 FROM messages")) == 1
+
+
+async def test_undecodable_entry_goes_to_dead(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """An entry missing its contract fields is dead-lettered with the decode error."""
+    await redis.xadd(topology.key("events"), {"event": "message_created"})
+    await persist_runner(redis, store, topology).drain()
+    letters: Any = await redis.xrange(topology.key("dead"))
+    [(_, fields)] = letters
+    assert fields[b"reason"] == b"undecodable"
+    assert b"received_at" in fields[b"error"]
+
+
+async def test_redelivered_entry_is_not_applied_twice(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """An entry processed but not acked (crash before XACK) is skipped on redelivery."""
+    [entry_id] = await feed(redis, topology, "message_created__webwidget_incoming_no_email")
+    runner = persist_runner(redis, store, topology)
+    await runner.drain()
+    from consumers.runner import StreamEntry
+
+    fields: Any = (await redis.xrange(topology.key("events")))[0][1]
+    await runner.handler(StreamEntry(id=entry_id, fields=fields, deliveries=2))
+    assert len(await rows(store, "SELECT 1 FROM webhook_events")) == 1
+    assert len(await emit_turns(redis, store, topology)) == 1

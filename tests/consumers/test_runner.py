@@ -1,0 +1,214 @@
+"""The consumer-group loop against a real Redis: each Streams guarantee on its own."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+
+from consumers.errors import PermanentError, RetryableError
+from consumers.runner import Runner, StreamEntry
+from ingress.topology import GroupSpec, Topology
+
+GROUP = "testers"
+
+
+class Recorder:
+    """A handler that records what it saw and fails for the entries it is told to."""
+
+    def __init__(self, fail: set[bytes] | None = None, error: Exception | None = None) -> None:
+        self.seen: list[StreamEntry] = []
+        self.fail = fail or set()
+        self.error = error or RetryableError("told to fail")
+
+    async def __call__(self, entry: StreamEntry) -> None:
+        self.seen.append(entry)
+        if entry.fields.get(b"n") in self.fail:
+            raise self.error
+
+
+def runner(
+    redis: aioredis.Redis,
+    topology: Topology,
+    handler: Any,
+    *,
+    consumer: str = "c1",
+    claim_idle_ms: int = 60_000,
+    max_deliveries: int = 3,
+    batch: int = 10,
+) -> Runner:
+    spec = GroupSpec(
+        stream="events",
+        batch=batch,
+        block_ms=50,
+        claim_idle_ms=claim_idle_ms,
+        max_deliveries=max_deliveries,
+    )
+    return Runner(
+        redis,
+        key=topology.key("events"),
+        group=GROUP,
+        spec=spec,
+        dead_key=topology.key("dead"),
+        handler=handler,
+        consumer=consumer,
+    )
+
+
+async def add(redis: aioredis.Redis, topology: Topology, *numbers: int) -> list[str]:
+    ids = []
+    for n in numbers:
+        ids.append((await redis.xadd(topology.key("events"), {"n": str(n)})).decode())
+    return ids
+
+
+async def pending(redis: aioredis.Redis, topology: Topology) -> int:
+    summary: Any = await redis.xpending(topology.key("events"), GROUP)
+    return int(summary["pending"])
+
+
+async def dead(redis: aioredis.Redis, topology: Topology) -> list[dict[bytes, bytes]]:
+    rows: Any = await redis.xrange(topology.key("dead"))
+    return [fields for _, fields in rows]
+
+
+async def test_group_creation_is_idempotent(redis: aioredis.Redis, topology: Topology) -> None:
+    """Creating the group twice keeps one group (and creates the stream the first time)."""
+    r = runner(redis, topology, Recorder())
+    await r.ensure_group()
+    await r.ensure_group()
+    groups: Any = await redis.xinfo_groups(topology.key("events"))
+    assert [g["name"] for g in groups] == [GROUP.encode()]
+
+
+async def test_ack_after_handling(redis: aioredis.Redis, topology: Topology) -> None:
+    """Handled entries are acknowledged; nothing stays pending."""
+    await runner(redis, topology, Recorder()).ensure_group()
+    await add(redis, topology, 1, 2, 3)
+    handler = Recorder()
+    assert await runner(redis, topology, handler).drain() == 3
+    assert [e.fields[b"n"] for e in handler.seen] == [b"1", b"2", b"3"]
+    assert await pending(redis, topology) == 0
+
+
+async def test_failed_entry_stays_pending_and_does_not_block(
+    redis: aioredis.Redis, topology: Topology
+) -> None:
+    """A failing entry is not acknowledged; the entries behind it are handled and acked."""
+    await runner(redis, topology, Recorder()).ensure_group()
+    await add(redis, topology, 1, 2, 3)
+    handler = Recorder(fail={b"2"})
+    await runner(redis, topology, handler).drain()
+    assert len(handler.seen) == 3
+    assert await pending(redis, topology) == 1
+    assert await dead(redis, topology) == []
+
+
+async def test_dead_consumers_entries_are_reclaimed(
+    redis: aioredis.Redis, topology: Topology
+) -> None:
+    """Entries read by a consumer that died are handled by another after claim_idle_ms."""
+    await runner(redis, topology, Recorder()).ensure_group()
+    await add(redis, topology, 1, 2)
+    # A consumer reads both entries and dies before acknowledging them.
+    await redis.xreadgroup(GROUP, "died", {topology.key("events"): ">"}, count=10)
+    handler = Recorder()
+    survivor = runner(redis, topology, handler, consumer="c2", claim_idle_ms=50)
+    await asyncio.sleep(0.1)
+    assert await survivor.drain() == 2
+    assert [(e.fields[b"n"], e.deliveries) for e in handler.seen] == [(b"1", 2), (b"2", 2)]
+    assert await pending(redis, topology) == 0
+
+
+async def test_delivery_counts_survive_restarts_and_end_in_dead(
+    redis: aioredis.Redis, topology: Topology
+) -> None:
+    """Each restarted consumer sees the count so far; at max_deliveries the entry is dead."""
+    await runner(redis, topology, Recorder()).ensure_group()
+    [poison] = await add(redis, topology, 7)
+    counts = []
+    for attempt in range(3):  # three processes in turn, each failing on it
+        handler = Recorder(fail={b"7"})
+        await runner(redis, topology, handler, consumer=f"p{attempt}", claim_idle_ms=20).drain()
+        counts.append(handler.seen[-1].deliveries)
+        await asyncio.sleep(0.05)
+    assert counts == [1, 2, 3]
+    [letter] = await dead(redis, topology)
+    assert letter[b"id"] == poison.encode() and letter[b"reason"] == b"max_deliveries"
+    assert letter[b"stream"] == topology.key("events").encode()
+    assert letter[b"group"] == GROUP.encode() and letter[b"deliveries"] == b"3"
+    assert letter[b"n"] == b"7" and b"told to fail" in letter[b"error"]
+    assert await pending(redis, topology) == 0
+
+
+async def test_entry_that_kills_its_consumer_ends_dead_unrun(
+    redis: aioredis.Redis, topology: Topology
+) -> None:
+    """Reclaimed past max_deliveries without ever finishing, the entry is dead-lettered."""
+    await runner(redis, topology, Recorder()).ensure_group()
+    await add(redis, topology, 9)
+    key = topology.key("events")
+    for i in range(3):  # three consumers crash on it (read, never ack)
+        await redis.xautoclaim(key, GROUP, f"crash{i}", min_idle_time=0, start_id="0-0")
+        if i == 0:
+            await redis.xreadgroup(GROUP, "crash0", {key: ">"})
+    handler = Recorder()
+    await asyncio.sleep(0.03)
+    await runner(redis, topology, handler, consumer="c9", claim_idle_ms=20).drain()
+    assert handler.seen == []
+    [letter] = await dead(redis, topology)
+    assert letter[b"reason"] == b"max_deliveries"
+
+
+@pytest.mark.parametrize(
+    "error", [PermanentError("bad reply"), RetryableError("x")], ids=["permanent", "retryable"]
+)
+async def test_permanent_errors_die_at_once(
+    error: Exception, redis: aioredis.Redis, topology: Topology
+) -> None:
+    """A permanent failure is dead-lettered on its first delivery; a retryable one is not."""
+    await runner(redis, topology, Recorder()).ensure_group()
+    await add(redis, topology, 1)
+    await runner(redis, topology, Recorder(fail={b"1"}, error=error)).drain()
+    letters = await dead(redis, topology)
+    assert len(letters) == (1 if isinstance(error, PermanentError) else 0)
+
+
+async def test_stop_finishes_the_batch_in_hand(redis: aioredis.Redis, topology: Topology) -> None:
+    """stop() during a batch: the batch is finished and acknowledged, then run() returns."""
+    started = asyncio.Event()
+    release = asyncio.Event()
+    seen: list[bytes] = []
+
+    async def slow(entry: StreamEntry) -> None:
+        started.set()
+        await release.wait()
+        seen.append(entry.fields[b"n"])
+
+    r = runner(redis, topology, slow)
+    await r.ensure_group()
+    await add(redis, topology, 1, 2)
+    task = asyncio.create_task(r.run())
+    await started.wait()
+    r.stop()
+    release.set()
+    await asyncio.wait_for(task, timeout=5)
+    assert seen == [b"1", b"2"]
+    assert await pending(redis, topology) == 0
+    await add(redis, topology, 3)
+    assert seen == [b"1", b"2"]  # stopped: reads nothing more
+
+
+async def test_clean_stop_removes_an_idle_consumer(
+    redis: aioredis.Redis, topology: Topology
+) -> None:
+    """A consumer that stops owning nothing leaves the group; the group's list stays short."""
+    r = runner(redis, topology, Recorder())
+    task = asyncio.create_task(r.run())
+    await asyncio.sleep(0.1)
+    r.stop()
+    await asyncio.wait_for(task, timeout=5)
+    consumers: Any = await redis.xinfo_consumers(topology.key("events"), GROUP)
+    assert consumers == []
