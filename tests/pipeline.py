@@ -17,6 +17,17 @@ from ingress.topology import Topology
 from tests import chatwoot
 
 
+async def xadd(redis: aioredis.Redis, key: str, fields: Any) -> str:
+    """XADD returning the entry id as text (redis-py's typing is a union of everything)."""
+    entry_id: Any = await redis.xadd(key, fields)
+    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+
+async def xrange(redis: aioredis.Redis, key: str) -> list[tuple[str, dict[bytes, bytes]]]:
+    found: Any = await redis.xrange(key)
+    return [(i.decode(), fields) for i, fields in found]
+
+
 async def feed(
     redis: aioredis.Redis, topology: Topology, *payloads: dict[str, Any] | str
 ) -> list[str]:
@@ -35,8 +46,7 @@ async def feed(
             signed=True,
             body=body,
         )
-        entry_id = await redis.xadd(topology.key("events"), events.encode(entry))  # type: ignore[arg-type]
-        ids.append(entry_id.decode())
+        ids.append(await xadd(redis, topology.key("events"), events.encode(entry)))
     return ids
 
 

@@ -19,7 +19,7 @@ from ingress import events
 from ingress.settings import Secret
 from ingress.topology import Topology
 from tests.conftest import BOT_TOKEN, USER_TOKEN, Fake
-from tests.pipeline import persist, rows
+from tests.pipeline import persist, rows, xadd, xrange
 
 MESSAGES = "/api/v1/accounts/3/conversations/1046/messages"
 
@@ -51,11 +51,9 @@ def deliver_runner(
 
 
 async def reply(redis: aioredis.Redis, topology: Topology, **fields: Any) -> str:
-    entry = events.OutboundEntry(
-        **({"account": 3, "conversation": 1046, "content": "Hello from the bot"} | fields)
-    )
-    entry_id = await redis.xadd(topology.key("outbound"), events.encode(entry))  # type: ignore[arg-type]
-    return str(entry_id.decode())
+    values: dict[str, Any] = {"account": 3, "conversation": 1046, "content": "Hello from the bot"}
+    entry = msgspec.convert(values | fields, events.OutboundEntry)
+    return await xadd(redis, topology.key("outbound"), events.encode(entry))
 
 
 async def deliver(runner: Runner, rounds: int = 1) -> None:
@@ -107,7 +105,7 @@ async def test_missing_ref_is_derived_from_the_entry(
     await deliver(runner)
     from consumers.runner import StreamEntry
 
-    fields: Any = (await redis.xrange(topology.key("outbound")))[0][1]
+    [(_, fields)] = await xrange(redis, topology.key("outbound"))
     await runner.handler(StreamEntry(id=entry_id, fields=fields, deliveries=2))
     [post] = posts(fake)
     assert post["json"]["content_attributes"]["ext_ref"] == f"{topology.key('outbound')}:{entry_id}"

@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from consumers.store import Store
 from ingress.topology import Topology
 from tests import chatwoot
-from tests.pipeline import emit_turns, feed, persist, persist_runner, rows
+from tests.pipeline import emit_turns, feed, persist, persist_runner, rows, xrange
 
 EXPECTED_OUTCOME = {
     "conversation_typing_on__agent": ("ignored", "no effect for conversation_typing_on"),
@@ -260,7 +260,7 @@ async def test_redelivered_entry_is_not_applied_twice(
     await runner.drain()
     from consumers.runner import StreamEntry
 
-    fields: Any = (await redis.xrange(topology.key("events")))[0][1]
+    [(_, fields)] = await xrange(redis, topology.key("events"))
     await runner.handler(StreamEntry(id=entry_id, fields=fields, deliveries=2))
     assert len(await rows(store, "SELECT 1 FROM webhook_events")) == 1
     assert len(await emit_turns(redis, store, topology)) == 1

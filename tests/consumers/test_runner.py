@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 from consumers.errors import PermanentError, RetryableError
 from consumers.runner import Runner, StreamEntry
 from ingress.topology import GroupSpec, Topology
+from tests.pipeline import xadd
 
 GROUP = "testers"
 
@@ -60,7 +61,7 @@ def runner(
 async def add(redis: aioredis.Redis, topology: Topology, *numbers: int) -> list[str]:
     ids = []
     for n in numbers:
-        ids.append((await redis.xadd(topology.key("events"), {"n": str(n)})).decode())
+        ids.append(await xadd(redis, topology.key("events"), {"n": str(n)}))
     return ids
 
 

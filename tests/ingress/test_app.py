@@ -44,8 +44,8 @@ async def client(topology: Topology, redis: aioredis.Redis) -> AsyncIterator[Cli
 
 
 async def entries(redis: aioredis.Redis, topology: Topology, stream: str) -> list[Any]:
-    rows: list[Any] = await redis.xrange(topology.key(stream))
-    return rows
+    rows: Any = await redis.xrange(topology.key(stream))
+    return list(rows)
 
 
 @pytest.mark.parametrize("name", chatwoot.webhook_names())
