@@ -31,6 +31,12 @@ CREATE TABLE IF NOT EXISTS conversations (
     assignee_type             text,                        -- User|AgentBot|NULL
     assignee_id               bigint,
     handler                   text NOT NULL DEFAULT 'bot' CHECK (handler IN ('bot', 'human')),
+    -- Latest time (epoch) a human took the conversation / it came back to the bot; the later
+    -- one decides `handler`. Kept as maxima so that event order does not matter.
+    human_since               double precision,
+    bot_since                 double precision,
+    team_id                   bigint,
+    labels                    text[] NOT NULL DEFAULT '{}',
     active                    boolean NOT NULL DEFAULT true,
     started_at                timestamptz NOT NULL DEFAULT now(),
     ended_at                  timestamptz,
@@ -38,6 +44,7 @@ CREATE TABLE IF NOT EXISTS conversations (
     -- turn bookkeeping
     last_inbound_message_id   bigint NOT NULL DEFAULT 0,
     burst_started_at          timestamptz,
+    pending_count             integer NOT NULL DEFAULT 0,  -- customer messages in the burst
     turn_due_at               timestamptz,
     emitted_through           bigint NOT NULL DEFAULT 0,
     answered_through          bigint NOT NULL DEFAULT 0,
@@ -65,6 +72,8 @@ CREATE TABLE IF NOT EXISTS messages (
     status                    text NOT NULL,
     created_at                timestamptz,
     ext_ref                   text,
+    deleted                   boolean NOT NULL DEFAULT false,
+    version                   double precision NOT NULL DEFAULT 0,  -- Chatwoot updated_at (epoch)
     stored_at                 timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (account_id, chatwoot_message_id)
 );

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 
 import msgspec
 
 from ingress import views
+from ingress.topology import Route
 
 
 class Handler(enum.StrEnum):
@@ -88,6 +90,19 @@ def speaker(message: views.Message) -> Speaker:
     return Speaker(direction=direction, kind=SenderKind.SYSTEM, id=sender.id)
 
 
+def turn_id(account: int, conversation: int, through: int) -> str:
+    """A turn's id: stable for a burst, so a turn emitted twice (after a crash) is one turn."""
+    return f"{account}:{conversation}:{through}"
+
+
+def turn_through(turn: str | None) -> int | None:
+    """The last customer message a turn covers, read back from its id (None: not ours)."""
+    parts = (turn or "").split(":")
+    if len(parts) == 3 and all(p.isdigit() for p in parts):
+        return int(parts[2])
+    return None
+
+
 def is_customer_turn_input(message: views.Message) -> bool:
     """Only a public incoming message created by the customer asks for an answer."""
     return (
@@ -97,32 +112,97 @@ def is_customer_turn_input(message: views.Message) -> bool:
     )
 
 
-def handler_after_snapshot(
-    current: Handler,
+# -- who handles the conversation ------------------------------------------------------------
+#
+# Chatwoot delivers events in any order, so "who handles it" cannot be a running state that
+# each event edits. Each event instead contributes timestamped signals ("a human took it at t",
+# "it came back to the bot at t"); the conversation keeps the latest time of each kind, and
+# the later one wins. Keeping a maximum is order-independent and idempotent, so any order and
+# any duplication of the same events gives the same handler.
+
+
+class Signal(msgspec.Struct, frozen=True, kw_only=True):
+    handler: Handler
+    at: float
+    why: str
+
+
+def snapshot_signals(
+    view: views.Conversation,
     *,
-    previous_status: str | None,
-    status: str | None,
-    assignee_type: str | None,
-) -> Handler:
-    """Who handles the conversation once Chatwoot shows this status and assignee.
+    event: str,
+    changed: list[dict[str, object]] | None,
+    policy: Route,
+) -> list[Signal]:
+    """What a conversation snapshot (at its `updated_at`) says about who handles it."""
+    at = view.updated_at or 0.0
+    meta = view.meta or views.Meta()
+    out: list[Signal] = []
+    if meta.assignee_type == "User":
+        out.append(Signal(handler=Handler.HUMAN, at=at, why="assigned to a human"))
+    elif meta.assignee_type == "AgentBot" and policy.return_on_bot_assignment:
+        out.append(Signal(handler=Handler.BOT, at=at, why="assigned to the bot"))
+    if view.status == "resolved" and policy.return_on_resolve:
+        out.append(Signal(handler=Handler.BOT, at=at, why="resolved"))
+    if event == "conversation_opened" or _status_change(changed) == ("pending", "open"):
+        out.append(Signal(handler=Handler.HUMAN, at=at, why="moved from pending to open"))
+    if view.status == "open" and meta.assignee is None and policy.open_unassigned == "human":
+        out.append(Signal(handler=Handler.HUMAN, at=at, why="open and unassigned"))
+    return out
 
-    A human assignee or a move from pending to open (the bot hand-off) gives it to humans;
-    an agent-bot assignee or a resolve gives it back to the bot; otherwise nothing changes.
-    """
-    if assignee_type == "User":
-        return Handler.HUMAN
-    if assignee_type == "AgentBot":
-        return Handler.BOT
-    if status == "resolved":
-        return Handler.BOT
-    if previous_status == "pending" and status == "open":
-        return Handler.HUMAN
-    return current
 
-
-def handler_after_message(current: Handler, message: views.Message) -> Handler:
-    """A public reply by a human agent takes the conversation over."""
+def message_signals(message: views.Message, *, ours: bool) -> list[Signal]:
+    """A human's public reply (in Chatwoot, or typed in the native WhatsApp/Instagram app,
+    which arrives with no sender and `external_echo`) takes the conversation over."""
+    if ours or message.private or message.message_type in ("incoming", 0):
+        return []
+    at = epoch(message.created_at)
+    if at is None:
+        return []
     who = speaker(message)
-    if who.kind is SenderKind.USER and who.direction is Direction.OUTBOUND and not message.private:
-        return Handler.HUMAN
-    return current
+    external = bool((message.content_attributes or {}).get("external_echo"))
+    if who.kind is SenderKind.USER or (message.sender is None and external):
+        return [Signal(handler=Handler.HUMAN, at=at, why="a human replied")]
+    return []
+
+
+class Takeover(msgspec.Struct, frozen=True, kw_only=True):
+    """The latest time of each kind of signal, and the handler they give."""
+
+    human_since: float | None
+    bot_since: float | None
+
+    @property
+    def handler(self) -> Handler:
+        human = self.human_since if self.human_since is not None else float("-inf")
+        bot = self.bot_since if self.bot_since is not None else float("-inf")
+        return Handler.HUMAN if human > bot else Handler.BOT
+
+    def merge(self, signals: list[Signal]) -> Takeover:
+        human, bot = self.human_since, self.bot_since
+        for signal in signals:
+            if signal.handler is Handler.HUMAN:
+                human = signal.at if human is None else max(human, signal.at)
+            else:
+                bot = signal.at if bot is None else max(bot, signal.at)
+        return Takeover(human_since=human, bot_since=bot)
+
+
+def _status_change(changed: list[dict[str, object]] | None) -> tuple[object, object] | None:
+    for item in changed or []:
+        status = item.get("status")
+        if isinstance(status, dict):
+            return status.get("previous_value"), status.get("current_value")
+    return None
+
+
+def epoch(value: str | int | float | None) -> float | None:
+    """Chatwoot times as epoch seconds: ISO strings in webhooks, numbers elsewhere."""
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return dt.datetime.fromisoformat(value).timestamp()
+        except ValueError:
+            return None
+    return None

@@ -13,7 +13,8 @@ from collections.abc import Callable
 
 import structlog
 
-from consumers import statuses
+from consumers import conversation as cv
+from consumers import gates, statuses
 from consumers.chatwoot import ChatwootClient
 from consumers.clock import utcnow
 from consumers.errors import ChatwootError, PermanentError, RetryableError
@@ -22,6 +23,9 @@ from consumers.statuses import Outbound
 from consumers.store import OutboundRow, Store, Tx
 from ingress import events
 from ingress.events import OutboundKind
+from ingress.topology import Route, Topology
+
+UNROUTED = Route(name="unrouted")
 
 log = structlog.get_logger("deliver")
 
@@ -42,6 +46,7 @@ class Deliverer:
         self,
         store: Store,
         client: ChatwootClient,
+        topology: Topology,
         *,
         stream_key: str,
         clock: Callable[[], dt.datetime] = utcnow,
@@ -50,6 +55,7 @@ class Deliverer:
     ) -> None:
         self.store = store
         self.client = client
+        self.topology = topology
         self.stream_key = stream_key
         self.clock = clock
         self.lease = lease
@@ -77,7 +83,29 @@ class Deliverer:
             assert row is not None
             status = statuses.advance(Outbound(row.status), Outbound.SENT)
             await tx.set_outbound(ref, status=status, chatwoot_message_id=message_id)
+            await self._after_sent(tx, reply)
         log.info("reply.sent", kind=str(reply.kind), chatwoot_message=message_id)
+
+    async def _after_sent(self, tx: Tx, reply: events.OutboundEntry) -> None:
+        through = cv.turn_through(reply.turn)
+        if through is not None and reply.kind is OutboundKind.MESSAGE:
+            await tx.mark_answered(reply.account, reply.conversation, through)
+        if reply.kind is OutboundKind.HANDOFF:
+            # The agent handed the conversation to humans: turns stop from now on.
+            conv = await tx.lock_conversation(reply.account, reply.conversation)
+            if conv is not None:
+                now = self.clock().timestamp()
+                takeover = cv.Takeover(human_since=conv.human_since, bot_since=conv.bot_since)
+                merged = takeover.merge(
+                    [cv.Signal(handler=cv.Handler.HUMAN, at=now, why="handoff")]
+                )
+                await tx.set_takeover(
+                    reply.account,
+                    reply.conversation,
+                    handler=merged.handler,
+                    human_since=merged.human_since,
+                    bot_since=merged.bot_since,
+                )
 
     async def _begin(self, reply: events.OutboundEntry, ref: str, stream_id: str) -> bool:
         """Record the reply and claim this attempt; False when nothing is left to send."""
@@ -86,6 +114,10 @@ class Deliverer:
             row = await tx.open_outbound(reply, ref=ref, stream_id=stream_id)
             if Outbound(row.status) in statuses.OUTBOUND_DONE:
                 log.info("reply.skipped", status=row.status, reason="already done")
+                return False
+            if row.status == Outbound.QUEUED and (reason := await self._closed(tx, reply)):
+                await tx.set_outbound(ref, status=Outbound.SUPPRESSED, error=reason)
+                log.info("reply.suppressed", reason=reason)
                 return False
             if row.status == Outbound.SENDING:
                 if row.next_attempt_at is not None and row.next_attempt_at > now:
@@ -102,6 +134,21 @@ class Deliverer:
                 known_through=await tx.last_message_id(reply.account, reply.conversation),
             )
         return True
+
+    async def _closed(self, tx: Tx, reply: events.OutboundEntry) -> str | None:
+        context = await tx.reply_context(reply.account, reply.conversation)
+        if context is None:
+            return None
+        route = self.topology.route_for(
+            account=reply.account, inbox=context.inbox_id, channel=context.channel
+        )
+        return gates.closed_because(
+            reply,
+            handler=context.handler,
+            status=context.status,
+            last_inbound=context.last_inbound_message_id,
+            route=route or UNROUTED,
+        )
 
     async def _already_posted(
         self, tx: Tx, reply: events.OutboundEntry, row: OutboundRow

@@ -1,4 +1,9 @@
-"""The persist group: webhook entries into PostgreSQL rows, and customer messages into turns."""
+"""The persist group: webhook entries into PostgreSQL rows, and customer messages into turns.
+
+Every effect is order-independent: rows are upserts guarded by Chatwoot's versions (message id,
+conversation `updated_at`), and who handles a conversation comes from timestamped signals kept
+as maxima (see conversation.py). The effect of each event is listed in docs/events.md.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from consumers.errors import PermanentError
 from consumers.runner import StreamEntry
 from consumers.store import ConversationRow, MessageRow, Store, Tx
 from ingress import events, views
-from ingress.topology import Topology
+from ingress.topology import Route, Topology
 
 log = structlog.get_logger("persist")
 
@@ -28,6 +33,16 @@ CONVERSATION_EVENTS = {
     "conversation_resolved",
 }
 CONTACT_EVENTS = {"contact_created", "contact_updated"}
+# Stored in the audit trail only, each for its reason.
+IGNORED = {
+    "conversation_typing_on": "typing indicators change nothing stored",
+    "conversation_typing_off": "typing indicators change nothing stored",
+    "webwidget_triggered": "a widget opened: no conversation yet",
+    "inbox_created": "inboxes are not mirrored (the payload holds channel secrets)",
+    "inbox_updated": "inboxes are not mirrored (the payload holds channel secrets)",
+    "macro.executed": "macros act through the events they cause",
+}
+UNROUTED = Route(name="unrouted")  # the policy of conversations no route covers
 
 Outcome = tuple[str, str | None]  # (applied|duplicate|ignored, detail)
 
@@ -63,74 +78,94 @@ class Persister:
         log.info("event.persisted", outcome=outcome, detail=detail)
 
     async def _apply(self, tx: Tx, event: events.EventEntry) -> Outcome:
-        if event.event in MESSAGE_EVENTS:
+        name = event.event
+        if name in MESSAGE_EVENTS:
             return await self._message(tx, event, views.message_decoder.decode(event.body))
-        if event.event in CONVERSATION_EVENTS:
+        if name in CONVERSATION_EVENTS:
             view = views.conversation_decoder.decode(event.body)
             account = _account(view.account, event)
             if account is None:
                 return "ignored", "no account id in the payload"
-            await self._conversation(tx, account, view)
+            await self._conversation(tx, account, view, event=name, changed=view.changed_attributes)
             return "applied", None
-        if event.event in CONTACT_EVENTS:
-            contact = views.contact_decoder.decode(event.body)
-            account = _account(contact.account, event)
-            if account is None:
-                return "ignored", "no account id in the payload"
-            await tx.upsert_contact(
-                account_id=account,
-                contact_id=contact.id,
-                name=contact.name,
-                email=contact.email,
-                phone=contact.phone_number,
-                identifier=contact.identifier,
-                version=event.received_at,
-            )
-            return "applied", None
-        return "ignored", f"no effect for {event.event or 'an event without a name'}"
+        if name in CONTACT_EVENTS:
+            return await self._contact(tx, event, views.contact_decoder.decode(event.body))
+        if name in IGNORED:
+            return "ignored", IGNORED[name]
+        if name.startswith("automation_event."):
+            return "ignored", "automation events act through the events they cause"
+        return "ignored", f"no effect for {name or 'an event without a name'}"
+
+    async def _contact(self, tx: Tx, event: events.EventEntry, contact: views.Contact) -> Outcome:
+        account = _account(contact.account, event)
+        if account is None:
+            return "ignored", "no account id in the payload"
+        await tx.upsert_contact(
+            account_id=account,
+            contact_id=contact.id,
+            name=contact.name,
+            email=contact.email,
+            phone=contact.phone_number,
+            identifier=contact.identifier,
+            version=event.received_at,
+        )
+        return "applied", None
+
+    def _policy(self, account: int, inbox: int | None, channel: str | None) -> Route:
+        return self.topology.route_for(account=account, inbox=inbox, channel=channel) or UNROUTED
 
     async def _conversation(
-        self, tx: Tx, account: int, view: views.Conversation
+        self,
+        tx: Tx,
+        account: int,
+        view: views.Conversation,
+        *,
+        event: str,
+        changed: list[dict[str, object]] | None = None,
     ) -> ConversationRow:
-        """Upsert guarded by Chatwoot's `updated_at`: an older snapshot changes nothing."""
-        meta = view.meta or views.Meta()
-        sender = meta.sender or views.Person()
+        """Fields from the newest snapshot (by `updated_at`); signals merged from every one."""
         existing = await tx.lock_conversation(account, view.id)
-        handler = cv.handler_after_snapshot(
-            cv.Handler(existing.handler) if existing else cv.Handler.BOT,
-            previous_status=existing.status if existing else None,
-            status=view.status,
-            assignee_type=meta.assignee_type,
-        )
-        row = ConversationRow(
-            account_id=account,
-            conversation_id=view.id,
-            inbox_id=view.inbox_id,
-            channel=view.channel,
-            contact_id=sender.id,
-            identity=cv.identity(view),
-            status=view.status,
-            assignee_type=meta.assignee_type,
-            assignee_id=meta.assignee.id if meta.assignee else None,
-            handler=handler,
-            version=view.updated_at or 0.0,
-        )
+        policy = self._policy(account, view.inbox_id, view.channel)
+        signals = cv.snapshot_signals(view, event=event, changed=changed, policy=policy)
+        row = _conversation_row(account, view)
         if existing is None:
+            row = _with_takeover(row, cv.Takeover(human_since=None, bot_since=None), signals)
             if await tx.insert_conversation(row):
                 return row
             # Another consumer inserted it meanwhile: take the update path on its row.
             existing = await tx.lock_conversation(account, view.id)
             assert existing is not None
-        if row.version <= existing.version:
-            return existing
-        await tx.update_conversation(row)
-        return row
+        takeover = cv.Takeover(human_since=existing.human_since, bot_since=existing.bot_since)
+        if row.version > existing.version:
+            row = _with_takeover(row, takeover, signals)
+            await tx.update_conversation(row)
+            return row
+        return await self._merge_signals(tx, existing, signals)
+
+    async def _merge_signals(
+        self, tx: Tx, conv: ConversationRow, signals: list[cv.Signal]
+    ) -> ConversationRow:
+        if not signals:
+            return conv
+        takeover = cv.Takeover(human_since=conv.human_since, bot_since=conv.bot_since)
+        merged = _with_takeover(conv, takeover, signals)
+        if merged != conv:
+            await tx.set_takeover(
+                conv.account_id,
+                conv.conversation_id,
+                handler=merged.handler,
+                human_since=merged.human_since,
+                bot_since=merged.bot_since,
+            )
+            if merged.handler != conv.handler:
+                log.info("conversation.handed", handler=merged.handler, why=signals[-1].why)
+        return merged
 
     async def _message(self, tx: Tx, event: events.EventEntry, msg: views.Message) -> Outcome:
         account = _account(msg.account, event)
         if account is None or msg.conversation is None:
             raise PermanentError("message event without account or conversation")
-        conv = await self._conversation(tx, account, msg.conversation)
+        conv = await self._conversation(tx, account, msg.conversation, event=event.event)
         who = cv.speaker(msg)
         if who.kind is cv.SenderKind.CONTACT and msg.sender and msg.sender.id is not None:
             await tx.upsert_contact(
@@ -142,21 +177,28 @@ class Persister:
                 identifier=msg.sender.identifier,
                 version=event.received_at,
             )
-        row = _message_row(account, msg, who)
-        inserted = await tx.insert_message(row)
-        if not inserted and event.event == "message_updated":
-            await tx.update_message_content(row)
-        ours = msg.ext_ref is not None and await self._match_echo(tx, msg)
-        if not ours:
-            handler = cv.handler_after_message(cv.Handler(conv.handler), msg)
-            if handler != conv.handler:
-                await tx.set_handler(account, conv.conversation_id, handler)
-                conv = msgspec.structs.replace(conv, handler=handler)
-        if inserted and cv.is_customer_turn_input(msg):
-            await self._schedule_turn(tx, conv, msg.id)
+        echo = msg.ext_ref is not None and await self._match_echo(tx, msg)
+        ours = echo or (who.kind is cv.SenderKind.AGENT_BOT and who.id == self.bot_id)
+        inserted = await self._store_message(tx, _message_row(account, msg, who))
+        conv = await self._merge_signals(tx, conv, cv.message_signals(msg, ours=ours))
+        if inserted and cv.is_customer_turn_input(msg) and not ours:
+            await self._turn_input(tx, conv, msg.id)
         if not inserted and event.event == "message_created":
             return "duplicate", f"message {msg.id} already stored"
-        return "applied", "echo of our reply" if ours else None
+        return "applied", "echo of our reply" if echo else None
+
+    async def _store_message(self, tx: Tx, row: MessageRow) -> bool:
+        """Insert once; a later event of the same message only moves it forward."""
+        stored = await tx.lock_message(row.account_id, row.message_id)
+        if stored is None:
+            return await tx.insert_message(row)
+        status = stored.status
+        if row.direction == cv.Direction.OUTBOUND:
+            current, reported = statuses.Outbound(stored.status), statuses.Outbound(row.status)
+            status = statuses.advance_or_keep(current, reported)
+        newer = row.version > stored.version
+        await tx.update_message(msgspec.structs.replace(row, status=status), newer=newer)
+        return False
 
     async def _match_echo(self, tx: Tx, msg: views.Message) -> bool:
         """Our own reply coming back: record Chatwoot's id and status on the outbound row."""
@@ -165,29 +207,26 @@ class Persister:
         if row is None:
             return False
         reported = _embedded_status(msg) or statuses.Outbound.SENT
-        current = statuses.Outbound(row.status)
-        new = current
-        if current not in (statuses.Outbound.FAILED, statuses.Outbound.SUPPRESSED):
-            new = statuses.advance(current, reported)
+        new = statuses.advance_or_keep(statuses.Outbound(row.status), reported)
         await tx.set_outbound(row.ref, status=new, chatwoot_message_id=msg.id)
         return True
 
-    async def _schedule_turn(self, tx: Tx, conv: ConversationRow, message_id: int) -> None:
-        if conv.handler != cv.Handler.BOT:
-            return
+    async def _turn_input(self, tx: Tx, conv: ConversationRow, message_id: int) -> None:
         route = self.topology.route_for(
             account=conv.account_id, inbox=conv.inbox_id, channel=conv.channel
         )
-        if route is None:
+        if route is None or conv.handler != cv.Handler.BOT:
+            await tx.skip_turn_input(conv.account_id, conv.conversation_id, message_id)
             return
-        spec = self.topology.turns
+        timing = route.timing(self.topology.turns)
         await tx.schedule_turn(
             account_id=conv.account_id,
             conversation_id=conv.conversation_id,
             message_id=message_id,
             now=self.clock(),
-            debounce=dt.timedelta(milliseconds=spec.debounce_ms),
-            max_wait=dt.timedelta(milliseconds=spec.max_wait_ms),
+            debounce=dt.timedelta(milliseconds=timing.debounce_ms),
+            max_wait=dt.timedelta(milliseconds=timing.max_wait_ms),
+            max_messages=timing.max_messages,
         )
 
 
@@ -197,14 +236,49 @@ def _account(ref: views.Ref | None, event: events.EventEntry) -> int | None:
     return event.account
 
 
-def _embedded_status(msg: views.Message) -> statuses.Outbound | None:
-    """Delivery receipts show only in `conversation.messages[]`, for the message it holds."""
-    if msg.conversation is None:
-        return None
-    for embedded in msg.conversation.messages:
+def _conversation_row(account: int, view: views.Conversation) -> ConversationRow:
+    meta = view.meta or views.Meta()
+    sender = meta.sender or views.Person()
+    return ConversationRow(
+        account_id=account,
+        conversation_id=view.id,
+        inbox_id=view.inbox_id,
+        channel=view.channel,
+        contact_id=sender.id,
+        identity=cv.identity(view),
+        status=view.status,
+        assignee_type=meta.assignee_type,
+        assignee_id=meta.assignee.id if meta.assignee else None,
+        team_id=meta.team.id if meta.team else None,
+        labels=sorted(view.labels),
+        handler=cv.Handler.BOT,
+        version=view.updated_at or 0.0,
+    )
+
+
+def _with_takeover(
+    row: ConversationRow, takeover: cv.Takeover, signals: list[cv.Signal]
+) -> ConversationRow:
+    merged = takeover.merge(signals)
+    return msgspec.structs.replace(
+        row,
+        handler=str(merged.handler),
+        human_since=merged.human_since,
+        bot_since=merged.bot_since,
+    )
+
+
+def _embedded(msg: views.Message) -> views.EmbeddedMessage | None:
+    """This message as it appears in `conversation.messages[]` (where receipts show)."""
+    for embedded in msg.conversation.messages if msg.conversation else []:
         if embedded.id == msg.id:
-            return statuses.from_chatwoot(embedded.status)
+            return embedded
     return None
+
+
+def _embedded_status(msg: views.Message) -> statuses.Outbound | None:
+    embedded = _embedded(msg)
+    return statuses.from_chatwoot(embedded.status) if embedded else None
 
 
 def _message_row(account: int, msg: views.Message, who: cv.Speaker) -> MessageRow:
@@ -213,6 +287,9 @@ def _message_row(account: int, msg: views.Message, who: cv.Speaker) -> MessageRo
         status = str(statuses.Inbound.RECEIVED)
     else:
         status = str(_embedded_status(msg) or statuses.Outbound.SENT)
+    embedded = _embedded(msg)
+    version = cv.epoch(embedded.updated_at if embedded and embedded.updated_at else None)
+    attributes = msg.content_attributes or {}
     return MessageRow(
         account_id=account,
         message_id=msg.id,
@@ -229,6 +306,8 @@ def _message_row(account: int, msg: views.Message, who: cv.Speaker) -> MessageRo
         status=status,
         created_at=_timestamp(msg.created_at),
         ext_ref=msg.ext_ref,
+        deleted=bool(attributes.get("deleted")),
+        version=version or cv.epoch(msg.created_at) or 0.0,
     )
 
 
@@ -242,11 +321,5 @@ def _attachment(raw: dict[str, object]) -> events.Attachment:
 
 
 def _timestamp(value: str | int | None) -> dt.datetime | None:
-    if isinstance(value, int):
-        return dt.datetime.fromtimestamp(value, dt.UTC)
-    if isinstance(value, str):
-        try:
-            return dt.datetime.fromisoformat(value)
-        except ValueError:
-            return None
-    return None
+    seconds = cv.epoch(value)
+    return dt.datetime.fromtimestamp(seconds, dt.UTC) if seconds is not None else None

@@ -87,7 +87,7 @@ async def workers(
                         user_token=settings.chatwoot_user_token,
                     )
                 )
-                handler: Persister | Deliverer = Deliverer(store, client, stream_key=key)
+                handler: Persister | Deliverer = Deliverer(store, client, topology, stream_key=key)
             else:
                 handler = Persister(store, topology, bot_id=settings.chatwoot_bot_id)
             built.append(

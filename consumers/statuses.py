@@ -60,6 +60,15 @@ def advance(current: Outbound, new: Outbound) -> Outbound:
     return new
 
 
+def advance_or_keep(current: Outbound, reported: Outbound) -> Outbound:
+    """`advance` for reports from Chatwoot, which may contradict a final status of ours (a
+    receipt for a reply we marked failed): the final status stands, the report is ignored."""
+    try:
+        return advance(current, reported)
+    except IllegalTransition:
+        return current
+
+
 def from_chatwoot(status: str | None) -> Outbound | None:
     """Chatwoot's message status (sent|delivered|read|failed) as ours."""
     try:

@@ -29,7 +29,11 @@ class ConversationRow(msgspec.Struct, kw_only=True):
     status: str | None
     assignee_type: str | None
     assignee_id: int | None
+    team_id: int | None = None
+    labels: list[str] = []
     handler: str
+    human_since: float | None = None
+    bot_since: float | None = None
     version: float
 
 
@@ -48,6 +52,13 @@ class MessageRow(msgspec.Struct, kw_only=True):
     status: str
     created_at: dt.datetime | None
     ext_ref: str | None
+    deleted: bool = False
+    version: float = 0.0
+
+
+class StoredMessage(msgspec.Struct, kw_only=True):
+    status: str
+    version: float
 
 
 class DueTurn(msgspec.Struct, kw_only=True):
@@ -56,7 +67,18 @@ class DueTurn(msgspec.Struct, kw_only=True):
     inbox_id: int | None
     channel: str | None
     contact_id: int | None
+    handler: str
     emitted_through: int
+    last_inbound_message_id: int
+
+
+class ReplyContext(msgspec.Struct, kw_only=True):
+    """What the deliverer gates a reply on."""
+
+    inbox_id: int | None
+    channel: str | None
+    status: str | None
+    handler: str
     last_inbound_message_id: int
 
 
@@ -232,7 +254,8 @@ class Tx:
         row = await self.conn.fetchrow(
             """
             SELECT account_id, chatwoot_conversation_id AS conversation_id, inbox_id, channel,
-                contact_id, identity, status, assignee_type, assignee_id, handler, version
+                contact_id, identity, status, assignee_type, assignee_id, team_id, labels,
+                handler, human_since, bot_since, version
             FROM conversations WHERE account_id = $1 AND chatwoot_conversation_id = $2
             FOR UPDATE
             """,
@@ -276,9 +299,9 @@ class Tx:
             """
             INSERT INTO conversations (account_id, chatwoot_conversation_id, inbox_id, channel,
                 contact_id, identity, status, assignee_type, assignee_id, handler, version,
-                active, ended_at)
+                active, ended_at, team_id, labels, human_since, bot_since)
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-                CASE WHEN $12 THEN NULL ELSE now() END)
+                CASE WHEN $12 THEN NULL ELSE now() END, $13, $14, $15, $16)
             ON CONFLICT (account_id, chatwoot_conversation_id) DO NOTHING
             RETURNING true
             """,
@@ -294,6 +317,10 @@ class Tx:
             row.handler,
             row.version,
             not newer,
+            row.team_id,
+            row.labels,
+            row.human_since,
+            row.bot_since,
         )
         return bool(inserted)
 
@@ -303,7 +330,8 @@ class Tx:
             UPDATE conversations SET inbox_id = COALESCE($3, inbox_id),
                 channel = COALESCE($4, channel), contact_id = COALESCE($5, contact_id),
                 identity = COALESCE(identity, $6), status = $7, assignee_type = $8,
-                assignee_id = $9, handler = $10, version = $11
+                assignee_id = $9, handler = $10, version = $11, team_id = $12, labels = $13,
+                human_since = $14, bot_since = $15
             WHERE account_id = $1 AND chatwoot_conversation_id = $2
             """,
             row.account_id,
@@ -317,15 +345,31 @@ class Tx:
             row.assignee_id,
             row.handler,
             row.version,
+            row.team_id,
+            row.labels,
+            row.human_since,
+            row.bot_since,
         )
 
-    async def set_handler(self, account_id: int, conversation_id: int, handler: str) -> None:
+    async def set_takeover(
+        self,
+        account_id: int,
+        conversation_id: int,
+        *,
+        handler: str,
+        human_since: float | None,
+        bot_since: float | None,
+    ) -> None:
         await self.conn.execute(
-            "UPDATE conversations SET handler = $3 "
-            "WHERE account_id = $1 AND chatwoot_conversation_id = $2",
+            """
+            UPDATE conversations SET handler = $3, human_since = $4, bot_since = $5
+            WHERE account_id = $1 AND chatwoot_conversation_id = $2
+            """,
             account_id,
             conversation_id,
             handler,
+            human_since,
+            bot_since,
         )
 
     # -- messages -----------------------------------------------------------------------------
@@ -336,8 +380,8 @@ class Tx:
             """
             INSERT INTO messages (account_id, chatwoot_message_id, chatwoot_conversation_id,
                 direction, sender_kind, sender_id, private, message_type, content, content_type,
-                attachments, status, created_at, ext_ref)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $13, $14)
+                attachments, status, created_at, ext_ref, deleted, version)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11::jsonb, $12, $13, $14, $15, $16)
             ON CONFLICT (account_id, chatwoot_message_id) DO NOTHING
             RETURNING true
             """,
@@ -355,21 +399,42 @@ class Tx:
             row.status,
             row.created_at,
             row.ext_ref,
+            row.deleted,
+            row.version,
         )
         return bool(inserted)
 
-    async def update_message_content(self, row: MessageRow) -> None:
-        """message_updated: an edit or deletion changes the content, nothing else."""
+    async def lock_message(self, account_id: int, message_id: int) -> StoredMessage | None:
+        row = await self.conn.fetchrow(
+            "SELECT status, version FROM messages "
+            "WHERE account_id = $1 AND chatwoot_message_id = $2 FOR UPDATE",
+            account_id,
+            message_id,
+        )
+        return None if row is None else msgspec.convert(dict(row), StoredMessage)
+
+    async def update_message(self, row: MessageRow, *, newer: bool) -> None:
+        """An edit, deletion or receipt: the status always (the caller moved it forward only),
+        the content only from a newer version of the message."""
         await self.conn.execute(
             """
-            UPDATE messages SET content = $3, content_type = $4, attachments = $5::jsonb
+            UPDATE messages SET status = $3,
+                content = CASE WHEN $8 THEN $4 ELSE content END,
+                content_type = CASE WHEN $8 THEN $5 ELSE content_type END,
+                attachments = CASE WHEN $8 THEN $6::jsonb ELSE attachments END,
+                deleted = deleted OR $7,
+                version = GREATEST(version, $9)
             WHERE account_id = $1 AND chatwoot_message_id = $2
             """,
             row.account_id,
             row.message_id,
+            row.status,
             row.content,
             row.content_type,
             row.attachments.decode(),
+            row.deleted,
+            newer,
+            row.version,
         )
 
     async def schedule_turn(
@@ -381,17 +446,20 @@ class Tx:
         now: dt.datetime,
         debounce: dt.timedelta,
         max_wait: dt.timedelta,
+        max_messages: int,
     ) -> None:
         """A customer message asks for a turn: due after `debounce` of quiet, within `max_wait`
-        of the burst's first message. Durable: the worker that emits it may be another process."""
+        of the burst's first message, at once when the burst holds `max_messages`. Durable:
+        the worker that emits it may be another process, after a restart."""
         await self.conn.execute(
             """
             UPDATE conversations SET
                 last_inbound_message_id = GREATEST(last_inbound_message_id, $3),
+                pending_count = pending_count + 1,
                 burst_started_at = COALESCE(burst_started_at, $4),
-                turn_due_at = LEAST(
+                turn_due_at = CASE WHEN pending_count + 1 >= $7 THEN $4 ELSE LEAST(
                     $4 + $5::interval, COALESCE(burst_started_at, $4) + $6::interval
-                )
+                ) END
             WHERE account_id = $1 AND chatwoot_conversation_id = $2 AND $3 > emitted_through
             """,
             account_id,
@@ -400,6 +468,22 @@ class Tx:
             now,
             debounce,
             max_wait,
+            max_messages,
+        )
+
+    async def skip_turn_input(self, account_id: int, conversation_id: int, message_id: int) -> None:
+        """A customer message nobody asks the bot to answer (a human handles the conversation,
+        or no route covers it): later turns start after it."""
+        await self.conn.execute(
+            """
+            UPDATE conversations SET
+                last_inbound_message_id = GREATEST(last_inbound_message_id, $3),
+                emitted_through = GREATEST(emitted_through, $3)
+            WHERE account_id = $1 AND chatwoot_conversation_id = $2
+            """,
+            account_id,
+            conversation_id,
+            message_id,
         )
 
     # -- turns --------------------------------------------------------------------------------
@@ -409,7 +493,7 @@ class Tx:
         rows = await self.conn.fetch(
             """
             SELECT account_id, chatwoot_conversation_id AS conversation_id, inbox_id, channel,
-                contact_id, emitted_through, last_inbound_message_id
+                contact_id, handler, emitted_through, last_inbound_message_id
             FROM conversations
             WHERE turn_due_at IS NOT NULL AND turn_due_at <= $1
             ORDER BY turn_due_at
@@ -450,8 +534,8 @@ class Tx:
     async def mark_emitted(self, turn: DueTurn) -> None:
         await self.conn.execute(
             """
-            UPDATE conversations SET emitted_through = $3, turn_due_at = NULL,
-                burst_started_at = NULL
+            UPDATE conversations SET emitted_through = GREATEST(emitted_through, $3),
+                turn_due_at = NULL, burst_started_at = NULL, pending_count = 0
             WHERE account_id = $1 AND chatwoot_conversation_id = $2
             """,
             turn.account_id,
@@ -545,6 +629,39 @@ class Tx:
             conversation_id,
         )
         return int(value or 0)
+
+    async def reply_context(self, account_id: int, conversation_id: int) -> ReplyContext | None:
+        row = await self.conn.fetchrow(
+            """
+            SELECT inbox_id, channel, status, handler, last_inbound_message_id
+            FROM conversations WHERE account_id = $1 AND chatwoot_conversation_id = $2
+            """,
+            account_id,
+            conversation_id,
+        )
+        return None if row is None else msgspec.convert(dict(row), ReplyContext)
+
+    async def mark_answered(self, account_id: int, conversation_id: int, through: int) -> None:
+        """A reply to a turn went out: the customer messages it covered are `read`."""
+        await self.conn.execute(
+            """
+            UPDATE conversations SET answered_through = GREATEST(answered_through, $3)
+            WHERE account_id = $1 AND chatwoot_conversation_id = $2
+            """,
+            account_id,
+            conversation_id,
+            through,
+        )
+        await self.conn.execute(
+            """
+            UPDATE messages SET status = 'read'
+            WHERE account_id = $1 AND chatwoot_conversation_id = $2
+                AND chatwoot_message_id <= $3 AND direction = 'inbound' AND status = 'received'
+            """,
+            account_id,
+            conversation_id,
+            through,
+        )
 
     async def echo_of(self, ref: str) -> int | None:
         """The Chatwoot id of a stored message carrying our ext_ref: proof a reply was posted."""

@@ -15,17 +15,13 @@ import structlog
 from redis.exceptions import RedisError
 
 from consumers.clock import utcnow
+from consumers.conversation import turn_id
 from consumers.errors import StoreError
-from consumers.store import DueTurn, Store
+from consumers.store import Store
 from ingress import events
 from ingress.topology import Topology
 
 log = structlog.get_logger("turns")
-
-
-def turn_id(turn: DueTurn) -> str:
-    """Stable for a burst: if a crash makes us emit it again, agents see the same id."""
-    return f"{turn.account_id}:{turn.conversation_id}:{turn.last_inbound_message_id}"
 
 
 class TurnEmitter:
@@ -78,10 +74,13 @@ class TurnEmitter:
                 route = self.topology.route_for(
                     account=turn.account_id, inbox=turn.inbox_id, channel=turn.channel
                 )
-                messages = await tx.turn_messages(turn)
+                # A human took the conversation while the burst was waiting: no turn.
+                messages = await tx.turn_messages(turn) if turn.handler == "bot" else []
                 if route is not None and messages:
                     entry = events.TurnEntry(
-                        turn=turn_id(turn),
+                        turn=turn_id(
+                            turn.account_id, turn.conversation_id, turn.last_inbound_message_id
+                        ),
                         account=turn.account_id,
                         inbox=turn.inbox_id,
                         conversation=turn.conversation_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import msgspec
 
@@ -39,12 +40,40 @@ class TurnsSpec(_Spec, frozen=True, kw_only=True):
     max_messages: int = 20
 
 
+Superseded = Literal["drop", "deliver"]
+Unassigned = Literal["bot", "human"]
+
+
 class Route(_Spec, frozen=True, kw_only=True):
+    """Which conversations it covers, where their turns go, and how the bot behaves there."""
+
     name: str
     stream: str = "turns"
     account: int | None = None
     inbox: int | None = None
     channel: str | None = None
+    # Turn timing; unset: the `turns:` defaults.
+    debounce_ms: int | None = None
+    max_wait_ms: int | None = None
+    max_messages: int | None = None
+    # Who handles an open conversation nobody is assigned to (pending ones are always the bot's).
+    open_unassigned: Unassigned = "bot"
+    # When a human-handled conversation comes back to the bot.
+    return_on_resolve: bool = True
+    return_on_bot_assignment: bool = True
+    # A reply to a turn that newer customer messages superseded: drop it, or deliver it anyway.
+    superseded: Superseded = "drop"
+    # A reply to a conversation humans now handle, or one resolved meanwhile.
+    reply_when_human: bool = False
+    reply_when_resolved: bool = False
+
+    def timing(self, defaults: TurnsSpec) -> TurnsSpec:
+        return TurnsSpec(
+            poll_ms=defaults.poll_ms,
+            debounce_ms=_pick(self.debounce_ms, defaults.debounce_ms),
+            max_wait_ms=_pick(self.max_wait_ms, defaults.max_wait_ms),
+            max_messages=_pick(self.max_messages, defaults.max_messages),
+        )
 
     def matches(self, *, account: int, inbox: int | None, channel: str | None) -> bool:
         return (
@@ -81,6 +110,10 @@ class Topology(_Spec, frozen=True, kw_only=True):
             if route.matches(account=account, inbox=inbox, channel=channel):
                 return route
         return None
+
+
+def _pick(value: int | None, default: int) -> int:
+    return default if value is None else value
 
 
 def load(path: Path) -> Topology:

@@ -82,10 +82,15 @@ class ContactInbox(msgspec.Struct, kw_only=True):
     source_id: str | None = None
 
 
+class Team(msgspec.Struct, kw_only=True):
+    id: int | None = None
+
+
 class Meta(msgspec.Struct, kw_only=True):
     sender: Person | None = None
     assignee: Person | None = None
     assignee_type: str | None = None
+    team: Team | None = None
 
 
 class EmbeddedMessage(msgspec.Struct, kw_only=True):
@@ -94,6 +99,7 @@ class EmbeddedMessage(msgspec.Struct, kw_only=True):
     id: int
     message_type: int | None = None
     status: str | None = None
+    updated_at: str | None = None
 
 
 class Conversation(msgspec.Struct, kw_only=True):
@@ -101,6 +107,7 @@ class Conversation(msgspec.Struct, kw_only=True):
     inbox_id: int | None = None
     channel: str | None = None
     status: str | None = None
+    labels: list[str] = []
     contact_inbox: ContactInbox | None = None
     meta: Meta | None = None
     messages: list[EmbeddedMessage] = []

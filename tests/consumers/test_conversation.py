@@ -7,6 +7,7 @@ import pytest
 
 from consumers import conversation as cv
 from ingress import views
+from ingress.topology import Route
 from tests import chatwoot
 
 H, B = cv.Handler.HUMAN, cv.Handler.BOT
@@ -73,44 +74,153 @@ def test_only_public_incoming_messages_ask_for_a_turn(name: str, answer: bool) -
     assert cv.is_customer_turn_input(message(name)) is answer
 
 
+POLICY = Route(name="default")
+
+
+def snapshot(status: str, assignee: str | None, at: float, **kw: object) -> views.Conversation:
+    person = views.Person(id=7, type="user") if assignee else None
+    meta = views.Meta(assignee=person, assignee_type=assignee)
+    return views.Conversation(id=1, status=status, meta=meta, updated_at=at)
+
+
 @pytest.mark.parametrize(
-    ("current", "previous", "status", "assignee", "expected"),
+    ("view", "event", "changed", "policy", "expected"),
     [
-        pytest.param(B, "pending", "pending", None, B, id="pending-stays-bot"),
-        pytest.param(B, "pending", "open", None, H, id="pending-to-open-is-handoff"),
-        pytest.param(B, None, "open", None, B, id="new-open-unassigned"),
-        pytest.param(B, "open", "open", "User", H, id="assigned-to-human"),
-        pytest.param(H, "open", "open", "AgentBot", B, id="assigned-back-to-bot"),
-        pytest.param(H, "open", "resolved", None, B, id="resolve-returns-to-bot"),
-        pytest.param(H, "open", "open", None, H, id="human-keeps-it"),
-        pytest.param(H, "open", "snoozed", None, H, id="snooze-keeps-human"),
+        pytest.param(
+            snapshot("pending", None, 10),
+            "conversation_updated",
+            None,
+            POLICY,
+            [],
+            id="pending-says-nothing",
+        ),
+        pytest.param(
+            snapshot("open", "User", 10),
+            "conversation_updated",
+            None,
+            POLICY,
+            [(H, 10)],
+            id="assigned-to-human",
+        ),
+        pytest.param(
+            snapshot("open", "AgentBot", 10),
+            "conversation_updated",
+            None,
+            POLICY,
+            [(B, 10)],
+            id="assigned-to-bot",
+        ),
+        pytest.param(
+            snapshot("open", "AgentBot", 10),
+            "conversation_updated",
+            None,
+            Route(name="r", return_on_bot_assignment=False),
+            [],
+            id="bot-assignment-ignored-by-policy",
+        ),
+        pytest.param(
+            snapshot("resolved", None, 10),
+            "conversation_status_changed",
+            None,
+            POLICY,
+            [(B, 10)],
+            id="resolved",
+        ),
+        pytest.param(
+            snapshot("resolved", None, 10),
+            "conversation_status_changed",
+            None,
+            Route(name="r", return_on_resolve=False),
+            [],
+            id="resolve-kept-by-policy",
+        ),
+        pytest.param(
+            snapshot("open", None, 10),
+            "conversation_updated",
+            [{"status": {"previous_value": "pending", "current_value": "open"}}],
+            POLICY,
+            [(H, 10)],
+            id="pending-to-open-is-handoff",
+        ),
+        pytest.param(
+            snapshot("open", None, 10),
+            "conversation_opened",
+            None,
+            POLICY,
+            [(H, 10)],
+            id="bot-event-opened",
+        ),
+        pytest.param(
+            snapshot("open", None, 10),
+            "conversation_created",
+            None,
+            POLICY,
+            [],
+            id="open-unassigned-is-bot",
+        ),
+        pytest.param(
+            snapshot("open", None, 10),
+            "conversation_created",
+            None,
+            Route(name="r", open_unassigned="human"),
+            [(H, 10)],
+            id="open-unassigned-human-by-policy",
+        ),
     ],
 )
-def test_handler_after_snapshot(
-    current: cv.Handler,
-    previous: str | None,
-    status: str,
-    assignee: str | None,
-    expected: cv.Handler,
+def test_snapshot_signals(
+    view: views.Conversation,
+    event: str,
+    changed: list[dict[str, object]] | None,
+    policy: Route,
+    expected: list[tuple[cv.Handler, float]],
 ) -> None:
-    """Status and assignee decide who handles a conversation."""
-    assert (
-        cv.handler_after_snapshot(
-            current, previous_status=previous, status=status, assignee_type=assignee
-        )
-        is expected
-    )
+    """Status, assignee and the pending-to-open move say who handles, at `updated_at`."""
+    found = cv.snapshot_signals(view, event=event, changed=changed, policy=policy)
+    assert [(s.handler, s.at) for s in found] == expected
 
 
 @pytest.mark.parametrize(
-    ("name", "expected"),
+    ("name", "ours", "expected"),
     [
-        ("message_created__outgoing_agent_user", H),
-        ("message_created__private_note", B),
-        ("message_created__outgoing_agent_bot_echo", B),
-        ("message_created__webwidget_incoming_no_email", B),
+        ("message_created__outgoing_agent_user", False, [H]),
+        ("message_created__private_note", False, []),
+        ("message_created__outgoing_agent_bot_echo", True, []),
+        ("message_created__outgoing_agent_bot_echo", False, []),
+        ("message_created__template_auto_reply_no_sender", False, []),
+        ("message_created__webwidget_incoming_no_email", False, []),
     ],
 )
-def test_a_public_human_reply_takes_over(name: str, expected: cv.Handler) -> None:
-    """Only a human agent's public reply hands the conversation to humans."""
-    assert cv.handler_after_message(B, message(name)) is expected
+def test_message_signals(name: str, ours: bool, expected: list[cv.Handler]) -> None:
+    """Only a human's public reply takes the conversation over; bots and templates do not."""
+    assert [s.handler for s in cv.message_signals(message(name), ours=ours)] == expected
+
+
+def test_native_app_reply_is_a_human() -> None:
+    """A reply typed in the WhatsApp app (no sender, external_echo) is a human taking over."""
+    payload = chatwoot.payload("message_created__template_auto_reply_no_sender")
+    payload["message_type"] = "outgoing"
+    payload["content_attributes"] = {"external_echo": True}
+    found = cv.message_signals(msgspec.convert(payload, views.Message), ours=False)
+    assert [s.handler for s in found] == [H]
+
+
+@pytest.mark.parametrize(
+    ("signals", "expected"),
+    [
+        pytest.param([], B, id="nothing-is-bot"),
+        pytest.param([(H, 5)], H, id="human"),
+        pytest.param([(H, 5), (B, 9)], B, id="later-bot-wins"),
+        pytest.param([(B, 9), (H, 5)], B, id="order-does-not-matter"),
+        pytest.param([(H, 12), (B, 9), (H, 5)], H, id="later-human-wins"),
+        pytest.param([(H, 5), (H, 5), (B, 5)], B, id="tie-goes-to-the-bot"),
+    ],
+)
+def test_takeover_merges_to_the_latest(
+    signals: list[tuple[cv.Handler, float]], expected: cv.Handler
+) -> None:
+    """The later of the latest human and latest bot signal decides, in any order."""
+    merged = cv.Takeover(human_since=None, bot_since=None).merge(
+        [cv.Signal(handler=h, at=at, why="") for h, at in signals]
+    )
+    assert merged.handler is expected

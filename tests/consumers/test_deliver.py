@@ -45,7 +45,7 @@ def deliver_runner(
         group="deliver",
         spec=spec,
         dead_key=topology.key("dead"),
-        handler=Deliverer(store, client, stream_key=key, echo_wait=echo_wait),
+        handler=Deliverer(store, client, topology, stream_key=key, echo_wait=echo_wait),
         consumer="test-deliver",
     )
 

@@ -7,14 +7,15 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from consumers.persist import IGNORED
 from consumers.store import Store
 from ingress.topology import Topology
 from tests import chatwoot
 from tests.pipeline import emit_turns, feed, persist, persist_runner, rows, xrange
 
 EXPECTED_OUTCOME = {
-    "conversation_typing_on__agent": ("ignored", "no effect for conversation_typing_on"),
-    "webwidget_triggered__widget_opened": ("ignored", "no effect for webwidget_triggered"),
+    "conversation_typing_on__agent": ("ignored", IGNORED["conversation_typing_on"]),
+    "webwidget_triggered__widget_opened": ("ignored", IGNORED["webwidget_triggered"]),
 }
 
 
