@@ -15,7 +15,7 @@ CREATE TABLE IF NOT EXISTS contacts (
     email                 text,
     phone                 text,
     identifier            text,
-    version               bigint NOT NULL DEFAULT 0,   -- ms the newest applied event was received
+    version               bigint NOT NULL DEFAULT 0,   -- epoch ms of the newest data applied
     updated_at            timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (account_id, chatwoot_contact_id)
 );

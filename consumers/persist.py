@@ -107,7 +107,7 @@ class Persister:
             email=contact.email,
             phone=contact.phone_number,
             identifier=contact.identifier,
-            version=event.received_at,
+            version=_contact_version(contact, event),
         )
         return "applied", None
 
@@ -175,7 +175,7 @@ class Persister:
                 email=msg.sender.email,
                 phone=msg.sender.phone_number,
                 identifier=msg.sender.identifier,
-                version=event.received_at,
+                version=int((cv.epoch(msg.created_at) or 0) * 1000),
             )
         echo = msg.ext_ref is not None and await self._match_echo(tx, msg)
         ours = echo or (who.kind is cv.SenderKind.AGENT_BOT and who.id == self.bot_id)
@@ -234,6 +234,17 @@ def _account(ref: views.Ref | None, event: events.EventEntry) -> int | None:
     if ref is not None and isinstance(ref.id, int):
         return ref.id
     return event.account
+
+
+def _contact_version(contact: views.Contact, event: events.EventEntry) -> int:
+    """Epoch ms of the contact's `updated_at` when the event says it, else when we received it."""
+    for item in contact.changed_attributes or []:
+        change = item.get("updated_at")
+        if isinstance(change, dict):
+            seconds = cv.epoch(change.get("current_value"))
+            if seconds is not None:
+                return int(seconds * 1000)
+    return event.received_at
 
 
 def _conversation_row(account: int, view: views.Conversation) -> ConversationRow:

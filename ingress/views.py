@@ -151,6 +151,7 @@ class Contact(msgspec.Struct, kw_only=True):
     phone_number: str | None = None
     identifier: str | None = None
     account: Ref | None = None
+    changed_attributes: list[dict[str, Any]] | None = None
 
 
 routing_decoder = msgspec.json.Decoder(Routing)

@@ -51,7 +51,11 @@ async def feed(
 
 
 def persist_runner(
-    redis: aioredis.Redis, store: Store, topology: Topology, *, bot_id: int | None = 4
+    redis: aioredis.Redis,
+    store: Store,
+    topology: Topology,
+    *,
+    handler: Persister | None = None,
 ) -> Runner:
     return Runner(
         redis,
@@ -59,7 +63,7 @@ def persist_runner(
         group="persist",
         spec=topology.groups["persist"],
         dead_key=topology.key("dead"),
-        handler=Persister(store, topology, bot_id=bot_id),
+        handler=handler or Persister(store, topology, bot_id=4),
         consumer="test-persist",
     )
 

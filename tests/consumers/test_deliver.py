@@ -18,6 +18,7 @@ from consumers.store import Store
 from ingress import events
 from ingress.settings import Secret
 from ingress.topology import Topology
+from tests import chatwoot
 from tests.conftest import BOT_TOKEN, USER_TOKEN, Fake
 from tests.pipeline import persist, rows, xadd, xrange
 
@@ -230,3 +231,46 @@ async def test_action_kinds(
     assert request["path"].endswith(path) and request["json"] == body
     [row] = await rows(store, "SELECT status, kind FROM outbound")
     assert row == {"status": "sent", "kind": kind}
+
+
+async def test_reply_to_a_human_handled_conversation_is_suppressed(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake, client: ChatwootClient
+) -> None:
+    """Once a human replied, the bot's pending reply is not posted: it is `suppressed`."""
+    await persist(redis, store, topology, "message_created__outgoing_agent_user")
+    await reply(redis, topology, conversation=1044, ref="late-bot")
+    await deliver(deliver_runner(redis, store, topology, client))
+    assert posts(fake) == [] and fake.requests() == []
+    [row] = await rows(store, "SELECT status, last_error FROM outbound")
+    assert row == {"status": "suppressed", "last_error": "a human handles the conversation"}
+
+
+async def test_superseded_reply_is_dropped_and_the_current_one_marks_read(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake, client: ChatwootClient
+) -> None:
+    """A reply to an old turn is dropped; the reply to the newest turn goes out and marks the
+    customer messages it answered as read."""
+    first = "message_created__whatsapp_incoming_phone"
+    await persist(redis, store, topology, first)
+    newer = chatwoot.payload(first)
+    newer["id"] = 918400
+    await persist(redis, store, topology, newer)
+    await reply(redis, topology, conversation=1044, ref="old", turn="3:1044:918310")
+    await reply(redis, topology, conversation=1044, ref="new", turn="3:1044:918400")
+    await deliver(deliver_runner(redis, store, topology, client))
+    sent = await rows(store, "SELECT ref, status FROM outbound ORDER BY ref")
+    assert sent == [{"ref": "new", "status": "sent"}, {"ref": "old", "status": "suppressed"}]
+    assert len(fake.requests()) == 1
+    statuses = await rows(store, "SELECT status FROM messages WHERE direction = 'inbound'")
+    assert [s["status"] for s in statuses] == ["read", "read"]
+
+
+async def test_handoff_reply_stops_the_bot(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake, client: ChatwootClient
+) -> None:
+    """An agent's `handoff` opens the conversation in Chatwoot and makes it human-handled."""
+    await persist(redis, store, topology, "message_created__whatsapp_incoming_phone")
+    await reply(redis, topology, conversation=1044, kind="handoff", content="")
+    await deliver(deliver_runner(redis, store, topology, client))
+    [conv] = await rows(store, "SELECT handler FROM conversations")
+    assert conv["handler"] == "human"

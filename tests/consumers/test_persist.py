@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any
 
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 
-from consumers.persist import IGNORED
+from consumers.persist import IGNORED, Persister
 from consumers.store import Store
-from ingress.topology import Topology
+from consumers.turns import TurnEmitter
+from ingress import events
+from ingress.topology import Route, Topology
 from tests import chatwoot
 from tests.pipeline import emit_turns, feed, persist, persist_runner, rows, xrange
 
@@ -265,3 +269,175 @@ async def test_redelivered_entry_is_not_applied_twice(
     await runner.handler(StreamEntry(id=entry_id, fields=fields, deliveries=2))
     assert len(await rows(store, "SELECT 1 FROM webhook_events")) == 1
     assert len(await emit_turns(redis, store, topology)) == 1
+
+
+# -- hand-off, hand-back, edits and turn timing --------------------------------------------------
+
+
+def incoming(
+    message_id: int, at: float, *, conversation: int = 1044, text: str = "more"
+) -> dict[str, Any]:
+    """A WhatsApp customer message of conversation 1044 (pending, bot-handled) at `at`."""
+    data = chatwoot.payload("message_created__whatsapp_incoming_phone")
+    data["id"], data["content"] = message_id, text
+    data["created_at"] = dt.datetime.fromtimestamp(at, dt.UTC).isoformat()
+    data["conversation"]["id"] = conversation
+    data["conversation"]["updated_at"] = at
+    return data
+
+
+def conversation_update(
+    at: float, *, status: str = "open", assignee: str | None = None
+) -> dict[str, Any]:
+    data = chatwoot.payload("conversation_updated__assignee_team")
+    data["id"], data["inbox_id"], data["channel"] = 1044, 12, "Channel::Whatsapp"
+    data["updated_at"], data["status"] = at, status
+    data["meta"]["assignee_type"] = assignee
+    data["meta"]["assignee"] = (
+        {"id": 7 if assignee == "User" else 4, "type": "user"} if assignee else None
+    )
+    data["changed_attributes"] = []
+    return data
+
+
+async def handler(store: Store) -> str:
+    [conv] = await rows(
+        store, "SELECT handler FROM conversations WHERE chatwoot_conversation_id = 1044"
+    )
+    return str(conv["handler"])
+
+
+async def test_bot_assignment_hands_back_and_turns_resume(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """Human reply stops turns; re-assignment to the bot brings them back (newer messages only)."""
+    base = 1781775787.0
+    await persist(redis, store, topology, incoming(918310, base))
+    assert len(await emit_turns(redis, store, topology)) == 1
+    human = chatwoot.payload("message_created__outgoing_agent_user")
+    human["created_at"] = dt.datetime.fromtimestamp(base + 10, dt.UTC).isoformat()
+    await persist(redis, store, topology, human, incoming(918330, base + 20))
+    assert await handler(store) == "human"
+    assert len(await emit_turns(redis, store, topology)) == 1  # no new turn
+    # The human reply's snapshot (assigned to the agent) is at base + 70.
+    await persist(redis, store, topology, conversation_update(base + 100, assignee="AgentBot"))
+    assert await handler(store) == "bot"
+    await persist(redis, store, topology, incoming(918340, base + 110))
+    turns = await emit_turns(redis, store, topology)
+    assert [m.id for m in turns[-1].messages] == [918340]  # not the one the human answered
+
+
+async def test_resolve_returns_to_the_bot(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """A human-handled conversation resolved later is the bot's again."""
+    await persist(redis, store, topology, conversation_update(100.0, assignee="User"))
+    assert await handler(store) == "human"
+    await persist(redis, store, topology, conversation_update(200.0, status="resolved"))
+    assert await handler(store) == "bot"
+    await persist(redis, store, topology, conversation_update(150.0, assignee="User"))  # late
+    assert await handler(store) == "bot"
+
+
+async def test_human_takeover_drops_a_waiting_burst(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """Customer messages waiting for their debounce are not sent once a human took over."""
+    slow = msgspec.structs.replace(
+        topology, turns=msgspec.structs.replace(topology.turns, debounce_ms=60_000)
+    )
+    await persist(redis, store, slow, incoming(918310, 1781775787.0))
+    await persist(redis, store, slow, conversation_update(1781775800.0, assignee="User"))
+    async with store.pool.acquire() as conn:  # the debounce ends
+        await conn.execute("UPDATE conversations SET turn_due_at = now()")
+    assert await emit_turns(redis, store, slow) == []
+
+
+async def test_burst_becomes_one_turn(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """Messages within the debounce window form one turn carrying all of them."""
+    now = [dt.datetime(2026, 6, 18, 9, 0, tzinfo=dt.UTC)]
+    timing = msgspec.structs.replace(topology.turns, debounce_ms=1000, max_messages=3)
+    slow = msgspec.structs.replace(topology, turns=timing)
+    persist_at = Persister(store, slow, clock=lambda: now[0])
+    emitter = TurnEmitter(store, redis, slow, clock=lambda: now[0])
+    for i, text in enumerate(["hi", "I have", "a question"][:2]):
+        await feed(redis, slow, incoming(918310 + i, 1781775787.0 + i, text=text))
+        await persist_runner(redis, store, slow, handler=persist_at).drain()
+        now[0] += dt.timedelta(milliseconds=400)
+    assert await emitter.drain() == 0  # quiet for less than the debounce
+    now[0] += dt.timedelta(milliseconds=700)
+    assert await emitter.drain() == 1
+    [turn] = [events.decode(events.TurnEntry, f) for _, f in await xrange(redis, slow.key("turns"))]
+    assert [m.content for m in turn.messages] == ["hi", "I have"]
+    # max_messages: the third message of a new burst makes it due at once
+    for i in range(3):
+        await feed(redis, slow, incoming(918320 + i, 1781775800.0 + i))
+        await persist_runner(redis, store, slow, handler=persist_at).drain()
+    assert await emitter.drain() == 1
+
+
+async def test_unrouted_conversations_get_no_turns(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """An inbox no route covers stores its messages but produces no turn."""
+    only_widget = msgspec.structs.replace(topology, routes=(Route(name="web", inbox=11),))
+    await persist(redis, store, only_widget, "message_created__whatsapp_incoming_phone")
+    assert await emit_turns(redis, store, only_widget) == []
+    await persist(redis, store, only_widget, "message_created__webwidget_incoming_no_email")
+    [turn] = await emit_turns(redis, store, only_widget)
+    assert turn.route == "web" and turn.inbox == 11
+
+
+async def test_route_picks_the_turn_stream(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """A route's stream receives its conversations' turns."""
+    sales = msgspec.structs.replace(topology, routes=(Route(name="sales", stream="turns:sales"),))
+    await persist(redis, store, sales, "message_created__whatsapp_incoming_phone")
+    await TurnEmitter(store, redis, sales).drain()
+    assert len(await xrange(redis, sales.key("turns:sales"))) == 1
+
+
+async def test_our_posts_coming_back_as_incoming_are_not_turns(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """On API inboxes our own posts come back as incoming; their ext_ref marks them."""
+    data = chatwoot.payload("message_created__api_channel_incoming")
+    data["content_attributes"] = {"ext_ref": "ours-1"}
+    async with store.pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO outbound (ref, account_id, chatwoot_conversation_id, kind, status) "
+            "VALUES ('ours-1', 3, 1046, 'message', 'sending')"
+        )
+    await persist(redis, store, topology, data)
+    assert await emit_turns(redis, store, topology) == []
+
+
+async def test_edits_and_deletions_keep_the_newest_version(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """message_updated changes content only when newer; a deletion sticks."""
+    created = chatwoot.payload("message_created__whatsapp_incoming_phone")
+    edited = chatwoot.payload("message_created__whatsapp_incoming_phone")
+    edited["event"], edited["content"] = "message_updated", "Edited text"
+    edited["conversation"]["messages"][0]["updated_at"] = "2026-06-18T10:00:00.000Z"
+    deleted = chatwoot.payload("message_created__whatsapp_incoming_phone")
+    deleted["event"], deleted["content"] = "message_updated", "This message was deleted"
+    deleted["content_attributes"] = {"deleted": True}
+    deleted["conversation"]["messages"][0]["updated_at"] = "2026-06-18T11:00:00.000Z"
+    await persist(redis, store, topology, deleted, created, edited)
+    [row] = await rows(store, "SELECT content, deleted FROM messages")
+    assert row == {"content": "This message was deleted", "deleted": True}
+
+
+async def test_answered_customer_messages_are_read(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """Once a reply to a turn is sent, the customer messages it covered become `read`."""
+    await persist(redis, store, topology, "message_created__whatsapp_incoming_phone")
+    async with store.transaction() as tx:
+        await tx.mark_answered(3, 1044, 918310)
+    [row] = await rows(store, "SELECT status FROM messages")
+    assert row["status"] == "read"

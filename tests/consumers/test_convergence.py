@@ -1,0 +1,136 @@
+"""Any order and any duplication of the same webhooks converge on the same rows (property)."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from typing import Any
+
+import hypothesis.strategies as st
+from hypothesis import HealthCheck, given, settings
+
+from consumers.persist import Persister
+from consumers.runner import StreamEntry
+from consumers.store import Store
+from ingress import events
+from ingress.topology import Topology
+from tests import chatwoot
+from tests.conftest import TABLES
+
+RECEIPT_REF = "pysvc-01J0ZK5X1C8B4N7M2Q6T9V3R0A"
+
+
+def history() -> list[dict[str, Any]]:
+    """One customer's story across two WhatsApp conversations, plus noise."""
+    created = chatwoot.payload("message_created__whatsapp_incoming_phone")
+    edited = copy.deepcopy(created)
+    edited["event"], edited["content"] = "message_updated", "Hello, is order #48213 here yet?"
+    edited["conversation"]["messages"][0]["updated_at"] = "2026-06-18T09:50:00.000Z"
+    bot_echo = chatwoot.payload("message_updated__outgoing_delivered_source_id_set")
+    bot_echo["event"] = "message_created"
+    bot_echo["conversation"]["messages"][0]["status"] = "sent"
+    back_to_bot = chatwoot.payload("conversation_updated__assignee_team")
+    back_to_bot.update(id=1044, inbox_id=12, channel="Channel::Whatsapp", updated_at=1781776500.5)
+    back_to_bot["meta"]["assignee_type"] = "AgentBot"
+    back_to_bot["meta"]["assignee"] = {"id": 4, "name": "Bot", "type": "agent_bot"}
+    back_to_bot["meta"]["sender"] = created["conversation"]["meta"]["sender"]
+    back_to_bot["contact_inbox"] = created["conversation"]["contact_inbox"]
+    next_conversation = copy.deepcopy(created)
+    next_conversation["id"], next_conversation["conversation"]["id"] = 918600, 1050
+    next_conversation["conversation"]["updated_at"] = 1781778000.0
+    next_conversation["created_at"] = "2026-06-18T10:20:00.000Z"
+    return [
+        created,
+        edited,
+        chatwoot.payload("message_created__incoming_with_attachments"),
+        chatwoot.payload("message_created__outgoing_agent_user"),
+        chatwoot.payload("message_updated__outgoing_delivered_source_id_set"),
+        bot_echo,
+        chatwoot.payload("conversation_status_changed__resolved"),
+        back_to_bot,
+        next_conversation,
+        chatwoot.payload("message_created__webwidget_incoming_no_email"),
+        chatwoot.payload("message_created__private_note"),
+        chatwoot.payload("conversation_updated__assignee_team"),
+        chatwoot.payload("contact_created__webwidget_visitor"),
+        chatwoot.payload("contact_updated__last_activity_noise"),
+        chatwoot.payload("conversation_typing_on__agent"),
+    ]
+
+
+HISTORY = history()
+ENTRIES = [
+    events.encode(
+        events.EventEntry(
+            event=p["event"], delivery=f"d{i}", account=3, received_at=1781775000000 + i,
+            signed=True, body=chatwoot.rails_json(p),
+        )
+    )
+    for i, p in enumerate(HISTORY)
+]  # fmt: skip
+SNAPSHOT = {
+    "conversations": "SELECT account_id, chatwoot_conversation_id, inbox_id, channel, contact_id,"
+    " identity, status, assignee_type, assignee_id, handler, human_since, bot_since, team_id,"
+    " labels, active, version FROM conversations ORDER BY 1, 2",
+    "messages": "SELECT account_id, chatwoot_message_id, chatwoot_conversation_id, direction,"
+    " sender_kind, sender_id, private, message_type, content, content_type, attachments::text,"
+    " status, created_at, ext_ref, deleted, version FROM messages ORDER BY 1, 2",
+    "contacts": "SELECT account_id, chatwoot_contact_id, name, email, phone, identifier, version"
+    " FROM contacts ORDER BY 1, 2",
+    "outbound": "SELECT ref, status, chatwoot_message_id FROM outbound ORDER BY 1",
+}
+_counter = itertools.count()
+IN_ORDER: list[dict[str, Any]] = []  # the rows of the in-order history, computed once
+
+
+async def apply(store: Store, topology: Topology, order: list[int]) -> dict[str, Any]:
+    async with store.pool.acquire() as conn:
+        await conn.execute(f"TRUNCATE {', '.join(TABLES)}")
+        await conn.execute(
+            "INSERT INTO outbound (ref, account_id, chatwoot_conversation_id, kind, status) "
+            "VALUES ($1, 3, 1044, 'message', 'sending')",
+            RECEIPT_REF,
+        )
+    persist = Persister(store, topology, bot_id=4)
+    for index in order:
+        fields = {k.encode(): v for k, v in ENTRIES[index].items()}
+        await persist(StreamEntry(id=f"{next(_counter)}-0", fields=fields, deliveries=1))
+    async with store.pool.acquire() as conn:
+        return {name: [dict(r) for r in await conn.fetch(sql)] for name, sql in SNAPSHOT.items()}
+
+
+@st.composite
+def shuffled_with_duplicates(draw: st.DrawFn) -> list[int]:
+    every = list(range(len(HISTORY)))
+    extra = draw(st.lists(st.sampled_from(every), max_size=5))
+    return draw(st.permutations(every + extra))
+
+
+@settings(
+    max_examples=300,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(order=shuffled_with_duplicates())
+async def test_any_order_and_duplication_converges(
+    order: list[int], store: Store, topology: Topology
+) -> None:
+    """Shuffled, duplicated deliveries of one history leave exactly the in-order rows."""
+    if not IN_ORDER:
+        IN_ORDER.append(await apply(store, topology, list(range(len(HISTORY)))))
+    assert await apply(store, topology, order) == IN_ORDER[0]
+
+
+async def test_the_history_means_something(store: Store, topology: Topology) -> None:
+    """The in-order rows are the story told: edited, resolved, back to the bot, a new
+    conversation active, the receipt applied to our reply."""
+    rows = await apply(store, topology, list(range(len(HISTORY))))
+    conversations = {r["chatwoot_conversation_id"]: r for r in rows["conversations"]}
+    assert conversations[1044]["status"] == "resolved" and not conversations[1044]["active"]
+    assert conversations[1044]["handler"] == "bot" and conversations[1050]["active"]
+    messages = {r["chatwoot_message_id"]: r for r in rows["messages"]}
+    assert messages[918310]["content"] == "Hello, is order #48213 here yet?"
+    assert messages[918311]["status"] == "delivered"
+    assert rows["outbound"] == [
+        {"ref": RECEIPT_REF, "status": "delivered", "chatwoot_message_id": 918311}
+    ]
