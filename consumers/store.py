@@ -69,6 +69,7 @@ class DueTurn(msgspec.Struct, kw_only=True):
     contact_id: int | None
     handler: str
     emitted_through: int
+    answered_through: int
     last_inbound_message_id: int
 
 
@@ -478,7 +479,8 @@ class Tx:
             """
             UPDATE conversations SET
                 last_inbound_message_id = GREATEST(last_inbound_message_id, $3),
-                emitted_through = GREATEST(emitted_through, $3)
+                emitted_through = GREATEST(emitted_through, $3),
+                answered_through = GREATEST(answered_through, $3)
             WHERE account_id = $1 AND chatwoot_conversation_id = $2
             """,
             account_id,
@@ -493,7 +495,7 @@ class Tx:
         rows = await self.conn.fetch(
             """
             SELECT account_id, chatwoot_conversation_id AS conversation_id, inbox_id, channel,
-                contact_id, handler, emitted_through, last_inbound_message_id
+                contact_id, handler, emitted_through, answered_through, last_inbound_message_id
             FROM conversations
             WHERE turn_due_at IS NOT NULL AND turn_due_at <= $1
             ORDER BY turn_due_at
@@ -506,6 +508,8 @@ class Tx:
         return [msgspec.convert(dict(r), DueTurn) for r in rows]
 
     async def turn_messages(self, turn: DueTurn) -> list[events.TurnMessage]:
+        """Every customer message not yet answered: a turn whose reply was dropped as
+        superseded is carried whole into the next one."""
         rows = await self.conn.fetch(
             """
             SELECT chatwoot_message_id AS id, content, attachments::text AS attachments,
@@ -518,7 +522,7 @@ class Tx:
             """,
             turn.account_id,
             turn.conversation_id,
-            turn.emitted_through,
+            turn.answered_through,
             turn.last_inbound_message_id,
         )
         return [
@@ -642,11 +646,16 @@ class Tx:
         return None if row is None else msgspec.convert(dict(row), ReplyContext)
 
     async def mark_answered(self, account_id: int, conversation_id: int, through: int) -> None:
-        """A reply to a turn went out: the customer messages it covered are `read`."""
+        """A reply to a turn went out: the customer messages it covered are `read` (those a
+        human handled before, behind `answered_through`, stay theirs)."""
         await self.conn.execute(
             """
-            UPDATE conversations SET answered_through = GREATEST(answered_through, $3)
+            UPDATE messages SET status = 'read'
             WHERE account_id = $1 AND chatwoot_conversation_id = $2
+                AND chatwoot_message_id <= $3 AND direction = 'inbound' AND status = 'received'
+                AND chatwoot_message_id > (
+                    SELECT answered_through FROM conversations
+                    WHERE account_id = $1 AND chatwoot_conversation_id = $2)
             """,
             account_id,
             conversation_id,
@@ -654,9 +663,8 @@ class Tx:
         )
         await self.conn.execute(
             """
-            UPDATE messages SET status = 'read'
+            UPDATE conversations SET answered_through = GREATEST(answered_through, $3)
             WHERE account_id = $1 AND chatwoot_conversation_id = $2
-                AND chatwoot_message_id <= $3 AND direction = 'inbound' AND status = 'received'
             """,
             account_id,
             conversation_id,

@@ -1,20 +1,26 @@
 #!/usr/bin/env python3
 """A fake Chatwoot: a real HTTP server speaking the part of Chatwoot's API Switchboard calls.
 
-It records every request, answers like Chatwoot (chatwoot.md §4), can post the echo webhook of
-each message it creates back to the ingress (signed, escaped like Rails), can play a customer
-(`POST /_fake/customer`), and injects faults on demand (`POST /_fake/faults`).
+It keeps conversations (inbox, channel, contact, status, assignee) and messages, answers like
+Chatwoot (chatwoot.md §4), records every request, sends webhooks like Chatwoot (signed, compact
+JSON escaped like Rails, never retried) to --webhook-url, and injects faults on demand.
 
-    python scripts/fake_chatwoot.py --port 3000 --token T --secret S \
+    python scripts/fake_chatwoot.py --port 3000 --token T --secret S \\
         --webhook-url http://127.0.0.1:8000/webhooks/chatwoot
 
-Control endpoints (JSON): GET /_fake/requests, GET /_fake/messages, POST /_fake/reset,
-POST /_fake/faults {"rules": [{"path": "messages", "status": 500, "times": 2}, ...]},
-POST /_fake/customer {"content": "...", "account": 1, "conversation": 1}.
-A rule matches requests whose path contains `path` (and `method`, if given); it applies
-`times` times (default: always) with `probability` (default 1): answers `status`, or, with
-`delay_ms`, waits first; `after: true` applies the request's effect before failing (the
-ambiguous case: Chatwoot saved it, the client never heard).
+Play the people around the bot (JSON bodies; `account` defaults to 1):
+  POST /_fake/conversations {"conversation": 7, "inbox": 12, "channel": "Channel::Whatsapp",
+                             "status": "pending", "contact": {"id": 5, "phone_number": "+1..."}}
+  POST /_fake/customer {"conversation": 7, "content": "hi"}     a customer message
+  POST /_fake/agent    {"conversation": 7, "content": "hello"}  a human agent's reply
+  POST /_fake/assign   {"conversation": 7, "assignee_type": "AgentBot"}   (or "User", null)
+  POST /_fake/status   {"conversation": 7, "status": "resolved"}
+Inspect and steer: GET /_fake/requests, GET /_fake/messages, POST /_fake/reset,
+POST /_fake/faults {"rules": [{"path": "messages", "status": 500, "times": 2}, ...]}.
+A rule matches requests whose path contains `path` (and `method`, if given), `times` times
+(default: always) with `probability` (default 1): it answers `status` (with `retry_after`),
+or, with `delay_ms`, waits first; `after: true` applies the request's effect before failing
+(the ambiguous case: Chatwoot saved it, the client never heard).
 """
 
 from __future__ import annotations
@@ -41,6 +47,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ingress.signatures import sign_chatwoot  # noqa: E402
 
 API = "/api/v1/accounts/{account:int}/conversations/{conversation:int}"
+HUMAN = {"id": 7, "name": "Priya Nair", "email": "priya@acme.test", "type": "user"}
+BOT = {"id": 1, "name": "Switchboard demo bot", "type": "agent_bot"}
 
 
 class Rule(msgspec.Struct, kw_only=True):
@@ -59,19 +67,38 @@ class Faults(msgspec.Struct):
     rules: list[Rule] = []
 
 
-class Customer(msgspec.Struct, kw_only=True):
-    content: str
+class Conversation(msgspec.Struct, kw_only=True):
     account: int = 1
     conversation: int = 1
     inbox: int = 1
-    contact: int = 501
-    name: str = "Demo Customer"
+    channel: str = "Channel::Api"
+    status: str = "pending"
+    assignee_type: str | None = None
+    contact: dict[str, Any] = msgspec.field(
+        default_factory=lambda: {"id": 501, "name": "Demo Customer"}
+    )
+    source_id: str | None = None
+    updated_at: float = 0.0
+
+
+class Said(msgspec.Struct, kw_only=True):
+    account: int = 1
+    conversation: int = 1
+    content: str = ""
+    private: bool = False
+    assignee_type: str | None = None
+    status: str = "open"
 
 
 def rails_json(payload: object) -> bytes:
     """Compact JSON as Rails writes it: <, > and & escaped (inside strings, where they occur)."""
     raw = msgspec.json.encode(payload)
     return raw.replace(b"<", b"\\u003c").replace(b">", b"\\u003e").replace(b"&", b"\\u0026")
+
+
+def iso(epoch: float) -> str:
+    moment = dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat(timespec="milliseconds")
+    return moment.replace("+00:00", "Z")
 
 
 class FakeChatwoot:
@@ -96,18 +123,30 @@ class FakeChatwoot:
     def reset(self) -> None:
         self.requests: list[dict[str, Any]] = []
         self.messages: dict[tuple[int, int], list[dict[str, Any]]] = {}
-        self.statuses: dict[tuple[int, int], str] = {}
+        self.conversations: dict[tuple[int, int], Conversation] = {}
         self.rules: list[Rule] = []
         self.next_id = 1000
         self.webhooks_sent = 0
         self.tasks: set[asyncio.Task[None]] = set()
+
+    def conversation(self, account: int, conversation: int) -> Conversation:
+        key = (account, conversation)
+        if key not in self.conversations:
+            self.conversations[key] = Conversation(account=account, conversation=conversation)
+        return self.conversations[key]
+
+    def touch(self, conv: Conversation, **changes: Any) -> None:
+        """Change a conversation; like Chatwoot, `updated_at` grows with every change."""
+        for name, value in changes.items():
+            setattr(conv, name, value)
+        conv.updated_at = max(time.time(), conv.updated_at + 0.001)
 
     # -- the API ---------------------------------------------------------------------------
 
     async def api(self, request: Request) -> Response:
         body = await request.body()
         token = request.headers.get("api_access_token", "")
-        record = {
+        record: dict[str, Any] = {
             "method": request.method,
             "path": request.url.path,
             "query": str(request.url.query),
@@ -121,64 +160,86 @@ class FakeChatwoot:
         rule = self._rule_for(request)
         if rule is not None and not rule.after:
             return await self._fail(rule)
-        response = await self._apply(request, record, token)
+        response = self._apply(request, record["json"] or {}, token)
         if rule is not None:
             return await self._fail(rule)
         return response
 
-    async def _apply(self, request: Request, record: dict[str, Any], token: str) -> Response:
-        account = int(request.path_params["account"])
-        conversation = int(request.path_params["conversation"])
-        key = (account, conversation)
+    def _apply(self, request: Request, body: dict[str, Any], token: str) -> Response:
+        conv = self.conversation(
+            int(request.path_params["account"]), int(request.path_params["conversation"])
+        )
         path = request.url.path
         if path.endswith("/messages") and request.method == "POST":
-            return JSONResponse(self._create(key, record["json"] or {}))
+            sender = BOT if token in self.tokens else HUMAN
+            message = self._create(conv, body, sender=sender)
+            return JSONResponse(message)
         if path.endswith("/messages"):
             if token not in self.user_tokens:
                 return JSONResponse({"error": "bots cannot list messages"}, status_code=401)
             after = int(request.query_params.get("after") or 0)
+            key = (conv.account, conv.conversation)
             listed = [m for m in self.messages.get(key, []) if m["id"] > after][:100]
             return JSONResponse({"meta": {}, "payload": listed})
         if path.endswith("/toggle_status"):
-            self.statuses[key] = (record["json"] or {}).get("status", "open")
+            self._set_status(conv, body.get("status", "open"))
             return JSONResponse(
                 {
                     "payload": {
                         "success": True,
-                        "current_status": self.statuses[key],
-                        "conversation_id": conversation,
+                        "current_status": conv.status,
+                        "conversation_id": conv.conversation,
                     }
                 }
             )
-        if path.endswith("/toggle_typing_status"):
-            return JSONResponse({})
-        return JSONResponse({"error": "not found"}, status_code=404)
+        return JSONResponse({})  # toggle_typing_status
 
-    def _create(self, key: tuple[int, int], body: dict[str, Any]) -> dict[str, Any]:
-        self.next_id += 1
-        message = {
-            "id": self.next_id,
-            "content": body.get("content"),
-            "conversation_id": key[1],
-            "inbox_id": 1,
-            "message_type": 1,
-            "content_type": body.get("content_type", "text"),
-            "content_attributes": body.get("content_attributes") or {},
-            "status": "sent",
-            "created_at": int(time.time()),
-            "private": bool(body.get("private", False)),
-            "source_id": None,
-            "sender": {"id": 1, "name": "Switchboard demo bot", "type": "agent_bot"},
-        }
-        self.messages.setdefault(key, []).append(message)
+    def _create(
+        self, conv: Conversation, body: dict[str, Any], *, sender: dict[str, Any]
+    ) -> dict[str, Any]:
+        """An outgoing message, as the create-message API stores it."""
+        message = self._message(
+            conv,
+            body.get("content"),
+            message_type=1,
+            sender=sender,
+            private=bool(body.get("private", False)),
+            attributes=body.get("content_attributes") or {},
+        )
         print(
-            f"fake-chatwoot: message {message['id']} in conversation {key[1]}: "
+            f"fake-chatwoot: message {message['id']} in conversation {conv.conversation}: "
             f"{message['content']!r}",
             flush=True,
         )
-        if self.echo and self.webhook_url:
-            self._spawn(self._webhook(self._message_event(key, message, incoming=False)))
+        if self.echo:
+            self._send("message_created", self._message_event(conv, message))
         return message
+
+    def _message(
+        self,
+        conv: Conversation,
+        content: str | None,
+        *,
+        message_type: int,
+        sender: dict[str, Any],
+        private: bool = False,
+        attributes: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        self.next_id += 1
+        self.touch(conv)
+        message = {
+            "id": self.next_id, "content": content, "conversation_id": conv.conversation,
+            "inbox_id": conv.inbox, "message_type": message_type, "content_type": "text",
+            "content_attributes": attributes or {}, "status": "sent",
+            "created_at": conv.updated_at, "private": private, "source_id": None,
+            "sender": sender,
+        }  # fmt: skip
+        self.messages.setdefault((conv.account, conv.conversation), []).append(message)
+        return message
+
+    def _set_status(self, conv: Conversation, status: str) -> None:
+        self.touch(conv, status=status)
+        self._send("conversation_status_changed", self._conversation_event(conv, None))
 
     def _rule_for(self, request: Request) -> Rule | None:
         for rule in self.rules:
@@ -208,58 +269,47 @@ class FakeChatwoot:
             media_type="application/json",
         )
 
-    # -- webhooks --------------------------------------------------------------------------
+    # -- webhooks, shaped like Chatwoot's ----------------------------------------------------
 
-    def _message_event(
-        self,
-        key: tuple[int, int],
-        message: dict[str, Any],
-        *,
-        incoming: bool,
-        contact: dict[str, Any] | None = None,
-    ) -> dict[str, Any]:
-        account, conversation = key
-        contact = contact or {
-            "id": 501,
-            "name": "Demo Customer",
-            "email": None,
-            "phone_number": None,
-            "identifier": None,
-        }
-        created = dt.datetime.fromtimestamp(message["created_at"], dt.UTC)
+    def _snapshot(self, conv: Conversation) -> dict[str, Any]:
+        key = (conv.account, conv.conversation)
+        public = [m for m in self.messages.get(key, []) if not m["private"]]
+        contact = {"email": None, "phone_number": None, "identifier": None, **conv.contact}
+        assignee = {"User": HUMAN, "AgentBot": BOT}.get(conv.assignee_type or "")
+        latest = [{"id": m["id"], "message_type": m["message_type"], "status": m["status"],
+                   "created_at": int(m["created_at"]), "updated_at": iso(m["created_at"])}
+                  for m in public[-1:]]  # fmt: skip
         return {
-            "event": "message_created",
-            "id": message["id"],
-            "content": message["content"],
-            "content_type": message["content_type"],
+            "id": conv.conversation, "inbox_id": conv.inbox, "channel": conv.channel,
+            "status": conv.status, "account": {"id": conv.account, "name": "Demo"},
+            "contact_inbox": {"source_id": conv.source_id or f"src-{contact['id']}"},
+            "meta": {"sender": contact, "assignee": assignee, "assignee_type": conv.assignee_type,
+                     "team": None},
+            "messages": latest, "labels": [], "created_at": int(conv.updated_at),
+            "updated_at": conv.updated_at,
+        }  # fmt: skip
+
+    def _message_event(self, conv: Conversation, message: dict[str, Any]) -> dict[str, Any]:
+        incoming = message["message_type"] == 0
+        return {
+            "id": message["id"], "content": message["content"], "content_type": "text",
             "content_attributes": message["content_attributes"],
             "message_type": "incoming" if incoming else "outgoing",
-            "private": message["private"],
-            "source_id": None,
-            "created_at": created.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "sender": contact if incoming else message["sender"],
-            "inbox": {"id": 1, "name": "Demo API inbox"},
-            "account": {"id": account, "name": "Demo"},
-            "additional_attributes": {},
-            "conversation": {
-                "id": conversation,
-                "inbox_id": 1,
-                "channel": "Channel::Api",
-                "status": self.statuses.get(key, "pending"),
-                "contact_inbox": {"source_id": f"demo-{contact['id']}"},
-                "meta": {"sender": contact, "assignee": None, "assignee_type": None},
-                "messages": [
-                    {
-                        "id": message["id"],
-                        "message_type": message["message_type"],
-                        "status": message["status"],
-                    }
-                ],
-                "created_at": message["created_at"],
-                "updated_at": time.time(),
-                "account": {"id": account, "name": "Demo"},
-            },
-        }
+            "private": message["private"], "source_id": None,
+            "created_at": iso(message["created_at"]),
+            "sender": message["sender"], "inbox": {"id": conv.inbox, "name": "Inbox"},
+            "account": {"id": conv.account, "name": "Demo"}, "additional_attributes": {},
+            "conversation": self._snapshot(conv),
+        }  # fmt: skip
+
+    def _conversation_event(
+        self, conv: Conversation, changed: list[dict[str, Any]] | None
+    ) -> dict[str, Any]:
+        return {**self._snapshot(conv), "changed_attributes": changed}
+
+    def _send(self, event: str, payload: dict[str, Any]) -> None:
+        if self.webhook_url:
+            self._spawn(self._webhook({**payload, "event": event}))
 
     async def _webhook(self, payload: dict[str, Any]) -> None:
         assert self.webhook_url is not None
@@ -284,35 +334,60 @@ class FakeChatwoot:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    # -- control ---------------------------------------------------------------------------
+    async def settle(self) -> None:
+        """Wait for the webhooks under way, so the caller sees them sent, in order."""
+        while self.tasks:
+            await asyncio.gather(*list(self.tasks))
+
+    # -- the people around the bot ------------------------------------------------------------
+
+    async def define(self, request: Request) -> Response:
+        conv = msgspec.json.decode(await request.body(), type=Conversation)
+        self.touch(conv)
+        self.conversations[(conv.account, conv.conversation)] = conv
+        return JSONResponse({"conversation": conv.conversation})
 
     async def customer(self, request: Request) -> Response:
-        """Play the customer: Chatwoot stores an incoming message and sends its webhook."""
-        said = msgspec.json.decode(await request.body(), type=Customer)
-        key = (said.account, said.conversation)
-        self.next_id += 1
-        message = {
-            "id": self.next_id,
-            "content": said.content,
-            "message_type": 0,
-            "content_type": "text",
-            "content_attributes": {},
-            "status": "sent",
-            "created_at": int(time.time()),
-            "private": False,
-            "sender": {"id": said.contact, "name": said.name, "type": "contact"},
-        }
-        self.messages.setdefault(key, []).append(message)
-        contact = {
-            "id": said.contact,
-            "name": said.name,
-            "email": None,
-            "phone_number": None,
-            "identifier": None,
-        }
-        if self.webhook_url:
-            await self._webhook(self._message_event(key, message, incoming=True, contact=contact))
+        said = msgspec.json.decode(await request.body(), type=Said)
+        conv = self.conversation(said.account, said.conversation)
+        contact = {"email": None, "phone_number": None, "identifier": None, **conv.contact}
+        message = self._message(conv, said.content, message_type=0, sender=contact)
+        if conv.status == "resolved":  # a customer message reopens it
+            self.touch(conv, status="pending" if conv.assignee_type != "User" else "open")
+        payload = self._message_event(conv, message)
+        payload["sender"] = contact
+        self._send("message_created", payload)
+        await self.settle()
         return JSONResponse({"id": message["id"], "webhook": self.webhook_url is not None})
+
+    async def agent(self, request: Request) -> Response:
+        """A human agent replies: Chatwoot assigns them and opens the conversation."""
+        said = msgspec.json.decode(await request.body(), type=Said)
+        conv = self.conversation(said.account, said.conversation)
+        if not said.private:
+            self.touch(conv, assignee_type="User", status="open")
+        message = self._message(
+            conv, said.content, message_type=1, sender=HUMAN, private=said.private
+        )
+        self._send("message_created", self._message_event(conv, message))
+        await self.settle()
+        return JSONResponse({"id": message["id"]})
+
+    async def assign(self, request: Request) -> Response:
+        said = msgspec.json.decode(await request.body(), type=Said)
+        conv = self.conversation(said.account, said.conversation)
+        before = conv.assignee_type
+        self.touch(conv, assignee_type=said.assignee_type)
+        changed = [{"assignee_id": {"previous_value": before, "current_value": said.assignee_type}}]
+        self._send("conversation_updated", self._conversation_event(conv, changed))
+        await self.settle()
+        return JSONResponse({"assignee_type": conv.assignee_type})
+
+    async def status(self, request: Request) -> Response:
+        said = msgspec.json.decode(await request.body(), type=Said)
+        self._set_status(self.conversation(said.account, said.conversation), said.status)
+        await self.settle()
+        return JSONResponse({"status": said.status})
 
     async def list_requests(self, request: Request) -> Response:
         return JSONResponse(self.requests)
@@ -335,18 +410,20 @@ class FakeChatwoot:
         return JSONResponse({"reset": True})
 
     def app(self) -> Starlette:
-        return Starlette(
-            routes=[
-                Route(API + "/messages", self.api, methods=["GET", "POST"]),
-                Route(API + "/toggle_status", self.api, methods=["POST"]),
-                Route(API + "/toggle_typing_status", self.api, methods=["POST"]),
-                Route("/_fake/customer", self.customer, methods=["POST"]),
-                Route("/_fake/requests", self.list_requests, methods=["GET"]),
-                Route("/_fake/messages", self.list_messages, methods=["GET"]),
-                Route("/_fake/faults", self.set_faults, methods=["POST"]),
-                Route("/_fake/reset", self.reset_all, methods=["POST"]),
-            ]
-        )
+        return Starlette(routes=[
+            Route(API + "/messages", self.api, methods=["GET", "POST"]),
+            Route(API + "/toggle_status", self.api, methods=["POST"]),
+            Route(API + "/toggle_typing_status", self.api, methods=["POST"]),
+            Route("/_fake/conversations", self.define, methods=["POST"]),
+            Route("/_fake/customer", self.customer, methods=["POST"]),
+            Route("/_fake/agent", self.agent, methods=["POST"]),
+            Route("/_fake/assign", self.assign, methods=["POST"]),
+            Route("/_fake/status", self.status, methods=["POST"]),
+            Route("/_fake/requests", self.list_requests, methods=["GET"]),
+            Route("/_fake/messages", self.list_messages, methods=["GET"]),
+            Route("/_fake/faults", self.set_faults, methods=["POST"]),
+            Route("/_fake/reset", self.reset_all, methods=["POST"]),
+        ])  # fmt: skip
 
 
 def main() -> None:
@@ -366,6 +443,7 @@ def main() -> None:
         action="store_true",
         help="do not post the webhook of messages created through the API",
     )
+    parser.add_argument("--faults", default="", help='initial fault rules, JSON: {"rules": [...]}')
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault dice")
     args = parser.parse_args()
     fake = FakeChatwoot(
@@ -376,6 +454,8 @@ def main() -> None:
         echo=not args.no_echo,
         seed=args.seed,
     )
+    if args.faults:
+        fake.rules = msgspec.json.decode(args.faults, type=Faults).rules
     uvicorn.run(fake.app(), host=args.host, port=args.port, log_level="warning")
 
 

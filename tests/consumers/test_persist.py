@@ -441,3 +441,21 @@ async def test_answered_customer_messages_are_read(
         await tx.mark_answered(3, 1044, 918310)
     [row] = await rows(store, "SELECT status FROM messages")
     assert row["status"] == "read"
+
+
+async def test_a_turn_carries_every_unanswered_message(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """Until a reply answers them, customer messages ride along in each newer turn, so a reply
+    dropped as superseded loses nothing: the next turn asks about all of it."""
+    await persist(redis, store, topology, incoming(918310, 1781775787.0, text="first"))
+    await emit_turns(redis, store, topology)
+    await persist(redis, store, topology, incoming(918311, 1781775788.0, text="second"))
+    first, second = await emit_turns(redis, store, topology)
+    assert [m.content for m in first.messages] == ["first"]
+    assert [m.content for m in second.messages] == ["first", "second"]
+    async with store.transaction() as tx:
+        await tx.mark_answered(3, 1044, second.through)
+    await persist(redis, store, topology, incoming(918312, 1781775789.0, text="third"))
+    *_, third = await emit_turns(redis, store, topology)
+    assert [m.content for m in third.messages] == ["third"]
