@@ -84,14 +84,18 @@ CREATE INDEX IF NOT EXISTS messages_ext_ref ON messages (ext_ref) WHERE ext_ref 
 CREATE TABLE IF NOT EXISTS outbound (
     ref                       text PRIMARY KEY,
     account_id                bigint NOT NULL,
-    chatwoot_conversation_id  bigint NOT NULL,
+    chatwoot_conversation_id  bigint,        -- NULL until an agent-started conversation exists
+    inbox_id                  bigint,        -- with source_id: where to start a conversation
+    source_id                 text,
+    contact_id                bigint,
     kind                      text NOT NULL,
     content                   text NOT NULL DEFAULT '',
     private                   boolean NOT NULL DEFAULT false,
+    content_attributes        jsonb NOT NULL DEFAULT '{}',
     status                    text NOT NULL,
     attempts                  integer NOT NULL DEFAULT 0,
     last_error                text,
-    next_attempt_at           timestamptz,  -- while sending: when the attempt's lease ends
+    next_attempt_at           timestamptz,  -- not before: a retry's time, or an attempt's lease
     known_through             bigint,       -- newest message id of the conversation before we sent
     chatwoot_message_id       bigint,
     turn                      text,
@@ -99,6 +103,8 @@ CREATE TABLE IF NOT EXISTS outbound (
     created_at                timestamptz NOT NULL DEFAULT now(),
     sent_at                   timestamptz
 );
+CREATE INDEX IF NOT EXISTS outbound_due
+    ON outbound (next_attempt_at) WHERE status IN ('queued', 'sending');
 
 CREATE TABLE IF NOT EXISTS webhook_events (
     stream_id                 text PRIMARY KEY,    -- the sb:events entry: redelivery is a no-op

@@ -35,6 +35,10 @@ class ListedMessage(msgspec.Struct, kw_only=True):
         return value if isinstance(value, str) else None
 
 
+class _Created(msgspec.Struct):
+    id: int
+
+
 class _MessageList(msgspec.Struct):
     payload: list[ListedMessage] = []
 
@@ -88,6 +92,16 @@ class ChatwootClient:
         path = f"/api/v1/accounts/{account}/conversations/{conversation}/messages"
         response = await self._call("POST", path, json=body)
         return _decode(response, CreatedMessage)
+
+    async def create_conversation(
+        self, account: int, *, inbox: int, source_id: str, contact: int | None = None
+    ) -> int:
+        """Start a conversation with a contact (their source id in that inbox); its display id."""
+        body: dict[str, Any] = {"source_id": source_id, "inbox_id": inbox}
+        if contact is not None:
+            body["contact_id"] = contact
+        response = await self._call("POST", f"/api/v1/accounts/{account}/conversations", json=body)
+        return _decode(response, _Created).id
 
     async def toggle_status(self, account: int, conversation: int, status: str) -> None:
         path = f"/api/v1/accounts/{account}/conversations/{conversation}/toggle_status"

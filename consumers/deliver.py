@@ -1,23 +1,32 @@
 """The deliver group: agent replies into Chatwoot, each posted once.
 
-A reply is recorded by its `ref` and marked `sending` (committed) before the POST, and the ref
-travels as `content_attributes.ext_ref`. When an attempt's outcome is unknown (timeout, reset,
-crash), the next one first looks for proof that Chatwoot has the message — our echo webhook, or
-the conversation's message list when a user token is configured — and only then sends again.
+A reply is recorded in `outbound` by its `ref` before anything is sent; the stream entry is
+acknowledged once its first attempt's outcome is committed. An attempt is marked `sending`
+(committed) before its POST and the ref travels as `content_attributes.ext_ref`. A transient
+failure schedules the next attempt in the row (backoff with jitter, Retry-After honoured), where
+the retry worker picks it up, so one failing conversation never holds up another's replies.
+When an attempt's outcome is unknown (timeout, reset, crash), the next one first looks for proof
+that Chatwoot has the message — our echo webhook, or the conversation's message list when a
+user token is configured — and only then sends again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import random
 from collections.abc import Callable
+from urllib.parse import urlsplit
 
+import redis.asyncio as aioredis
 import structlog
 
 from consumers import conversation as cv
-from consumers import gates, statuses
+from consumers import delivery, gates, statuses
 from consumers.chatwoot import ChatwootClient
 from consumers.clock import utcnow
-from consumers.errors import ChatwootError, PermanentError, RetryableError
+from consumers.errors import ChatwootError, PermanentError, StoreError
+from consumers.limits import Limits
 from consumers.runner import StreamEntry
 from consumers.statuses import Outbound
 from consumers.store import OutboundRow, Store, Tx
@@ -25,20 +34,10 @@ from ingress import events
 from ingress.events import OutboundKind
 from ingress.topology import Route, Topology
 
-UNROUTED = Route(name="unrouted")
-
 log = structlog.get_logger("deliver")
-
-# How long a `sending` reply belongs to the deliverer that started it; past that, an attempt
-# is presumed dead and the next one checks for an echo before sending.
-LEASE = dt.timedelta(seconds=30)
-# After an ambiguous failure, with no user token to list messages, how long to wait for the
-# echo webhook (Chatwoot sends it within seconds of saving) before concluding it was not saved.
-ECHO_WAIT = dt.timedelta(seconds=20)
-
-
-class InFlight(RetryableError):
-    """Another deliverer is sending this ref right now."""
+UNROUTED = Route(name="unrouted")
+# How long an attempt owns its reply; past that, its deliverer is presumed dead.
+LEASE = dt.timedelta(seconds=60)
 
 
 class Deliverer:
@@ -48,94 +47,98 @@ class Deliverer:
         client: ChatwootClient,
         topology: Topology,
         *,
-        stream_key: str,
+        redis: aioredis.Redis,
+        base_url: str,
         clock: Callable[[], dt.datetime] = utcnow,
-        lease: dt.timedelta = LEASE,
-        echo_wait: dt.timedelta = ECHO_WAIT,
+        rand: Callable[[], float] = random.random,
     ) -> None:
         self.store = store
         self.client = client
         self.topology = topology
-        self.stream_key = stream_key
+        self.spec = topology.delivery
+        self.redis = redis
+        self.stream_key = topology.key("outbound")
+        self.limits = Limits(redis, tag=f"{{{self.stream_key}}}", spec=self.spec)
+        self.host = urlsplit(base_url).netloc
         self.clock = clock
-        self.lease = lease
-        self.echo_wait = echo_wait
+        self.rand = rand
 
     async def __call__(self, entry: StreamEntry) -> None:
+        """The stream handler: record the reply, make its first attempt."""
         reply = events.decode(events.OutboundEntry, entry.fields)
         # Without a ref, the entry id is one: a re-published entry stays one reply.
         ref = reply.ref or f"{self.stream_key}:{entry.id}"
-        structlog.contextvars.bind_contextvars(
-            ref=ref, account=reply.account, conversation=reply.conversation
-        )
-        proceed = await self._begin(reply, ref, entry.id)
-        if not proceed:
-            return
-        try:
-            message_id = await self._send(reply, ref)
-        except ChatwootError as exc:
-            await self._failed(ref, exc)
-            if not exc.retryable:
-                raise PermanentError(str(exc)) from exc
-            raise
         async with self.store.transaction() as tx:
-            row = await tx.lock_outbound(ref)
-            assert row is not None
-            status = statuses.advance(Outbound(row.status), Outbound.SENT)
+            await tx.open_outbound(reply, ref=ref, stream_id=entry.id)
+        failure = await self.attempt(ref, reply)
+        if failure is not None:
+            raise PermanentError(failure)  # the runner dead-letters the entry with the reason
+
+    async def attempt(self, ref: str, reply: events.OutboundEntry) -> str | None:
+        """One attempt if one is due; the reason when the reply failed for good."""
+        structlog.contextvars.bind_contextvars(ref=ref, account=reply.account,
+                                               conversation=reply.conversation)  # fmt: skip
+        row = await self._begin(ref, reply)
+        if row is None:
+            return None
+        try:
+            message_id = await self._send(ref, reply, row)
+        except ChatwootError as exc:
+            return await self._failed(ref, reply, row.attempts + 1, exc)
+        await self.limits.succeeded(reply.account)
+        async with self.store.transaction() as tx:
+            current = await tx.lock_outbound(ref)
+            assert current is not None
+            status = statuses.advance(Outbound(current.status), Outbound.SENT)
             await tx.set_outbound(ref, status=status, chatwoot_message_id=message_id)
             await self._after_sent(tx, reply)
-        log.info("reply.sent", kind=str(reply.kind), chatwoot_message=message_id)
+        log.info("reply.sent", kind=str(reply.kind), chatwoot_message=message_id,
+                 attempt=row.attempts + 1)  # fmt: skip
+        return None
 
-    async def _after_sent(self, tx: Tx, reply: events.OutboundEntry) -> None:
-        through = cv.turn_through(reply.turn)
-        if through is not None and reply.kind is OutboundKind.MESSAGE:
-            await tx.mark_answered(reply.account, reply.conversation, through)
-        if reply.kind is OutboundKind.HANDOFF:
-            # The agent handed the conversation to humans: turns stop from now on.
-            conv = await tx.lock_conversation(reply.account, reply.conversation)
-            if conv is not None:
-                now = self.clock().timestamp()
-                takeover = cv.Takeover(human_since=conv.human_since, bot_since=conv.bot_since)
-                merged = takeover.merge(
-                    [cv.Signal(handler=cv.Handler.HUMAN, at=now, why="handoff")]
-                )
-                await tx.set_takeover(
-                    reply.account,
-                    reply.conversation,
-                    handler=merged.handler,
-                    human_since=merged.human_since,
-                    bot_since=merged.bot_since,
-                )
-
-    async def _begin(self, reply: events.OutboundEntry, ref: str, stream_id: str) -> bool:
-        """Record the reply and claim this attempt; False when nothing is left to send."""
+    async def _begin(self, ref: str, reply: events.OutboundEntry) -> OutboundRow | None:
+        """Claim an attempt (committed `sending` with a lease), or None when none is due."""
         now = self.clock()
         async with self.store.transaction() as tx:
-            row = await tx.open_outbound(reply, ref=ref, stream_id=stream_id)
-            if Outbound(row.status) in statuses.OUTBOUND_DONE:
-                log.info("reply.skipped", status=row.status, reason="already done")
-                return False
+            row = await tx.lock_outbound(ref)
+            if row is None or Outbound(row.status) in statuses.OUTBOUND_DONE:
+                return None
+            if row.next_attempt_at is not None and row.next_attempt_at > now:
+                return None  # a retry not due yet, or an attempt under way elsewhere
             if row.status == Outbound.QUEUED and (reason := await self._closed(tx, reply)):
                 await tx.set_outbound(ref, status=Outbound.SUPPRESSED, error=reason)
                 log.info("reply.suppressed", reason=reason)
-                return False
+                return None
             if row.status == Outbound.SENDING:
-                if row.next_attempt_at is not None and row.next_attempt_at > now:
-                    raise InFlight(f"{ref} is being sent until {row.next_attempt_at}")
                 posted = await self._already_posted(tx, reply, row)
                 if posted is not None:
                     await tx.set_outbound(ref, status=Outbound.SENT, chatwoot_message_id=posted)
                     log.info("reply.recovered", chatwoot_message=posted)
-                    return False
+                    return None
+            wait = await self._wait(reply.account, now.timestamp())
+            if wait > 0:
+                await tx.hold_until(ref, now + dt.timedelta(seconds=wait))
+                return None
+            conversation = reply.conversation or row.chatwoot_conversation_id
+            known = await tx.last_message_id(reply.account, conversation) if conversation else 0
             await tx.begin_attempt(
-                ref,
-                attempts=row.attempts + 1,
-                lease_until=now + self.lease,
-                known_through=await tx.last_message_id(reply.account, reply.conversation),
+                ref, attempts=row.attempts + 1, lease_until=now + LEASE, known_through=known
             )
-        return True
+        return row
+
+    async def _wait(self, account: int, now: float) -> float:
+        """Seconds before this account may be called: an open breaker, then the rate limits."""
+        breaker = await self.limits.breaker(account)
+        state = breaker.state(now)
+        if state == "open":
+            return breaker.open_until - now
+        if state == "half-open" and not await self.limits.probe(account, now):
+            return 1.0  # another deliverer is probing the account
+        return await self.limits.wait_for_token(self.host, account)
 
     async def _closed(self, tx: Tx, reply: events.OutboundEntry) -> str | None:
+        if reply.conversation is None:
+            return None
         context = await tx.reply_context(reply.account, reply.conversation)
         if context is None:
             return None
@@ -154,45 +157,158 @@ class Deliverer:
         self, tx: Tx, reply: events.OutboundEntry, row: OutboundRow
     ) -> int | None:
         echo = await tx.echo_of(row.ref)
-        if echo is not None or reply.kind is not OutboundKind.MESSAGE:
+        conversation = reply.conversation or row.chatwoot_conversation_id
+        if echo is not None or reply.kind is not OutboundKind.MESSAGE or conversation is None:
             return echo
         if self.client.user_token is None:
             return None
         listed = await self.client.list_messages(
-            reply.account, reply.conversation, after=row.known_through
+            reply.account, conversation, after=row.known_through
         )
         return next((m.id for m in listed if m.ext_ref == row.ref), None)
 
-    async def _send(self, reply: events.OutboundEntry, ref: str) -> int | None:
+    async def _send(self, ref: str, reply: events.OutboundEntry, row: OutboundRow) -> int | None:
         kind = reply.kind
+        conversation = reply.conversation or row.chatwoot_conversation_id
+        if conversation is None:
+            conversation = await self._start_conversation(ref, reply)
         if kind is OutboundKind.MESSAGE:
             created = await self.client.create_message(
                 reply.account,
-                reply.conversation,
+                conversation,
                 content=reply.content,
                 private=reply.private,
                 content_attributes={**reply.content_attributes, "ext_ref": ref},
             )
             return created.id
         if kind is OutboundKind.HANDOFF:
-            await self.client.toggle_status(reply.account, reply.conversation, "open")
+            await self.client.toggle_status(reply.account, conversation, "open")
         elif kind is OutboundKind.RESOLVE:
-            await self.client.toggle_status(reply.account, reply.conversation, "resolved")
+            await self.client.toggle_status(reply.account, conversation, "resolved")
         else:
             on = kind is OutboundKind.TYPING_ON
-            await self.client.toggle_typing(reply.account, reply.conversation, on=on)
+            await self.client.toggle_typing(reply.account, conversation, on=on)
         return None
 
-    async def _failed(self, ref: str, exc: ChatwootError) -> None:
+    async def _start_conversation(self, ref: str, reply: events.OutboundEntry) -> int:
+        """An agent starting a conversation: Chatwoot creates it, we keep its id for retries."""
+        assert reply.inbox is not None and reply.source_id is not None
+        conversation = await self.client.create_conversation(
+            reply.account, inbox=reply.inbox, source_id=reply.source_id, contact=reply.contact
+        )
         async with self.store.transaction() as tx:
-            if not exc.retryable:
+            await tx.set_conversation(ref, conversation)
+        log.info("conversation.started", chatwoot_conversation=conversation)
+        return conversation
+
+    async def _after_sent(self, tx: Tx, reply: events.OutboundEntry) -> None:
+        through = cv.turn_through(reply.turn)
+        if reply.conversation is None:
+            return
+        if through is not None and reply.kind is OutboundKind.MESSAGE:
+            await tx.mark_answered(reply.account, reply.conversation, through)
+        if reply.kind is OutboundKind.HANDOFF:
+            # The agent handed the conversation to humans: turns stop from now on.
+            conv = await tx.lock_conversation(reply.account, reply.conversation)
+            if conv is not None:
+                handoff = cv.Signal(
+                    handler=cv.Handler.HUMAN, at=self.clock().timestamp(), why="handoff"
+                )
+                takeover = cv.Takeover(human_since=conv.human_since, bot_since=conv.bot_since)
+                merged = takeover.merge([handoff])
+                await tx.set_takeover(
+                    reply.account,
+                    reply.conversation,
+                    handler=merged.handler,
+                    human_since=merged.human_since,
+                    bot_since=merged.bot_since,
+                )
+
+    async def _failed(
+        self, ref: str, reply: events.OutboundEntry, attempt: int, exc: ChatwootError
+    ) -> str | None:
+        """Fail for good, or schedule the next attempt; the reason when failed for good."""
+        now = self.clock()
+        if exc.retryable and exc.status != 429:
+            await self.limits.failed(reply.account, now.timestamp())
+        exhausted = attempt >= self.spec.max_attempts
+        async with self.store.transaction() as tx:
+            if not exc.retryable or exhausted:
+                reason = "permanent" if not exc.retryable else "max_attempts"
                 await tx.set_outbound(ref, status=Outbound.FAILED, error=str(exc))
-                log.warning("reply.failed", error=str(exc), status=exc.status)
-                return
-            # Whether or not Chatwoot got it, the reply stays `sending`: the next attempt looks
-            # for proof it was posted before sending again. When it may have landed and only
-            # the echo can tell, that attempt waits for the echo to have had time to arrive.
-            wait = exc.ambiguous and self.client.user_token is None
-            until = self.clock() + self.echo_wait if wait else None
+                log.warning("reply.failed", reason=reason, error=str(exc), status=exc.status)
+                return f"{reason}: {exc}"
+            wait = delivery.backoff(
+                attempt, self.spec.retry_ms, jitter=self.spec.jitter, rand=self.rand(),
+                retry_after=exc.retry_after,
+            )  # fmt: skip
+            if exc.ambiguous and self.client.user_token is None:
+                # Only the echo webhook can tell whether it landed: give it time to arrive.
+                wait = max(wait, self.spec.echo_wait_ms / 1000)
+            # The reply stays `sending`: the next attempt looks for proof it was posted first.
             await tx.set_outbound(ref, status=Outbound.SENDING, error=str(exc))
-            await tx.hold_until(ref, until)
+            await tx.hold_until(ref, now + dt.timedelta(seconds=wait))
+        log.info("reply.retry_scheduled", attempt=attempt, wait_s=round(wait, 2),
+                 error=str(exc))  # fmt: skip
+        return None
+
+
+class Retrier:
+    """Runs the attempts the outbox says are due: retries, and attempts whose deliverer died."""
+
+    def __init__(self, deliverer: Deliverer, *, batch: int = 20) -> None:
+        self.deliverer = deliverer
+        self.batch = batch
+        self._stopping = asyncio.Event()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        log.info("runner.started", group="deliver-retries")
+        poll = self.deliverer.spec.poll_ms / 1000
+        while not self._stopping.is_set():
+            try:
+                done = await self.run_due()
+            except StoreError as exc:
+                log.warning("retries.unavailable", error=str(exc))
+                done = 0
+            if done < self.batch:
+                try:
+                    await asyncio.wait_for(self._stopping.wait(), timeout=poll)
+                except TimeoutError:
+                    pass
+        log.info("runner.stopped", group="deliver-retries")
+
+    async def drain(self) -> int:
+        total = 0
+        while done := await self.run_due():
+            total += done
+        return total
+
+    async def run_due(self) -> int:
+        deliverer = self.deliverer
+        async with deliverer.store.transaction() as tx:
+            refs = await tx.due_outbound(deliverer.clock(), self.batch)
+        for ref in refs:
+            structlog.contextvars.clear_contextvars()
+            async with deliverer.store.transaction() as tx:
+                reply = await tx.outbound_entry(ref)
+            failure = await deliverer.attempt(ref, reply)
+            if failure is not None:
+                await self._dead_letter(ref, reply, failure)
+        return len(refs)
+
+    async def _dead_letter(self, ref: str, reply: events.OutboundEntry, failure: str) -> None:
+        """A retried reply that failed for good: its fields to the dead stream, as an entry's."""
+        reason, _, error = failure.partition(": ")
+        fields = events.encode(reply) | {
+            "stream": self.deliverer.stream_key.encode(),
+            "group": b"deliver",
+            "id": b"",
+            "deliveries": b"",
+            "reason": reason.encode(),
+            "error": error.encode(),
+        }
+        await self.deliverer.redis.xadd(self.deliverer.topology.key("dead"), fields)  # type: ignore[arg-type]
+        log.error("reply.dead_lettered", ref=ref, reason=reason)

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 import structlog
 
 from consumers.chatwoot import ChatwootClient
-from consumers.deliver import Deliverer
+from consumers.deliver import Deliverer, Retrier
 from consumers.persist import Persister
 from consumers.runner import Runner
 from consumers.store import Store
@@ -85,9 +85,14 @@ async def workers(
                         settings.chatwoot_base_url,
                         settings.chatwoot_api_token,
                         user_token=settings.chatwoot_user_token,
+                        timeout=topology.delivery.timeout_ms / 1000,
                     )
                 )
-                handler: Persister | Deliverer = Deliverer(store, client, topology, stream_key=key)
+                deliverer = Deliverer(
+                    store, client, topology, redis=redis, base_url=settings.chatwoot_base_url
+                )
+                built.append(Retrier(deliverer))
+                handler: Persister | Deliverer = deliverer
             else:
                 handler = Persister(store, topology, bot_id=settings.chatwoot_bot_id)
             built.append(

@@ -88,11 +88,15 @@ class OutboundRow(msgspec.Struct, kw_only=True):
     status: str
     attempts: int
     chatwoot_message_id: int | None
+    chatwoot_conversation_id: int | None
     next_attempt_at: dt.datetime | None
     known_through: int | None
 
 
-_OUTBOUND_COLUMNS = "ref, status, attempts, chatwoot_message_id, next_attempt_at, known_through"
+_OUTBOUND_COLUMNS = (
+    "ref, status, attempts, chatwoot_message_id, chatwoot_conversation_id, next_attempt_at, "
+    "known_through"
+)
 
 
 def _translate(exc: BaseException) -> StoreError:
@@ -552,12 +556,13 @@ class Tx:
     async def open_outbound(
         self, entry: events.OutboundEntry, *, ref: str, stream_id: str
     ) -> OutboundRow:
-        """Record a reply by its ref (once) and lock it for this delivery."""
+        """Record a reply by its ref (once, before any attempt) and lock it."""
         await self.conn.execute(
             """
             INSERT INTO outbound (ref, account_id, chatwoot_conversation_id, kind, content,
-                private, status, turn, stream_id)
-            VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8)
+                private, content_attributes, status, turn, stream_id, inbox_id, source_id,
+                contact_id, next_attempt_at)
+            VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, 'queued', $8, $9, $10, $11, $12, now())
             ON CONFLICT (ref) DO NOTHING
             """,
             ref,
@@ -566,12 +571,45 @@ class Tx:
             str(entry.kind),
             entry.content,
             entry.private,
+            events.json_encoder.encode(entry.content_attributes).decode(),
             entry.turn,
             stream_id,
+            entry.inbox,
+            entry.source_id,
+            entry.contact,
         )
         row = await self.lock_outbound(ref)
         assert row is not None
         return row
+
+    async def outbound_entry(self, ref: str) -> events.OutboundEntry:
+        """A recorded reply as the entry it came from (for retries, which have no entry)."""
+        row = await self.conn.fetchrow(
+            """
+            SELECT account_id AS account, chatwoot_conversation_id AS conversation, content,
+                ref, turn, kind, private, content_attributes::text AS attrs, inbox_id AS inbox,
+                source_id, contact_id AS contact
+            FROM outbound WHERE ref = $1
+            """,
+            ref,
+        )
+        assert row is not None
+        values = dict(row)
+        values["content_attributes"] = msgspec.json.decode(values.pop("attrs"))
+        return msgspec.convert(values, events.OutboundEntry)
+
+    async def due_outbound(self, now: dt.datetime, limit: int) -> list[str]:
+        """Refs whose next attempt is due (a retry, or an attempt whose deliverer died)."""
+        rows = await self.conn.fetch(
+            """
+            SELECT ref FROM outbound
+            WHERE status IN ('queued', 'sending') AND next_attempt_at <= $1
+            ORDER BY next_attempt_at LIMIT $2
+            """,
+            now,
+            limit,
+        )
+        return [r["ref"] for r in rows]
 
     async def set_outbound(
         self,
@@ -587,7 +625,9 @@ class Tx:
             UPDATE outbound SET status = $2, attempts = COALESCE($3, attempts),
                 last_error = COALESCE($4, last_error),
                 chatwoot_message_id = COALESCE(chatwoot_message_id, $5),
-                sent_at = CASE WHEN $2 = 'sent' AND sent_at IS NULL THEN now() ELSE sent_at END
+                sent_at = CASE WHEN $2 = 'sent' AND sent_at IS NULL THEN now() ELSE sent_at END,
+                next_attempt_at = CASE WHEN $2 IN ('queued', 'sending')
+                    THEN next_attempt_at ELSE NULL END
             WHERE ref = $1
             """,
             ref,
@@ -619,10 +659,20 @@ class Tx:
             known_through,
         )
 
-    async def hold_until(self, ref: str, until: dt.datetime | None) -> None:
-        """No attempt before `until` (None: the next one may start at once)."""
+    async def hold_until(self, ref: str, until: dt.datetime, error: str | None = None) -> None:
+        """No attempt before `until` (a retry's time, a rate limit, an open breaker)."""
         await self.conn.execute(
-            "UPDATE outbound SET next_attempt_at = $2 WHERE ref = $1", ref, until
+            "UPDATE outbound SET next_attempt_at = $2, last_error = COALESCE($3, last_error) "
+            "WHERE ref = $1",
+            ref,
+            until,
+            error,
+        )
+
+    async def set_conversation(self, ref: str, conversation_id: int) -> None:
+        """The conversation Chatwoot created for an agent-started reply: reused on retries."""
+        await self.conn.execute(
+            "UPDATE outbound SET chatwoot_conversation_id = $2 WHERE ref = $1", ref, conversation_id
         )
 
     async def last_message_id(self, account_id: int, conversation_id: int) -> int:

@@ -84,21 +84,30 @@ class OutboundEntry(Entry, frozen=True, kw_only=True, forbid_unknown_fields=True
     """
 
     account: int
-    conversation: int
+    conversation: int | None = None
     content: str = ""
     ref: str | None = None
     turn: str | None = None
     kind: OutboundKind = OutboundKind.MESSAGE
     private: bool = False
     content_attributes: dict[str, Any] = {}
+    # Starting a conversation (no `conversation` yet): the inbox and the contact's source id
+    # there (phone number, email...), and the contact id when known.
+    inbox: int | None = None
+    source_id: str | None = None
+    contact: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind is OutboundKind.MESSAGE and not self.content.strip():
             raise ValueError("`content` must not be empty for a message")
         if self.ref is not None and not 0 < len(self.ref) <= 200:
             raise ValueError("`ref` must be 1 to 200 characters")
-        if self.account < 1 or self.conversation < 1:
+        if self.account < 1 or (self.conversation is not None and self.conversation < 1):
             raise ValueError("`account` and `conversation` must be positive ids")
+        if self.conversation is None and (self.inbox is None or not self.source_id):
+            raise ValueError("give `conversation`, or `inbox` and `source_id` to start one")
+        if self.conversation is None and self.kind is not OutboundKind.MESSAGE:
+            raise ValueError(f"a `{self.kind}` needs an existing `conversation`")
 
 
 def encode(entry: Entry) -> Fields:

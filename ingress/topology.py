@@ -40,6 +40,40 @@ class TurnsSpec(_Spec, frozen=True, kw_only=True):
     max_messages: int = 20
 
 
+class RateLimit(_Spec, frozen=True, kw_only=True):
+    per_minute: int
+    burst: int | None = None  # bucket size; default: a tenth of a minute's worth, at least 1
+
+    @property
+    def capacity(self) -> int:
+        return self.burst or max(1, self.per_minute // 10)
+
+
+class BreakerSpec(_Spec, frozen=True, kw_only=True):
+    failures: int = 5  # consecutive transient failures of an account that open the breaker
+    open_ms: int = 30_000  # how long it stays open before one probe is let through
+
+
+class DeliverySpec(_Spec, frozen=True, kw_only=True):
+    """How the deliver group treats Chatwoot: retries, limits, breaker."""
+
+    timeout_ms: int = 10_000
+    retry_ms: tuple[int, ...] = (1_000, 5_000, 15_000, 60_000, 300_000)
+    jitter: float = 0.2  # each delay is spread by ±20%
+    max_attempts: int = 8
+    poll_ms: int = 250
+    echo_wait_ms: int = 20_000
+    host_limit: RateLimit = RateLimit(per_minute=2_400)  # Chatwoot allows 3000/min per IP
+    account_limit: RateLimit = RateLimit(per_minute=600)
+    breaker: BreakerSpec = BreakerSpec()
+
+    def __post_init__(self) -> None:
+        if not self.retry_ms:
+            raise ValueError("`retry_ms` needs at least one delay")
+        if not 0 <= self.jitter < 1:
+            raise ValueError("`jitter` must be at least 0 and below 1")
+
+
 Superseded = Literal["drop", "deliver"]
 Unassigned = Literal["bot", "human"]
 
@@ -88,6 +122,7 @@ class Topology(_Spec, frozen=True, kw_only=True):
     streams: dict[str, StreamSpec]
     groups: dict[str, GroupSpec]
     turns: TurnsSpec = TurnsSpec()
+    delivery: DeliverySpec = DeliverySpec()
     routes: tuple[Route, ...] = ()
 
     def __post_init__(self) -> None:

@@ -165,6 +165,21 @@ class FakeChatwoot:
             return await self._fail(rule)
         return response
 
+    async def start(self, request: Request) -> Response:
+        """Create a conversation (an agent starting one), answering its display id."""
+        body = await request.body()
+        data = msgspec.json.decode(body) if body else {}
+        self.requests.append({"method": "POST", "path": request.url.path, "query": "",
+                              "json": data, "at": time.time(),
+                              "token_ok": request.headers.get("api_access_token", "")
+                              in self.tokens | self.user_tokens})  # fmt: skip
+        number = max((c for _, c in self.conversations), default=5000) + 1
+        account = int(request.path_params["account"])
+        conv = self.conversation(account, number)
+        self.touch(conv, inbox=int(data.get("inbox_id", 1)), source_id=data.get("source_id"),
+                   contact={"id": data.get("contact_id") or 501, "name": "Contact"})  # fmt: skip
+        return JSONResponse({"id": number, "account_id": account, "inbox_id": conv.inbox})
+
     def _apply(self, request: Request, body: dict[str, Any], token: str) -> Response:
         conv = self.conversation(
             int(request.path_params["account"]), int(request.path_params["conversation"])
@@ -411,6 +426,8 @@ class FakeChatwoot:
 
     def app(self) -> Starlette:
         return Starlette(routes=[
+            Route("/api/v1/accounts/{account:int}/conversations", self.start,
+                  methods=["POST"]),
             Route(API + "/messages", self.api, methods=["GET", "POST"]),
             Route(API + "/toggle_status", self.api, methods=["POST"]),
             Route(API + "/toggle_typing_status", self.api, methods=["POST"]),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,12 +11,12 @@ import pytest
 import redis.asyncio as aioredis
 
 from consumers.chatwoot import ChatwootClient
-from consumers.deliver import Deliverer
-from consumers.runner import Runner
+from consumers.deliver import Deliverer, Retrier
+from consumers.runner import Runner, StreamEntry
 from consumers.store import Store
 from ingress import events
 from ingress.settings import Secret
-from ingress.topology import Topology
+from ingress.topology import RateLimit, Topology
 from tests import chatwoot
 from tests.conftest import BOT_TOKEN, USER_TOKEN, Fake
 from tests.pipeline import persist, rows, xadd, xrange
@@ -31,24 +30,45 @@ async def client(fake: Fake) -> AsyncIterator[ChatwootClient]:
         yield c
 
 
+FAST = {"retry_ms": (10, 20), "jitter": 0.0, "echo_wait_ms": 300, "max_attempts": 3}
+
+
+class Delivery:
+    """The deliver group in-process: the stream runner and the retry worker, fast retries."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        store: Store,
+        topology: Topology,
+        client: ChatwootClient,
+        **delivery: Any,
+    ) -> None:
+        spec = msgspec.structs.replace(topology.delivery, **(FAST | delivery))
+        topology = msgspec.structs.replace(topology, delivery=spec)
+        # The base URL names the host's rate-limit bucket; each test run has its own.
+        host = f"http://{topology.prefix}.test"
+        self.deliverer = Deliverer(store, client, topology, redis=redis, base_url=host)
+        self.runner = Runner(
+            redis,
+            key=topology.key("outbound"),
+            group="deliver",
+            spec=topology.groups["deliver"],
+            dead_key=topology.key("dead"),
+            handler=self.deliverer,
+            consumer="test-deliver",
+        )
+        self.retrier = Retrier(self.deliverer)
+
+    async def drain(self) -> None:
+        await self.runner.drain()
+        await self.retrier.drain()
+
+
 def deliver_runner(
-    redis: aioredis.Redis,
-    store: Store,
-    topology: Topology,
-    client: ChatwootClient,
-    echo_wait: dt.timedelta = dt.timedelta(0),
-) -> Runner:
-    key = topology.key("outbound")
-    spec = msgspec.structs.replace(topology.groups["deliver"], claim_idle_ms=20)
-    return Runner(
-        redis,
-        key=key,
-        group="deliver",
-        spec=spec,
-        dead_key=topology.key("dead"),
-        handler=Deliverer(store, client, topology, stream_key=key, echo_wait=echo_wait),
-        consumer="test-deliver",
-    )
+    redis: aioredis.Redis, store: Store, topology: Topology, client: ChatwootClient, **kw: Any
+) -> Delivery:
+    return Delivery(redis, store, topology, client, **kw)
 
 
 async def reply(redis: aioredis.Redis, topology: Topology, **fields: Any) -> str:
@@ -57,10 +77,10 @@ async def reply(redis: aioredis.Redis, topology: Topology, **fields: Any) -> str
     return await xadd(redis, topology.key("outbound"), events.encode(entry))
 
 
-async def deliver(runner: Runner, rounds: int = 1) -> None:
+async def deliver(delivery: Delivery, rounds: int = 1) -> None:
     for _ in range(rounds):
-        await runner.drain()
-        await asyncio.sleep(0.03)  # past claim_idle_ms, so a pending entry is reclaimed
+        await delivery.drain()
+        await asyncio.sleep(0.03)  # past the fast retry delays
 
 
 def posts(fake: Fake) -> list[dict[str, Any]]:
@@ -102,12 +122,10 @@ async def test_missing_ref_is_derived_from_the_entry(
 ) -> None:
     """Without a ref, the entry id is the ref: handling the entry again posts nothing."""
     entry_id = await reply(redis, topology)
-    runner = deliver_runner(redis, store, topology, client)
-    await deliver(runner)
-    from consumers.runner import StreamEntry
-
+    delivery = deliver_runner(redis, store, topology, client)
+    await deliver(delivery)
     [(_, fields)] = await xrange(redis, topology.key("outbound"))
-    await runner.handler(StreamEntry(id=entry_id, fields=fields, deliveries=2))
+    await delivery.deliverer(StreamEntry(id=entry_id, fields=fields, deliveries=2))
     [post] = posts(fake)
     assert post["json"]["content_attributes"]["ext_ref"] == f"{topology.key('outbound')}:{entry_id}"
 
@@ -144,7 +162,7 @@ async def test_permanent_errors_fail_once_and_dead_letter(
 async def test_transient_error_is_retried(
     redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake, client: ChatwootClient
 ) -> None:
-    """A 503 leaves the entry pending; the next delivery posts it."""
+    """A 503 schedules a retry in the outbox; the retry worker posts it."""
     fake.faults({"path": "messages", "status": 503, "times": 1})
     await reply(redis, topology, ref="later")
     await deliver(deliver_runner(redis, store, topology, client), rounds=3)
@@ -177,12 +195,12 @@ async def test_ambiguous_failure_then_echo_posts_once(
     which proves the first POST landed, instead of posting again."""
     fake.faults({"path": "messages", "status": 502, "after": True, "times": 1})
     await reply(redis, topology, ref="pysvc-01J0ZK7Q4T9V2M6X8B3N5R1C7D")
-    runner = deliver_runner(redis, store, topology, client, echo_wait=dt.timedelta(seconds=0.3))
-    await deliver(runner, rounds=3)  # reclaimed while waiting for the echo: nothing posted
+    delivery = deliver_runner(redis, store, topology, client)
+    await deliver(delivery, rounds=3)  # the retry waits for the echo (300 ms): nothing posted
     assert len(posts(fake)) == 1
     await persist(redis, store, topology, "message_created__outgoing_agent_bot_echo")
     await asyncio.sleep(0.3)
-    await deliver(runner, rounds=2)
+    await deliver(delivery, rounds=2)
     assert len(posts(fake)) == 1
     [row] = await rows(store, "SELECT status FROM outbound")
     assert row["status"] == "sent"
@@ -201,8 +219,8 @@ async def test_a_reply_being_sent_elsewhere_is_not_sent_again(
     await reply(redis, topology, ref="busy")
     await deliver_runner(redis, store, topology, client).drain()
     assert posts(fake) == []
-    summary: Any = await redis.xpending(topology.key("outbound"), "deliver")
-    assert summary["pending"] == 1
+    [row] = await rows(store, "SELECT status, attempts FROM outbound")
+    assert row == {"status": "sending", "attempts": 1}  # the other deliverer's to finish
 
 
 @pytest.mark.parametrize(
@@ -274,3 +292,119 @@ async def test_handoff_reply_stops_the_bot(
     await deliver(deliver_runner(redis, store, topology, client))
     [conv] = await rows(store, "SELECT handler FROM conversations")
     assert conv["handler"] == "human"
+
+
+async def retry_at(store: Store) -> float:
+    [row] = await rows(
+        store, "SELECT extract(epoch FROM next_attempt_at - now()) AS s FROM outbound"
+    )
+    return float(row["s"])
+
+
+async def test_retry_after_is_honoured(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake, client: ChatwootClient
+) -> None:
+    """A 429 with Retry-After: 30 schedules the next attempt no sooner than 30 s."""
+    fake.faults({"path": "messages", "status": 429, "body": "Retry later", "retry_after": 30})
+    await reply(redis, topology, ref="slow-down")
+    await deliver(deliver_runner(redis, store, topology, client))
+    assert len(posts(fake)) == 1
+    assert 28 < await retry_at(store) <= 30
+
+
+async def test_schedule_with_jitter_and_cap(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake, client: ChatwootClient
+) -> None:
+    """Delays follow the schedule, spread by the jitter; after max_attempts: failed and dead."""
+    fake.faults({"path": "messages", "status": 500})
+    delivery = deliver_runner(
+        redis, store, topology, client, retry_ms=(10, 40), jitter=0.5, max_attempts=4
+    )
+    await reply(redis, topology, ref="never")
+    await deliver(delivery, rounds=8)
+    assert len(posts(fake)) == 4
+    [row] = await rows(store, "SELECT status, attempts FROM outbound")
+    assert row == {"status": "failed", "attempts": 4}
+    [(_, fields)] = await xrange(redis, topology.key("dead"))
+    assert fields[b"reason"] == b"max_attempts" and fields[b"ref"] == b"never"
+    assert fields[b"content"] == b"Hello from the bot"
+
+
+async def test_one_failing_conversation_does_not_hold_up_others(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake, client: ChatwootClient
+) -> None:
+    """Replies behind a failing one go out at once; the failing one waits for its retry."""
+    fake.faults({"path": "conversations/1046/messages", "status": 500, "times": 1})
+    await reply(redis, topology, ref="fails", conversation=1046)
+    await reply(redis, topology, ref="fine", conversation=1047)
+    delivery = deliver_runner(redis, store, topology, client, retry_ms=(60_000,))
+    await delivery.runner.drain()
+    sent = await rows(store, "SELECT ref, status FROM outbound ORDER BY ref")
+    assert sent == [{"ref": "fails", "status": "sending"}, {"ref": "fine", "status": "sent"}]
+
+
+async def test_breaker_opens_per_account(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake, client: ChatwootClient
+) -> None:
+    """After repeated failures an account's breaker opens: its replies wait without calling
+    Chatwoot, other accounts' replies go out; after open_ms one probe closes it again."""
+    fake.faults({"path": "accounts/3/", "status": 500, "times": 2})
+    breaker = msgspec.structs.replace(topology.delivery.breaker, failures=2, open_ms=300)
+    delivery = deliver_runner(redis, store, topology, client, breaker=breaker, retry_ms=(10,))
+    for n in range(3):
+        await reply(redis, topology, ref=f"a3-{n}")
+    await reply(redis, topology, ref="a4", account=4)
+    await delivery.runner.drain()
+    calls = [r["path"].split("/")[4] for r in posts_any(fake)]
+    assert calls == ["3", "3", "4"]  # the third reply of account 3 did not call
+    await asyncio.sleep(0.35)
+    await deliver(delivery, rounds=3)
+    statuses = await rows(store, "SELECT ref, status FROM outbound ORDER BY ref")
+    assert {s["status"] for s in statuses} == {"sent"}
+
+
+def posts_any(fake: Fake) -> list[dict[str, Any]]:
+    return [r for r in fake.requests() if r["method"] == "POST"]
+
+
+async def test_rate_limit_is_shared_through_redis(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake, client: ChatwootClient
+) -> None:
+    """With a bucket of 2 per account, a third reply is scheduled for when a token is back,
+    whichever deliverer process handles it."""
+    limit = RateLimit(per_minute=60, burst=2)
+    one = deliver_runner(redis, store, topology, client, account_limit=limit)
+    other = deliver_runner(redis, store, topology, client, account_limit=limit)
+    await reply(redis, topology, ref="r1")
+    await one.runner.drain()
+    await reply(redis, topology, ref="r2")
+    await reply(redis, topology, ref="r3")
+    await other.runner.drain()
+    assert len(posts(fake)) == 2
+    [row] = await rows(store, "SELECT ref FROM outbound WHERE status = 'queued'")
+    assert row["ref"] == "r3"
+    delay = await rows(
+        store, "SELECT extract(epoch FROM next_attempt_at - now()) AS s FROM outbound "
+        "WHERE ref = 'r3'"
+    )  # fmt: skip
+    assert 0 < float(delay[0]["s"]) <= 1.1  # one token a second
+
+
+async def test_an_agent_can_start_a_conversation(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake, client: ChatwootClient
+) -> None:
+    """A reply to an inbox and source id creates the conversation, then posts into it."""
+    await reply(
+        redis, topology, conversation=None, inbox=12, source_id="+15550001111", contact=77,
+        ref="outreach",
+    )  # fmt: skip
+    await deliver(deliver_runner(redis, store, topology, client))
+    first, second = posts_any(fake)
+    assert first["path"] == "/api/v1/accounts/3/conversations"
+    assert first["json"] == {"source_id": "+15550001111", "inbox_id": 12, "contact_id": 77}
+    assert second["path"].endswith("/messages")
+    [row] = await rows(store, "SELECT status, chatwoot_conversation_id FROM outbound")
+    assert (
+        row["status"] == "sent"
+        and f"/conversations/{row['chatwoot_conversation_id']}/" in (second["path"])
+    )

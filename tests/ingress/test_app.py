@@ -193,9 +193,9 @@ async def test_outbound_publishes_and_answers_202_with_ref(
         ),
         pytest.param(
             {"authorization": "Bearer ot"},
-            {"account": 3, "content": "hi"},
+            {"conversation": 3, "content": "hi"},
             422,
-            "missing required field `conversation`",
+            "missing required field `account`",
             id="missing-field",
         ),
     ],

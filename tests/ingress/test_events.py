@@ -82,6 +82,9 @@ def test_encoding_is_readable_in_redis_cli() -> None:
         "kind": b"message",
         "private": b"0",
         "content_attributes": b'{"a":1}',
+        "inbox": b"",
+        "source_id": b"",
+        "contact": b"",
     }
 
 
@@ -137,5 +140,23 @@ def test_outbound_validation(body: bytes, message: str | None) -> None:
     if message is None:
         assert msgspec.json.decode(body, type=events.OutboundEntry).kind == "handoff"
         return
+    with pytest.raises(msgspec.ValidationError, match=message):
+        msgspec.json.decode(body, type=events.OutboundEntry)
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        pytest.param(b'{"account":1,"content":"x"}', "give `conversation`", id="nowhere"),
+        pytest.param(b'{"account":1,"content":"x","inbox":2}', "`source_id`", id="no-source"),
+        pytest.param(
+            b'{"account":1,"inbox":2,"source_id":"+1","kind":"resolve"}',
+            "needs an existing `conversation`",
+            id="action-without-conversation",
+        ),
+    ],
+)
+def test_starting_a_conversation_needs_inbox_and_source(body: bytes, message: str) -> None:
+    """A reply without a conversation must say where to start one."""
     with pytest.raises(msgspec.ValidationError, match=message):
         msgspec.json.decode(body, type=events.OutboundEntry)
