@@ -12,7 +12,6 @@ user token is configured — and only then sends again.
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import random
 from collections.abc import Callable
@@ -25,8 +24,9 @@ from consumers import conversation as cv
 from consumers import delivery, gates, statuses
 from consumers.chatwoot import ChatwootClient
 from consumers.clock import utcnow
-from consumers.errors import ChatwootError, PermanentError, StoreError
+from consumers.errors import ChatwootError, PermanentError
 from consumers.limits import Limits
+from consumers.polling import PollingWorker
 from consumers.runner import StreamEntry
 from consumers.statuses import Outbound
 from consumers.store import OutboundRow, Store, Tx
@@ -211,17 +211,9 @@ class Deliverer:
             # The agent handed the conversation to humans: turns stop from now on.
             conv = await tx.lock_conversation(reply.account, reply.conversation)
             if conv is not None:
-                handoff = cv.Signal(
-                    handler=cv.Handler.HUMAN, at=self.clock().timestamp(), why="handoff"
-                )
-                takeover = cv.Takeover(human_since=conv.human_since, bot_since=conv.bot_since)
-                merged = takeover.merge([handoff])
-                await tx.set_takeover(
-                    reply.account,
-                    reply.conversation,
-                    handler=merged.handler,
-                    human_since=merged.human_since,
-                    bot_since=merged.bot_since,
+                now = self.clock().timestamp()
+                await tx.merge_signals(
+                    conv, [cv.Signal(handler=cv.Handler.HUMAN, at=now, why="handoff")]
                 )
 
     async def _failed(
@@ -253,38 +245,19 @@ class Deliverer:
         return None
 
 
-class Retrier:
+class Retrier(PollingWorker):
     """Runs the attempts the outbox says are due: retries, and attempts whose deliverer died."""
 
+    name = "deliver-retries"
+
     def __init__(self, deliverer: Deliverer, *, batch: int = 20) -> None:
+        super().__init__()
         self.deliverer = deliverer
         self.batch = batch
-        self._stopping = asyncio.Event()
+        self.poll_s = deliverer.spec.poll_ms / 1000
 
-    def stop(self) -> None:
-        self._stopping.set()
-
-    async def run(self) -> None:
-        log.info("runner.started", group="deliver-retries")
-        poll = self.deliverer.spec.poll_ms / 1000
-        while not self._stopping.is_set():
-            try:
-                done = await self.run_due()
-            except StoreError as exc:
-                log.warning("retries.unavailable", error=str(exc))
-                done = 0
-            if done < self.batch:
-                try:
-                    await asyncio.wait_for(self._stopping.wait(), timeout=poll)
-                except TimeoutError:
-                    pass
-        log.info("runner.stopped", group="deliver-retries")
-
-    async def drain(self) -> int:
-        total = 0
-        while done := await self.run_due():
-            total += done
-        return total
+    async def step(self) -> int:
+        return await self.run_due()
 
     async def run_due(self) -> int:
         deliverer = self.deliverer

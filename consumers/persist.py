@@ -145,20 +145,9 @@ class Persister:
     async def _merge_signals(
         self, tx: Tx, conv: ConversationRow, signals: list[cv.Signal]
     ) -> ConversationRow:
-        if not signals:
-            return conv
-        takeover = cv.Takeover(human_since=conv.human_since, bot_since=conv.bot_since)
-        merged = _with_takeover(conv, takeover, signals)
-        if merged != conv:
-            await tx.set_takeover(
-                conv.account_id,
-                conv.conversation_id,
-                handler=merged.handler,
-                human_since=merged.human_since,
-                bot_since=merged.bot_since,
-            )
-            if merged.handler != conv.handler:
-                log.info("conversation.handed", handler=merged.handler, why=signals[-1].why)
+        merged = await tx.merge_signals(conv, signals)
+        if merged.handler != conv.handler:
+            log.info("conversation.handed", handler=merged.handler, why=signals[-1].why)
         return merged
 
     async def _message(self, tx: Tx, event: events.EventEntry, msg: views.Message) -> Outcome:

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import msgspec
 
+from consumers import conversation as cv
 from consumers.errors import StoreError
 from ingress import events
 
@@ -355,6 +356,28 @@ class Tx:
             row.human_since,
             row.bot_since,
         )
+
+    async def merge_signals(
+        self, conv: ConversationRow, signals: list[cv.Signal]
+    ) -> ConversationRow:
+        """Fold hand-off signals into a (locked) conversation; the row as it now is."""
+        takeover = cv.Takeover(human_since=conv.human_since, bot_since=conv.bot_since)
+        merged = takeover.merge(signals)
+        row = msgspec.structs.replace(
+            conv,
+            handler=str(merged.handler),
+            human_since=merged.human_since,
+            bot_since=merged.bot_since,
+        )
+        if row != conv:
+            await self.set_takeover(
+                conv.account_id,
+                conv.conversation_id,
+                handler=row.handler,
+                human_since=row.human_since,
+                bot_since=row.bot_since,
+            )
+        return row
 
     async def set_takeover(
         self,

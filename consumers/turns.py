@@ -6,17 +6,15 @@ and `FOR UPDATE SKIP LOCKED` lets any number of workers run without emitting a b
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
 import structlog
-from redis.exceptions import RedisError
 
 from consumers.clock import utcnow
 from consumers.conversation import turn_id
-from consumers.errors import StoreError
+from consumers.polling import PollingWorker
 from consumers.store import Store
 from ingress import events
 from ingress.topology import Topology
@@ -24,7 +22,9 @@ from ingress.topology import Topology
 log = structlog.get_logger("turns")
 
 
-class TurnEmitter:
+class TurnEmitter(PollingWorker):
+    name = "turns"
+
     def __init__(
         self,
         store: Store,
@@ -34,37 +34,16 @@ class TurnEmitter:
         clock: Callable[[], dt.datetime] = utcnow,
         batch: int = 50,
     ) -> None:
+        super().__init__()
         self.store = store
         self.redis = redis
         self.topology = topology
         self.clock = clock
         self.batch = batch
-        self._stopping = asyncio.Event()
+        self.poll_s = topology.turns.poll_ms / 1000
 
-    def stop(self) -> None:
-        self._stopping.set()
-
-    async def run(self) -> None:
-        log.info("runner.started", group="turns")
-        poll = self.topology.turns.poll_ms / 1000
-        while not self._stopping.is_set():
-            try:
-                emitted = await self.emit_due()
-            except (StoreError, RedisError) as exc:
-                log.warning("turns.unavailable", error=str(exc))
-                emitted = 0
-            if emitted < self.batch:
-                try:
-                    await asyncio.wait_for(self._stopping.wait(), timeout=poll)
-                except TimeoutError:
-                    pass
-        log.info("runner.stopped", group="turns")
-
-    async def drain(self) -> int:
-        total = 0
-        while emitted := await self.emit_due():
-            total += emitted
-        return total
+    async def step(self) -> int:
+        return await self.emit_due()
 
     async def emit_due(self) -> int:
         """Emit the turns due now; the row stays locked until its XADD is done."""
