@@ -13,9 +13,11 @@ class Ack(msgspec.Struct, frozen=True):
 
 
 class Retry(msgspec.Struct, frozen=True):
-    """Leave it pending: the group reclaims it after `claim_idle_ms` and tries again."""
+    """Leave it pending: the group reclaims it after `claim_idle_ms` and tries again; or, in
+    an outage, the runner keeps it and tries again once the dependency answers."""
 
     error: str
+    outage: bool = False
 
 
 class Dead(msgspec.Struct, frozen=True):
@@ -35,6 +37,8 @@ def decide(error: BaseException | None, *, deliveries: int, max_deliveries: int)
     text = f"{type(error).__name__}: {error}"[:2000]
     if isinstance(error, EntryDecodeError):
         return Dead(reason="undecodable", error=text)
+    if isinstance(error, HandlerError) and error.outage:
+        return Retry(error=text, outage=True)  # not the entry's fault: never counts
     retryable = error.retryable if isinstance(error, HandlerError) else True
     if not retryable:
         return Dead(reason="permanent", error=text)

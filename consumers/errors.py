@@ -6,13 +6,24 @@ from ingress.errors import SwitchboardError
 
 
 class HandlerError(SwitchboardError):
-    """A handler could not finish an entry."""
+    """A handler could not finish an entry.
+
+    `outage`: a dependency (PostgreSQL, Redis) is unreachable. That says nothing about the
+    entry, so the runner waits the outage out instead of counting it as a failed delivery.
+    """
 
     retryable = True
+    outage = False
 
 
 class RetryableError(HandlerError):
     """Worth another delivery later (a dependency is down, a timeout)."""
+
+
+class Outage(RetryableError):
+    """A dependency is unreachable (raised for Redis; the store sets `outage` itself)."""
+
+    outage = True
 
 
 class PermanentError(HandlerError):
@@ -24,9 +35,10 @@ class PermanentError(HandlerError):
 class StoreError(HandlerError):
     """PostgreSQL failed; translated from the driver's error at the adapter."""
 
-    def __init__(self, message: str, *, retryable: bool) -> None:
+    def __init__(self, message: str, *, retryable: bool, outage: bool = False) -> None:
         super().__init__(message)
         self.retryable = retryable
+        self.outage = outage
 
 
 class ChatwootError(HandlerError):

@@ -13,9 +13,12 @@ from typing import Any
 import msgspec
 import redis.asyncio as aioredis
 import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from consumers import delivery
+from consumers.errors import Outage
 from ingress.topology import GroupSpec
 
 log = structlog.get_logger("runner")
@@ -166,6 +169,14 @@ class Runner:
         done: list[str] = []
         for entry in entries:
             decision = await self._handle(entry)
+            wait = 0.1
+            while isinstance(decision, delivery.Retry) and decision.outage:
+                if self._stopping.is_set():
+                    break  # stays pending: reclaimed once things are back
+                await self._sleep(wait)
+                wait = min(wait * 2, 5.0)
+                await self._hold(entry)
+                decision = await self._handle(entry)
             if isinstance(decision, delivery.Dead):
                 await self._dead_letter(entry, decision)
             if not isinstance(decision, delivery.Retry):
@@ -185,6 +196,8 @@ class Runner:
         error: BaseException | None = None
         try:
             await self.handler(entry)
+        except (RedisConnectionError, RedisTimeoutError) as exc:
+            error = Outage(f"Redis: {exc}")
         except Exception as exc:  # noqa: BLE001 - every failure is decided on just below
             error = exc
         decision = delivery.decide(
@@ -202,6 +215,17 @@ class Runner:
                 ms=ms,
             )
         return decision
+
+    async def _hold(self, entry: StreamEntry) -> None:
+        """Keep an entry ours while an outage is waited out: XCLAIM with JUSTID resets its idle
+        time without counting a delivery, so no other consumer reclaims it meanwhile."""
+        try:
+            await self.redis.xclaim(
+                self.key, self.group, self.consumer, min_idle_time=0,
+                message_ids=[entry.id], justid=True,
+            )  # fmt: skip
+        except RedisError:
+            pass  # Redis is the outage: nobody can reclaim it either
 
     async def _dead_letter(self, entry: StreamEntry, dead: delivery.Dead) -> None:
         fields: dict[bytes, bytes] = dict(entry.fields)

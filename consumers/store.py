@@ -100,9 +100,21 @@ _OUTBOUND_COLUMNS = (
 )
 
 
+_OUTAGES = (
+    OSError,
+    TimeoutError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+)
+
+
 def _translate(exc: BaseException) -> StoreError:
     # Connection trouble and serialization conflicts pass; bad data does not.
-    retryable = isinstance(
+    outage = isinstance(exc, _OUTAGES)
+    retryable = outage or isinstance(
         exc,
         OSError
         | asyncpg.exceptions.ConnectionDoesNotExistError
@@ -116,7 +128,7 @@ def _translate(exc: BaseException) -> StoreError:
         | asyncpg.exceptions.AdminShutdownError
         | TimeoutError,
     )
-    return StoreError(f"{type(exc).__name__}: {exc}", retryable=retryable)
+    return StoreError(f"{type(exc).__name__}: {exc}", retryable=retryable, outage=outage)
 
 
 _DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)

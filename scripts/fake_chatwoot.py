@@ -159,10 +159,12 @@ class FakeChatwoot:
             return JSONResponse({"errors": ["Invalid Access Token"]}, status_code=401)
         rule = self._rule_for(request)
         if rule is not None and not rule.after:
-            return await self._fail(rule)
-        response = self._apply(request, record["json"] or {}, token)
-        if rule is not None:
-            return await self._fail(rule)
+            response = await self._fail(rule)
+        else:
+            response = self._apply(request, record["json"] or {}, token)
+            if rule is not None:
+                response = await self._fail(rule)
+        record["answered"] = response.status_code if rule is None or rule.status else "timeout"
         return response
 
     async def start(self, request: Request) -> Response:

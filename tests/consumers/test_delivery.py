@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from consumers import delivery
-from consumers.errors import ChatwootError, PermanentError, RetryableError, StoreError
+from consumers.errors import ChatwootError, Outage, PermanentError, RetryableError, StoreError
 from ingress.errors import EntryDecodeError
 
 
@@ -42,3 +42,16 @@ def test_dead_carries_reason_and_error() -> None:
 def test_exhausted_before_running(deliveries: int, dead: bool) -> None:
     """An entry reclaimed past max_deliveries (its consumer died each time) is dead unrun."""
     assert (delivery.exhausted(deliveries, 5) is not None) is dead
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        pytest.param(StoreError("connection refused", retryable=True, outage=True), id="pg-down"),
+        pytest.param(Outage("Redis: connection reset"), id="redis-down"),
+    ],
+)
+def test_outages_never_count_against_the_entry(error: Exception) -> None:
+    """A dependency outage is waited out, even past max_deliveries: it is not the entry's fault."""
+    decision = delivery.decide(error, deliveries=99, max_deliveries=5)
+    assert decision == delivery.Retry(error=decision.error, outage=True)  # type: ignore[union-attr]

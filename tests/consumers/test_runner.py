@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from consumers.errors import PermanentError, RetryableError
+from consumers.errors import PermanentError, RetryableError, StoreError
 from consumers.runner import Runner, StreamEntry
 from ingress.topology import GroupSpec, Topology
 from tests.pipeline import xadd
@@ -213,3 +213,22 @@ async def test_clean_stop_removes_an_idle_consumer(
     await asyncio.wait_for(task, timeout=5)
     consumers: Any = await redis.xinfo_consumers(topology.key("events"), GROUP)
     assert consumers == []
+
+
+async def test_an_outage_is_waited_out_without_counting(
+    redis: aioredis.Redis, topology: Topology
+) -> None:
+    """While a dependency is down the entry stays with its consumer, retried in place, and
+    its delivery count does not grow: a long outage dead-letters nothing."""
+    attempts: list[int] = []
+
+    async def flaky(entry: StreamEntry) -> None:
+        attempts.append(entry.deliveries)
+        if len(attempts) < 4:
+            raise StoreError("connection refused", retryable=True, outage=True)
+
+    await runner(redis, topology, Recorder()).ensure_group()
+    await add(redis, topology, 1)
+    await runner(redis, topology, flaky, max_deliveries=2).drain()
+    assert attempts == [1, 1, 1, 1]
+    assert await pending(redis, topology) == 0 and await dead(redis, topology) == []
