@@ -28,7 +28,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"switchboard ingress: {problem}", file=sys.stderr)  # noqa: T201
         return 2
     logs.configure(settings.log_format)
-    app = create_app(settings, topo)
+    port = args.port or settings.port
+    # One spool per listening port: a restarted ingress on the same port drains what its
+    # predecessor spooled. Keep SWITCHBOARD_HOME on a persistent disk.
+    spool = settings.home.resolve() / "spool" / f"events-{port}.spool"
+    app = create_app(settings, topo, spool_path=spool)
     # uvicorn re-raises the signal that stopped it once it has shut down gracefully, restoring
     # the handler it found first. Finding this one, the process exits 0 instead of dying by it.
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -36,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     uvicorn.run(
         app,
         host=args.host or settings.host,
-        port=args.port or settings.port,
+        port=port,
         log_config=None,
         access_log=False,
         # Graceful stop: finish in-flight requests (each is one XADD) before exiting.

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import msgspec
 import redis.asyncio as aioredis
 import structlog
+from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -19,6 +22,7 @@ from ingress import events, signatures, views
 from ingress.errors import PublishError
 from ingress.publish import Publisher
 from ingress.settings import Settings
+from ingress.spool import Spool
 from ingress.topology import Topology
 
 log = structlog.get_logger("ingress")
@@ -81,7 +85,7 @@ class Ingress:
             body=body,
         )
         try:
-            entry_id = await self.publisher.publish(self.events_key, entry)
+            published = await self.publisher.publish(self.events_key, entry, delivery=delivery)
         except PublishError as exc:
             # Not stored: say so, so the failure is visible in Chatwoot's logs and ours.
             log.error("webhook.unstored", webhook_event=entry.event, error=str(exc), status=503)
@@ -91,10 +95,15 @@ class Ingress:
             webhook_event=entry.event,
             account=entry.account,
             conversation=entry.conversation,
-            entry=entry_id,
+            entry=published.entry,
+            spooled=published.spooled,
+            duplicate=published.duplicate,
             signed=check.signed,
         )
-        return JSONResponse({"entry": entry_id})
+        return JSONResponse(
+            {"entry": published.entry, "spooled": published.spooled,
+             "duplicate": published.duplicate}
+        )  # fmt: skip
 
     async def outbound(self, request: Request) -> Response:
         structlog.contextvars.clear_contextvars()
@@ -116,20 +125,27 @@ class Ingress:
         if entry.ref is None:
             entry = msgspec.structs.replace(entry, ref=f"http-{uuid.uuid4().hex}")
         try:
-            entry_id = await self.publisher.publish(self.outbound_key, entry)
+            published = await self.publisher.publish(self.outbound_key, entry)
         except PublishError as exc:
             log.error("outbound.unstored", ref=entry.ref, error=str(exc), status=503)
             return _error(503, "event store unavailable")
-        log.info("outbound.accepted", ref=entry.ref, kind=entry.kind, entry=entry_id)
-        return JSONResponse({"ref": entry.ref, "entry": entry_id}, status_code=202)
+        log.info("outbound.accepted", ref=entry.ref, kind=entry.kind, entry=published.entry)
+        return JSONResponse({"ref": entry.ref, "entry": published.entry}, status_code=202)
 
     async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
     async def ready(self, request: Request) -> Response:
+        """Ready while webhooks can be kept: Redis answers, or the spool still has room."""
+        spool = self.publisher.spool
+        spooled = spool.size() if spool is not None else 0
         if await self.publisher.ping():
-            return JSONResponse({"status": "ready", "redis": "ok"})
-        return JSONResponse({"status": "unready", "redis": "unreachable"}, status_code=503)
+            return JSONResponse({"status": "ready", "redis": "ok", "spool_bytes": spooled})
+        if spool is not None and spooled < spool.max_bytes:
+            return JSONResponse({"status": "ready", "redis": "unreachable", "spool_bytes": spooled})
+        return JSONResponse(
+            {"status": "unready", "redis": "unreachable", "spool_bytes": spooled}, status_code=503
+        )
 
 
 def _route(body: bytes) -> views.Routing | None:
@@ -171,9 +187,11 @@ def create_app(
     topology: Topology,
     *,
     redis: aioredis.Redis | None = None,
+    spool_path: Path | None = None,
     clock: Callable[[], float] = time.time,
 ) -> Starlette:
     """The ingress app. Given no Redis client, it makes one from REDIS_URL and closes it on exit.
+    With a spool path, webhooks survive a Redis outage there.
 
     Making a client does no I/O: connections open on first use, inside the server's loop.
     """
@@ -181,15 +199,27 @@ def create_app(
     if redis is None:
         settings.require("redis_url")
         assert settings.redis_url is not None
-        redis = aioredis.Redis.from_url(settings.redis_url)
+        redis = aioredis.Redis.from_url(
+            settings.redis_url, socket_connect_timeout=1, socket_timeout=2
+        )
     client = redis
-    ingress = Ingress(settings, topology, Publisher(client), clock)
+    spec = topology.ingress
+    spool = Spool(spool_path, max_bytes=spec.spool_max_bytes) if spool_path else None
+    publisher = Publisher(client, spool=spool, dedup_window_s=spec.dedup_window_s)
+    ingress = Ingress(settings, topology, publisher, clock)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        drainer = asyncio.create_task(publisher.keep_draining()) if spool else None
         try:
             yield
         finally:
+            if drainer is not None:
+                drainer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await drainer
+                with contextlib.suppress(RedisError):
+                    await publisher.drain_spool()  # a last chance before exiting
             if owned:
                 await client.aclose()
 

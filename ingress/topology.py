@@ -40,6 +40,14 @@ class TurnsSpec(_Spec, frozen=True, kw_only=True):
     max_messages: int = 20
 
 
+class IngressSpec(_Spec, frozen=True, kw_only=True):
+    # While Redis is unreachable, webhooks go to a local fsync'd spool of at most this size
+    # (then 503); it drains into the stream, in order, once Redis is back.
+    spool_max_bytes: int = 256 * 1024 * 1024
+    # A webhook whose X-Chatwoot-Delivery was stored this recently is answered 200, not stored.
+    dedup_window_s: int = 600
+
+
 class RateLimit(_Spec, frozen=True, kw_only=True):
     per_minute: int
     burst: int | None = None  # bucket size; default: a tenth of a minute's worth, at least 1
@@ -121,6 +129,7 @@ class Topology(_Spec, frozen=True, kw_only=True):
     prefix: str = "sb"
     streams: dict[str, StreamSpec]
     groups: dict[str, GroupSpec]
+    ingress: IngressSpec = IngressSpec()
     turns: TurnsSpec = TurnsSpec()
     delivery: DeliverySpec = DeliverySpec()
     routes: tuple[Route, ...] = ()

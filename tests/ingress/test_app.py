@@ -59,7 +59,7 @@ async def test_signed_fixture_is_stored_with_routing_fields(
     response = await client.post("/webhooks/chatwoot", content=body, headers=headers)
     assert response.status_code == 200
     [(entry_id, fields)] = await entries(redis, topology, "events")
-    assert response.json() == {"entry": entry_id.decode()}
+    assert response.json() == {"entry": entry_id.decode(), "spooled": False, "duplicate": False}
     entry = events.decode(events.EventEntry, fields)
     assert entry.body == body
     assert entry.event == data["event"]
@@ -157,7 +157,8 @@ async def test_redis_down_is_503(topology: Topology) -> None:
 
 async def test_ready_when_redis_answers(client: Client) -> None:
     """/ready is 200 while Redis answers."""
-    assert (await client.get("/ready")).json() == {"status": "ready", "redis": "ok"}
+    answer = (await client.get("/ready")).json()
+    assert answer == {"status": "ready", "redis": "ok", "spool_bytes": 0}
 
 
 # -- POST /outbound ---------------------------------------------------------------------------
@@ -222,3 +223,16 @@ async def test_outbound_is_off_without_a_token(topology: Topology, redis: aiored
         response = await client.post("/outbound", json={})
         assert response.status_code == 404
         assert "OUTBOUND_TOKEN" in response.json()["error"]
+
+
+async def test_a_repeated_delivery_id_is_stored_once(
+    client: Client, redis: aioredis.Redis, topology: Topology
+) -> None:
+    """The same X-Chatwoot-Delivery twice (a bot webhook retried) is answered 200, stored once."""
+    body = chatwoot.rails_json(chatwoot.payload("message_created__private_note"))
+    headers = chatwoot.headers(body)
+    first = await client.post("/webhooks/chatwoot", content=body, headers=headers)
+    again = await client.post("/webhooks/chatwoot", content=body, headers=headers)
+    assert first.json()["duplicate"] is False
+    assert again.status_code == 200 and again.json()["duplicate"] is True
+    assert len(await entries(redis, topology, "events")) == 1
