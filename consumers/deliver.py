@@ -36,8 +36,6 @@ from ingress.topology import Route, Topology
 
 log = structlog.get_logger("deliver")
 UNROUTED = Route(name="unrouted")
-# How long an attempt owns its reply; past that, its deliverer is presumed dead.
-LEASE = dt.timedelta(seconds=60)
 
 
 class Deliverer:
@@ -122,7 +120,10 @@ class Deliverer:
             conversation = reply.conversation or row.chatwoot_conversation_id
             known = await tx.last_message_id(reply.account, conversation) if conversation else 0
             await tx.begin_attempt(
-                ref, attempts=row.attempts + 1, lease_until=now + LEASE, known_through=known
+                ref,
+                attempts=row.attempts + 1,
+                lease_until=now + dt.timedelta(milliseconds=self.spec.lease_ms),
+                known_through=known,
             )
         return row
 

@@ -82,6 +82,7 @@ class _Server:
 
     process: subprocess.Popen[bytes] | None = None
     name = "server"
+    stop_signal = signal.SIGTERM
 
     def __enter__(self) -> Self:
         self.start()
@@ -102,7 +103,7 @@ class _Server:
         """SIGTERM (or SIGKILL) and wait: Redis writes its AOF, PostgreSQL shuts down cleanly."""
         if self.process is None or self.process.poll() is not None:
             return
-        self.process.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        self.process.send_signal(signal.SIGKILL if kill else self.stop_signal)
         try:
             self.process.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -170,6 +171,8 @@ class EmbeddedPostgres(_Server):
     """A PostgreSQL cluster in `directory` (initdb on first start), trust auth on loopback."""
 
     name = "postgres"
+    # SIGINT is PostgreSQL's fast shutdown; SIGTERM would wait for every client to leave.
+    stop_signal = signal.SIGINT
 
     def __init__(self, directory: Path, port: int | None = None) -> None:
         self.directory = directory

@@ -126,7 +126,7 @@ class FakeChatwoot:
         self.conversations: dict[tuple[int, int], Conversation] = {}
         self.rules: list[Rule] = []
         self.next_id = 1000
-        self.webhooks_sent = 0
+        self.webhooks: list[dict[str, Any]] = []  # what the receiver answered, per webhook
         self.tasks: set[asyncio.Task[None]] = set()
 
     def conversation(self, account: int, conversation: int) -> Conversation:
@@ -336,15 +336,18 @@ class FakeChatwoot:
             stamp = str(int(time.time()))
             headers["x-chatwoot-timestamp"] = stamp
             headers["x-chatwoot-signature"] = sign_chatwoot(body, self.secret, stamp)
+        outcome: dict[str, Any] = {"event": payload["event"], "id": payload.get("id")}
         try:
-            async with httpx.AsyncClient(timeout=5) as client:
+            async with httpx.AsyncClient(timeout=5) as client:  # Chatwoot's WEBHOOK_TIMEOUT
                 response = await client.post(self.webhook_url, content=body, headers=headers)
-            self.webhooks_sent += 1
+            outcome["status"] = response.status_code
             if response.status_code >= 300:
                 print(f"fake-chatwoot: webhook answered {response.status_code}", flush=True)
         except httpx.HTTPError as exc:
             # Like Chatwoot: no retry, the event is lost for this receiver.
+            outcome["status"] = type(exc).__name__
             print(f"fake-chatwoot: webhook failed: {exc!r}", flush=True)
+        self.webhooks.append(outcome)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -409,6 +412,9 @@ class FakeChatwoot:
     async def list_requests(self, request: Request) -> Response:
         return JSONResponse(self.requests)
 
+    async def list_webhooks(self, request: Request) -> Response:
+        return JSONResponse(self.webhooks)
+
     async def list_messages(self, request: Request) -> Response:
         return JSONResponse(
             [
@@ -440,6 +446,7 @@ class FakeChatwoot:
             Route("/_fake/status", self.status, methods=["POST"]),
             Route("/_fake/requests", self.list_requests, methods=["GET"]),
             Route("/_fake/messages", self.list_messages, methods=["GET"]),
+            Route("/_fake/webhooks", self.list_webhooks, methods=["GET"]),
             Route("/_fake/faults", self.set_faults, methods=["POST"]),
             Route("/_fake/reset", self.reset_all, methods=["POST"]),
         ])  # fmt: skip

@@ -1,0 +1,341 @@
+#!/usr/bin/env python3
+"""Chaos runs: the whole pipeline, as real processes, under a steady load of customer webhooks
+while something breaks; then it counts. It fails unless every webhook answered 2xx was stored,
+nothing was stored or replied twice, and every customer got an answer.
+
+    python scripts/chaos.py --scenario kill-consumers --seconds 30 --rate 20
+
+Scenarios: none, kill-consumers (SIGKILL a consumer process every few seconds and start a new
+one), restart-redis and restart-postgres (stopped mid-load, started again), chatwoot-faults
+(20% of replies answered 500, 5% time out after Chatwoot saved them, bursts of 429).
+Uses embedded Redis and PostgreSQL in a temporary folder; the fake Chatwoot plays the customers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import redis
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from consumers.embedded import EmbeddedPostgres, EmbeddedRedis, free_port  # noqa: E402
+from consumers.store import Store  # noqa: E402
+
+SECRET, TOKEN, USER_TOKEN, PREFIX = "chaos-secret", "chaos-bot", "chaos-user", "chaos"
+SCENARIOS = ("none", "kill-consumers", "restart-redis", "restart-postgres", "chatwoot-faults")
+FAULTS = [
+    {"path": "/messages", "method": "POST", "status": 500, "probability": 0.2},
+    {"path": "/messages", "method": "POST", "delay_ms": 1500, "after": True, "probability": 0.0625},
+]  # fmt: skip  (0.0625 of the 80% left: 5% of all replies)
+BURST_429 = {"path": "/messages", "method": "POST", "status": 429, "retry_after": 1, "times": 15}
+
+
+def streams_yaml(workdir: Path) -> Path:
+    """The repository's topology, tuned to notice failures within seconds, not minutes."""
+    text = (ROOT / "streams.yaml").read_text()
+    for old, new in (
+        ("prefix: sb", f"prefix: {PREFIX}"),
+        ("claim_idle_ms: 30000", "claim_idle_ms: 2000"),
+        ("claim_idle_ms: 15000", "claim_idle_ms: 2000"),
+        ("timeout_ms: 10000", "timeout_ms: 1000"),
+        ("retry_ms: [1000, 5000, 15000, 60000, 300000]", "retry_ms: [200, 500, 1000, 2000]"),
+        ("max_attempts: 8", "max_attempts: 40"),
+        ("echo_wait_ms: 20000", "echo_wait_ms: 2000\n  lease_ms: 3000"),
+        ("account_limit: {per_minute: 600}", "account_limit: {per_minute: 60000}"),
+    ):
+        assert old in text, old
+        text = text.replace(old, new)
+    path = workdir / "streams.yaml"
+    path.write_text(text)
+    return path
+
+
+class Process:
+    def __init__(self, name: str, args: list[str], env: dict[str, str], logs: Path) -> None:
+        self.name = name
+        with (logs / f"{name}.log").open("ab") as out:
+            self.popen = subprocess.Popen(args, env=env, cwd=ROOT, stdout=out,
+                                          stderr=subprocess.STDOUT)  # fmt: skip
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.popen.poll() is None:
+            self.popen.send_signal(sig)
+            try:
+                self.popen.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait()
+
+
+class Stack:
+    def __init__(self, workdir: Path, *, consumers: int, user_token: bool) -> None:
+        self.workdir = workdir
+        self.redis = EmbeddedRedis(workdir / "redis")
+        self.postgres = EmbeddedPostgres(workdir / "postgres")
+        self.ingress_port, self.fake_port = free_port(), free_port()
+        self.fake = f"http://127.0.0.1:{self.fake_port}"
+        self.consumer_count = consumers
+        self.user_token = user_token
+        self.consumers: list[Process] = []
+        self.others: list[Process] = []
+        self.env: dict[str, str] = {}
+
+    def start(self) -> None:
+        self.redis.start()
+        self.postgres.start()
+        asyncio.run(Store.ensure_database(self.postgres.url(), "switchboard"))
+        database = self.postgres.url("switchboard")
+        asyncio.run(_apply_schema(database))
+        self.env = dict(
+            os.environ, REDIS_URL=self.redis.url, DATABASE_URL=database, LOG_FORMAT="json",
+            SWITCHBOARD_STREAMS=str(streams_yaml(self.workdir)), PORT=str(self.ingress_port),
+            SWITCHBOARD_HOME=str(self.workdir / "home"), CHATWOOT_BASE_URL=self.fake,
+            CHATWOOT_API_TOKEN=TOKEN, CHATWOOT_WEBHOOK_SECRETS=SECRET, CHATWOOT_BOT_ID="1",
+        )  # fmt: skip
+        if self.user_token:
+            self.env["CHATWOOT_USER_TOKEN"] = USER_TOKEN
+        py = sys.executable
+        self.others.append(self.spawn("fake", [
+            py, "scripts/fake_chatwoot.py", "--port", str(self.fake_port), "--token", TOKEN,
+            "--user-token", USER_TOKEN, "--secret", SECRET,
+            "--webhook-url", f"http://127.0.0.1:{self.ingress_port}/webhooks/chatwoot",
+        ]))  # fmt: skip
+        self.others.append(self.spawn("ingress", [py, "-m", "ingress"]))
+        self.others.append(self.spawn("echo-agent", [py, "scripts/echo_agent.py",
+                                                     "--prefix", PREFIX]))  # fmt: skip
+        for _ in range(self.consumer_count):
+            self.start_consumer()
+        _wait_http(f"{self.fake}/_fake/requests")
+        _wait_http(f"http://127.0.0.1:{self.ingress_port}/health")
+
+    def spawn(self, name: str, args: list[str]) -> Process:
+        return Process(name, args, self.env, self.workdir)
+
+    def start_consumer(self) -> None:
+        n = len(self.consumers)
+        self.consumers.append(self.spawn(f"consumers-{n}", [sys.executable, "-m", "consumers"]))
+
+    def stop(self) -> None:
+        for process in [*self.consumers, *self.others]:
+            process.stop()
+        self.postgres.stop()
+        self.redis.stop()
+
+
+async def _apply_schema(database: str) -> None:
+    store = await Store.connect(database, max_size=1)
+    try:
+        await store.apply_schema((ROOT / "schema.sql").read_text())
+    finally:
+        await store.close()
+
+
+def _wait_http(url: str) -> None:
+    for _ in range(200):
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SystemExit(f"{url} did not answer")
+
+
+class Chaos(threading.Thread):
+    """Breaks things on a schedule while the load runs."""
+
+    def __init__(self, stack: Stack, scenario: str, seconds: float) -> None:
+        super().__init__(daemon=True)
+        self.stack, self.scenario, self.seconds = stack, scenario, seconds
+        self.done = threading.Event()
+        self.actions: Counter[str] = Counter()
+
+    def run(self) -> None:
+        start = time.monotonic()
+        pick = random.Random(7)
+        if self.scenario == "chatwoot-faults":
+            httpx.post(f"{self.stack.fake}/_fake/faults", json={"rules": FAULTS})
+        while not self.done.is_set() and time.monotonic() - start < self.seconds:
+            if self.scenario == "kill-consumers":
+                self.done.wait(3)
+                victim = pick.choice(self.stack.consumers)
+                victim.stop(signal.SIGKILL)
+                self.stack.consumers.remove(victim)
+                self.stack.start_consumer()
+                self.actions["consumers killed (SIGKILL)"] += 1
+            elif self.scenario in ("restart-redis", "restart-postgres"):
+                self.done.wait(self.seconds / 3)
+                server = self.stack.redis if self.scenario == "restart-redis" else (
+                    self.stack.postgres)  # fmt: skip
+                server.stop()
+                time.sleep(3)  # down for three seconds under load
+                server.start()
+                self.actions[f"{server.name} restarts"] += 1
+                self.done.wait(self.seconds)
+            elif self.scenario == "chatwoot-faults":
+                self.done.wait(4)
+                httpx.post(f"{self.stack.fake}/_fake/faults",
+                           json={"rules": [BURST_429, *FAULTS]})  # fmt: skip
+                self.actions["429 bursts"] += 1
+            else:
+                self.done.wait(1)
+
+
+def load(stack: Stack, *, seconds: float, rate: float, conversations: int) -> list[int]:
+    """Customers write at `rate` messages a second; the ids Chatwoot gave their messages."""
+    for n in range(1, conversations + 1):
+        httpx.post(f"{stack.fake}/_fake/conversations", json={
+            "conversation": n, "inbox": 1, "channel": "Channel::Api", "status": "pending",
+            "contact": {"id": 1000 + n, "name": f"Customer {n}"}, "source_id": f"c{n}",
+        }).raise_for_status()  # fmt: skip
+    ids, pick, start = [], random.Random(1), time.monotonic()
+    with httpx.Client(timeout=30) as client:
+        while (elapsed := time.monotonic() - start) < seconds:
+            n = len(ids)
+            said = {"conversation": pick.randint(1, conversations), "content": f"message {n}"}
+            ids.append(client.post(f"{stack.fake}/_fake/customer", json=said).json()["id"])
+            time.sleep(max(0.0, (n + 1) / rate - elapsed))
+    return ids
+
+
+def count(stack: Stack, customer_ids: list[int]) -> dict[str, Any]:
+    sent = set(customer_ids)
+    webhooks = httpx.get(f"{stack.fake}/_fake/webhooks").json()
+    answered = {w["id"] for w in webhooks if w["id"] in sent and w["status"] in (200, 202)}
+    fake_messages = httpx.get(f"{stack.fake}/_fake/messages").json()
+    refs = Counter(m["content_attributes"].get("ext_ref") for m in fake_messages
+                   if m["message_type"] == 1)  # fmt: skip
+    last_said: dict[int, int] = {}
+    for m in fake_messages:
+        if m["message_type"] == 0:
+            last_said[m["conversation"]] = max(last_said.get(m["conversation"], 0), m["id"])
+    rows = asyncio.run(_rows(stack.env["DATABASE_URL"]))
+    stored = rows["stored"]
+    unanswered = [c for c, last in last_said.items() if rows["answered"].get(c, 0) < last]
+    r = redis.Redis.from_url(stack.env["REDIS_URL"])
+    dead = int(r.xlen(f"{PREFIX}:dead"))
+    r.close()
+    return {
+        "webhooks sent": len(sent),
+        "answered 2xx": len(answered),
+        "messages stored": len(stored & sent),
+        "lost (answered 2xx, not stored)": len(answered - stored),
+        "duplicates stored": rows["duplicate_rows"],
+        "entries dead": dead,
+        "replies delivered": sum(1 for ref in refs if ref),
+        "duplicate replies": sum(n - 1 for ref, n in refs.items() if ref and n > 1),
+        "replies suppressed (superseded)": rows["suppressed"],
+        "replies failed": rows["failed"],
+        "replies still pending": rows["pending"],
+        "conversations unanswered": len(unanswered),
+    }
+
+
+async def _rows(database: str) -> dict[str, Any]:
+    store = await Store.connect(database, max_size=1)
+    try:
+        async with store.pool.acquire() as conn:
+            ids = await conn.fetch("SELECT chatwoot_message_id FROM messages "
+                                   "WHERE direction = 'inbound'")  # fmt: skip
+            dup = await conn.fetchval("SELECT count(*) - count(DISTINCT (account_id, "
+                                      "chatwoot_message_id)) FROM messages")  # fmt: skip
+            answered = await conn.fetch("SELECT chatwoot_conversation_id AS c, answered_through "
+                                        "AS a FROM conversations")  # fmt: skip
+            statuses = dict(await conn.fetch("SELECT status, count(*) FROM outbound GROUP BY 1"))
+    finally:
+        await store.close()
+    return {
+        "stored": {r["chatwoot_message_id"] for r in ids},
+        "duplicate_rows": int(dup),
+        "answered": {r["c"]: r["a"] for r in answered},
+        "suppressed": statuses.get("suppressed", 0),
+        "failed": statuses.get("failed", 0),
+        "pending": statuses.get("queued", 0) + statuses.get("sending", 0),
+    }
+
+
+def settled(figures: dict[str, Any]) -> bool:
+    return (
+        figures["messages stored"] >= figures["answered 2xx"]
+        and figures["replies still pending"] == 0
+        and figures["conversations unanswered"] == 0
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--scenario", choices=SCENARIOS, default="none")
+    parser.add_argument("--seconds", type=float, default=20, help="how long the load runs")
+    parser.add_argument("--rate", type=float, default=20, help="customer messages a second")
+    parser.add_argument("--conversations", type=int, default=20)
+    parser.add_argument("--consumers", type=int, default=2, help="consumer processes")
+    parser.add_argument("--settle", type=float, default=120, help="max seconds to settle after")
+    parser.add_argument(
+        "--no-user-token",
+        action="store_true",
+        help="prove replies by echo webhooks only (no message listing)",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the folder with the logs")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="sb-chaos-"))
+    workdir.chmod(0o755)
+    stack = Stack(workdir, consumers=args.consumers, user_token=not args.no_user_token)
+    try:
+        stack.start()
+        chaos = Chaos(stack, args.scenario, args.seconds)
+        chaos.start()
+        started = time.monotonic()
+        ids = load(stack, seconds=args.seconds, rate=args.rate, conversations=args.conversations)
+        chaos.done.set()
+        chaos.join()
+        loaded = time.monotonic()
+        figures = count(stack, ids)
+        while not settled(figures) and time.monotonic() - loaded < args.settle:
+            time.sleep(1)
+            figures = count(stack, ids)
+        figures["seconds to settle after the load"] = round(time.monotonic() - loaded, 1)
+        figures.update(chaos.actions)
+    finally:
+        stack.stop()
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    ok = (
+        figures["lost (answered 2xx, not stored)"] == 0
+        and figures["duplicates stored"] == 0
+        and figures["duplicate replies"] == 0
+        and settled(figures)
+    )
+    print(f"scenario: {args.scenario} ({args.seconds:g} s at {args.rate:g} messages/s, "
+          f"{args.conversations} conversations, {args.consumers} consumer processes, "
+          f"{'echo only' if args.no_user_token else 'user token'})")  # fmt: skip
+    width = max(len(k) for k in figures)
+    for name, value in figures.items():
+        print(f"  {name.ljust(width)}  {value}")
+    print(f"  {'elapsed'.ljust(width)}  {round(time.monotonic() - started, 1)} s")
+    print(
+        "RESULT: ok"
+        if ok
+        else "RESULT: FAILED" + (f" (logs kept in {workdir})" if args.keep else "")
+    )
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
