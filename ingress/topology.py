@@ -70,9 +70,8 @@ class DeliverySpec(_Spec, frozen=True, kw_only=True):
     jitter: float = 0.2  # each delay is spread by ±20%
     max_attempts: int = 8
     poll_ms: int = 250
-    lease_ms: int = (
-        60_000  # how long an attempt owns its reply; then its deliverer is presumed dead
-    )
+    # An attempt owns its reply this long; past it, its deliverer is presumed dead.
+    lease_ms: int = 60_000
     echo_wait_ms: int = 20_000
     host_limit: RateLimit = RateLimit(per_minute=2_400)  # Chatwoot allows 3000/min per IP
     account_limit: RateLimit = RateLimit(per_minute=600)

@@ -203,7 +203,8 @@ def load(stack: Stack, *, seconds: float, rate: float, conversations: int) -> li
             "conversation": n, "inbox": 1, "channel": "Channel::Api", "status": "pending",
             "contact": {"id": 1000 + n, "name": f"Customer {n}"}, "source_id": f"c{n}",
         }).raise_for_status()  # fmt: skip
-    ids, pick, start = [], random.Random(1), time.monotonic()
+    ids: list[int] = []
+    pick, start = random.Random(1), time.monotonic()
     with httpx.Client(timeout=30) as client:
         while (elapsed := time.monotonic() - start) < seconds:
             n = len(ids)
@@ -256,7 +257,8 @@ async def _rows(database: str) -> dict[str, Any]:
                                       "chatwoot_message_id)) FROM messages")  # fmt: skip
             answered = await conn.fetch("SELECT chatwoot_conversation_id AS c, answered_through "
                                         "AS a FROM conversations")  # fmt: skip
-            statuses = dict(await conn.fetch("SELECT status, count(*) FROM outbound GROUP BY 1"))
+            grouped = await conn.fetch("SELECT status, count(*) AS n FROM outbound GROUP BY 1")
+            statuses: dict[str, int] = {r["status"]: r["n"] for r in grouped}
     finally:
         await store.close()
     return {
@@ -270,7 +272,7 @@ async def _rows(database: str) -> dict[str, Any]:
 
 
 def settled(figures: dict[str, Any]) -> bool:
-    return (
+    return bool(
         figures["messages stored"] >= figures["answered 2xx"]
         and figures["replies still pending"] == 0
         and figures["conversations unanswered"] == 0
