@@ -72,7 +72,7 @@ class Persister:
                 return
             try:
                 outcome, detail = await self._apply(tx, event)
-            except msgspec.ValidationError as exc:
+            except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
                 raise PermanentError(f"{event.event} body does not fit its view: {exc}") from exc
             await tx.set_outcome(entry.id, outcome, detail)
         log.info("event.persisted", outcome=outcome, detail=detail)

@@ -14,6 +14,7 @@ import structlog
 from consumers.chatwoot import ChatwootClient
 from consumers.deliver import Deliverer, Retrier
 from consumers.persist import Persister
+from consumers.retention import Retention
 from consumers.runner import Runner
 from consumers.store import Store
 from consumers.turns import TurnEmitter
@@ -70,7 +71,8 @@ async def workers(
     """The workers of `groups`, with the Chatwoot client open while they exist."""
     check_groups(topology, groups)
     async with contextlib.AsyncExitStack() as stack:
-        built: list[Worker] = []
+        # Every consume process also keeps memory bounded (idempotent, so any number may).
+        built: list[Worker] = [Retention(store, redis, topology)]
         for group in groups:
             if group == TURNS:
                 built.append(TurnEmitter(store, redis, topology))

@@ -234,6 +234,18 @@ class Tx:
             detail,
         )
 
+    async def expire_audit(self, before: dt.datetime, batch: int = 10_000) -> int:
+        """Delete audit rows received before `before`, a batch at a time (short locks)."""
+        status = await self.conn.execute(
+            """
+            DELETE FROM webhook_events WHERE stream_id IN (
+                SELECT stream_id FROM webhook_events WHERE received_at < $1 LIMIT $2)
+            """,
+            before,
+            batch,
+        )
+        return int(status.split()[-1])
+
     # -- contacts and conversations ------------------------------------------------------------
 
     async def upsert_contact(

@@ -149,7 +149,8 @@ class Ingress:
 
 
 def _route(body: bytes) -> views.Routing | None:
-    """The routing fields, or None when the body is not a JSON object at all."""
+    """The routing fields, or None when the body is not a JSON object at all (or nests deeper
+    than the decoder goes: no Chatwoot payload does)."""
     try:
         return views.routing_decoder.decode(body)
     except msgspec.ValidationError:
@@ -157,10 +158,10 @@ def _route(body: bytes) -> views.Routing | None:
         # persist decides what it is. Only a non-object is refused.
         try:
             parsed = msgspec.json.decode(body)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             return None
         return views.Routing() if isinstance(parsed, dict) else None
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None
 
 

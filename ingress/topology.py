@@ -17,7 +17,14 @@ class _Spec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tru
 
 
 class StreamSpec(_Spec, frozen=True, kw_only=True):
+    # Streams read by groups are trimmed once every group has read and acknowledged an entry;
+    # `maxlen` caps a stream nobody acknowledges (the dead letters) at about that many entries.
     maxlen: int | None = None
+
+
+class RetentionSpec(_Spec, frozen=True, kw_only=True):
+    trim_every_ms: int = 10_000
+    audit_days: int = 30  # webhook_events rows (with raw bodies) older than this are deleted
 
 
 class GroupSpec(_Spec, frozen=True, kw_only=True):
@@ -132,6 +139,7 @@ class Topology(_Spec, frozen=True, kw_only=True):
     streams: dict[str, StreamSpec]
     groups: dict[str, GroupSpec]
     ingress: IngressSpec = IngressSpec()
+    retention: RetentionSpec = RetentionSpec()
     turns: TurnsSpec = TurnsSpec()
     delivery: DeliverySpec = DeliverySpec()
     routes: tuple[Route, ...] = ()
