@@ -85,10 +85,7 @@ class Deliverer:
             return await self._failed(ref, reply, row.attempts + 1, exc)
         await self.limits.succeeded(reply.account)
         async with self.store.transaction() as tx:
-            current = await tx.lock_outbound(ref)
-            assert current is not None
-            status = statuses.advance(Outbound(current.status), Outbound.SENT)
-            await tx.set_outbound(ref, status=status, chatwoot_message_id=message_id)
+            await tx.mark_posted(ref, chatwoot_message_id=message_id)
             await self._after_sent(tx, reply)
         log.info("reply.sent", kind=str(reply.kind), chatwoot_message=message_id,
                  attempt=row.attempts + 1)  # fmt: skip
@@ -110,7 +107,7 @@ class Deliverer:
             if row.status == Outbound.SENDING:
                 posted = await self._already_posted(tx, reply, row)
                 if posted is not None:
-                    await tx.set_outbound(ref, status=Outbound.SENT, chatwoot_message_id=posted)
+                    await tx.mark_posted(ref, chatwoot_message_id=posted)
                     log.info("reply.recovered", chatwoot_message=posted)
                     return None
             wait = await self._wait(reply.account, now.timestamp())
@@ -203,12 +200,7 @@ class Deliverer:
         return conversation
 
     async def _after_sent(self, tx: Tx, reply: events.OutboundEntry) -> None:
-        through = cv.turn_through(reply.turn)
-        if reply.conversation is None:
-            return
-        if through is not None and reply.kind is OutboundKind.MESSAGE:
-            await tx.mark_answered(reply.account, reply.conversation, through)
-        if reply.kind is OutboundKind.HANDOFF:
+        if reply.kind is OutboundKind.HANDOFF and reply.conversation is not None:
             # The agent handed the conversation to humans: turns stop from now on.
             conv = await tx.lock_conversation(reply.account, reply.conversation)
             if conv is not None:

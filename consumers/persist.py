@@ -192,13 +192,9 @@ class Persister:
     async def _match_echo(self, tx: Tx, msg: views.Message) -> bool:
         """Our own reply coming back: record Chatwoot's id and status on the outbound row."""
         assert msg.ext_ref is not None
-        row = await tx.lock_outbound(msg.ext_ref)
-        if row is None:
-            return False
         reported = _embedded_status(msg) or statuses.Outbound.SENT
-        new = statuses.advance_or_keep(statuses.Outbound(row.status), reported)
-        await tx.set_outbound(row.ref, status=new, chatwoot_message_id=msg.id)
-        return True
+        row = await tx.mark_posted(msg.ext_ref, chatwoot_message_id=msg.id, reported=reported)
+        return row is not None
 
     async def _turn_input(self, tx: Tx, conv: ConversationRow, message_id: int) -> None:
         route = self.topology.route_for(

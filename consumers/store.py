@@ -14,6 +14,7 @@ import asyncpg
 import msgspec
 
 from consumers import conversation as cv
+from consumers import statuses
 from consumers.errors import StoreError
 from ingress import events
 
@@ -86,6 +87,9 @@ class ReplyContext(msgspec.Struct, kw_only=True):
 
 class OutboundRow(msgspec.Struct, kw_only=True):
     ref: str
+    account_id: int
+    kind: str
+    turn: str | None
     status: str
     attempts: int
     chatwoot_message_id: int | None
@@ -95,8 +99,8 @@ class OutboundRow(msgspec.Struct, kw_only=True):
 
 
 _OUTBOUND_COLUMNS = (
-    "ref, status, attempts, chatwoot_message_id, chatwoot_conversation_id, next_attempt_at, "
-    "known_through"
+    "ref, account_id, kind, turn, status, attempts, chatwoot_message_id, "
+    "chatwoot_conversation_id, next_attempt_at, known_through"
 )
 
 
@@ -689,6 +693,28 @@ class Tx:
             f"SELECT {_OUTBOUND_COLUMNS} FROM outbound WHERE ref = $1 FOR UPDATE", ref
         )
         return None if row is None else msgspec.convert(dict(row), OutboundRow)
+
+    async def mark_posted(
+        self,
+        ref: str,
+        *,
+        chatwoot_message_id: int | None,
+        reported: statuses.Outbound = statuses.Outbound.SENT,
+    ) -> OutboundRow | None:
+        """Chatwoot has this reply (its answer, our echo, or its message list said so): move it
+        forward, and mark the customer messages of its turn answered. Every path that learns
+        a reply landed comes here, whichever learns it first."""
+        row = await self.lock_outbound(ref)
+        if row is None:
+            return None
+        status = statuses.advance_or_keep(statuses.Outbound(row.status), reported)
+        await self.set_outbound(ref, status=status, chatwoot_message_id=chatwoot_message_id)
+        through = cv.turn_through(row.turn)
+        conversation = row.chatwoot_conversation_id
+        if status in statuses.OUTBOUND_POSTED and through is not None and conversation:
+            if row.kind == "message":
+                await self.mark_answered(row.account_id, conversation, through)
+        return row
 
     async def begin_attempt(
         self, ref: str, *, attempts: int, lease_until: dt.datetime, known_through: int

@@ -408,3 +408,26 @@ async def test_an_agent_can_start_a_conversation(
         row["status"] == "sent"
         and f"/conversations/{row['chatwoot_conversation_id']}/" in (second["path"])
     )
+
+
+async def test_echo_first_still_marks_the_turn_answered(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake, client: ChatwootClient
+) -> None:
+    """When our echo proves the reply landed before the POST's answer does, the turn's
+    customer messages are answered all the same (a later turn will not ask again)."""
+    await persist(redis, store, topology, "message_created__whatsapp_incoming_phone")
+    fake.faults({"path": "messages", "status": 502, "after": True, "times": 1})
+    await reply(redis, topology, conversation=1044, ref="landed", turn="3:1044:918310")
+    await deliver_runner(redis, store, topology, client).runner.drain()
+    echo = chatwoot.payload("message_created__outgoing_agent_bot_echo")
+    echo["conversation"] = chatwoot.payload("message_created__whatsapp_incoming_phone")[
+        "conversation"
+    ]
+    echo["content_attributes"] = {"ext_ref": "landed"}
+    await persist(redis, store, topology, echo)
+    [row] = await rows(store, "SELECT status FROM outbound")
+    assert row["status"] == "sent"
+    [conv] = await rows(store, "SELECT answered_through FROM conversations")
+    assert conv["answered_through"] == 918310
+    [message] = await rows(store, "SELECT status FROM messages WHERE direction = 'inbound'")
+    assert message["status"] == "read"
