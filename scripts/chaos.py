@@ -228,6 +228,8 @@ def count(stack: Stack, customer_ids: list[int]) -> dict[str, Any]:
     rows = asyncio.run(_rows(stack.env["DATABASE_URL"]))
     stored = rows["stored"]
     unanswered = [c for c, last in last_said.items() if rows["answered"].get(c, 0) < last]
+    calls = httpx.get(f"{stack.fake}/_fake/requests").json()
+    answers = Counter(str(c.get("answered")) for c in calls if c["path"].endswith("/messages"))
     r = redis.Redis.from_url(stack.env["REDIS_URL"])
     dead = int(r.xlen(f"{PREFIX}:dead"))
     r.close()
@@ -244,6 +246,7 @@ def count(stack: Stack, customer_ids: list[int]) -> dict[str, Any]:
         "replies failed": rows["failed"],
         "replies still pending": rows["pending"],
         "conversations unanswered": len(unanswered),
+        "Chatwoot answers to replies": ", ".join(f"{k}: {n}" for k, n in sorted(answers.items())),
     }
 
 
@@ -305,6 +308,7 @@ def main() -> int:
         chaos.start()
         started = time.monotonic()
         ids = load(stack, seconds=args.seconds, rate=args.rate, conversations=args.conversations)
+        achieved = len(ids) / (time.monotonic() - started)
         chaos.done.set()
         chaos.join()
         loaded = time.monotonic()
@@ -324,7 +328,7 @@ def main() -> int:
         and figures["duplicate replies"] == 0
         and settled(figures)
     )
-    print(f"scenario: {args.scenario} ({args.seconds:g} s at {args.rate:g} messages/s, "
+    print(f"scenario: {args.scenario} ({args.seconds:g} s at {achieved:.1f} messages/s, "
           f"{args.conversations} conversations, {args.consumers} consumer processes, "
           f"{'echo only' if args.no_user_token else 'user token'})")  # fmt: skip
     width = max(len(k) for k in figures)
