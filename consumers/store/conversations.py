@@ -1,0 +1,198 @@
+"""Contacts and conversations: upserts guarded by Chatwoot's versions, hand-off signals."""
+
+from __future__ import annotations
+
+import msgspec
+
+from consumers import conversation as cv
+from consumers.store.base import SQL
+from consumers.store.rows import ConversationRow, ReplyContext
+
+
+class ConversationSQL(SQL):
+    async def upsert_contact(
+        self,
+        *,
+        account_id: int,
+        contact_id: int,
+        name: str | None,
+        email: str | None,
+        phone: str | None,
+        identifier: str | None,
+        version: int,
+    ) -> None:
+        await self.conn.execute(
+            """
+            INSERT INTO contacts (account_id, chatwoot_contact_id, name, email, phone,
+                identifier, version)
+            VALUES ($1, $2, $3, $4, $5, $6, $7)
+            ON CONFLICT (account_id, chatwoot_contact_id) DO UPDATE SET
+                name = EXCLUDED.name, email = EXCLUDED.email, phone = EXCLUDED.phone,
+                identifier = EXCLUDED.identifier, version = EXCLUDED.version, updated_at = now()
+            WHERE contacts.version <= EXCLUDED.version
+            """,
+            account_id,
+            contact_id,
+            name,
+            email,
+            phone,
+            identifier,
+            version,
+        )
+
+    async def lock_conversation(
+        self, account_id: int, conversation_id: int
+    ) -> ConversationRow | None:
+        row = await self.conn.fetchrow(
+            """
+            SELECT account_id, chatwoot_conversation_id AS conversation_id, inbox_id, channel,
+                contact_id, identity, status, assignee_type, assignee_id, team_id, labels,
+                handler, human_since, bot_since, version
+            FROM conversations WHERE account_id = $1 AND chatwoot_conversation_id = $2
+            FOR UPDATE
+            """,
+            account_id,
+            conversation_id,
+        )
+        return None if row is None else msgspec.convert(dict(row), ConversationRow)
+
+    async def insert_conversation(self, row: ConversationRow) -> bool:
+        """A conversation seen for the first time; it is the customer's active one unless a
+        newer conversation (a higher display id) of the same identity already is."""
+        newer = False
+        if row.identity is not None:
+            newer = bool(
+                await self.conn.fetchval(
+                    """
+                    SELECT true FROM conversations
+                    WHERE account_id = $1 AND channel IS NOT DISTINCT FROM $2 AND identity = $3
+                        AND active AND chatwoot_conversation_id > $4
+                    FOR UPDATE
+                    """,
+                    row.account_id,
+                    row.channel,
+                    row.identity,
+                    row.conversation_id,
+                )
+            )
+            if not newer:
+                await self.conn.execute(
+                    """
+                    UPDATE conversations SET active = false, ended_at = now()
+                    WHERE account_id = $1 AND channel IS NOT DISTINCT FROM $2 AND identity = $3
+                        AND active AND chatwoot_conversation_id < $4
+                    """,
+                    row.account_id,
+                    row.channel,
+                    row.identity,
+                    row.conversation_id,
+                )
+        inserted = await self.conn.fetchval(
+            """
+            INSERT INTO conversations (account_id, chatwoot_conversation_id, inbox_id, channel,
+                contact_id, identity, status, assignee_type, assignee_id, handler, version,
+                active, ended_at, team_id, labels, human_since, bot_since)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+                CASE WHEN $12 THEN NULL ELSE now() END, $13, $14, $15, $16)
+            ON CONFLICT (account_id, chatwoot_conversation_id) DO NOTHING
+            RETURNING true
+            """,
+            row.account_id,
+            row.conversation_id,
+            row.inbox_id,
+            row.channel,
+            row.contact_id,
+            row.identity,
+            row.status,
+            row.assignee_type,
+            row.assignee_id,
+            row.handler,
+            row.version,
+            not newer,
+            row.team_id,
+            row.labels,
+            row.human_since,
+            row.bot_since,
+        )
+        return bool(inserted)
+
+    async def update_conversation(self, row: ConversationRow) -> None:
+        await self.conn.execute(
+            """
+            UPDATE conversations SET inbox_id = COALESCE($3, inbox_id),
+                channel = COALESCE($4, channel), contact_id = COALESCE($5, contact_id),
+                identity = COALESCE(identity, $6), status = $7, assignee_type = $8,
+                assignee_id = $9, handler = $10, version = $11, team_id = $12, labels = $13,
+                human_since = $14, bot_since = $15
+            WHERE account_id = $1 AND chatwoot_conversation_id = $2
+            """,
+            row.account_id,
+            row.conversation_id,
+            row.inbox_id,
+            row.channel,
+            row.contact_id,
+            row.identity,
+            row.status,
+            row.assignee_type,
+            row.assignee_id,
+            row.handler,
+            row.version,
+            row.team_id,
+            row.labels,
+            row.human_since,
+            row.bot_since,
+        )
+
+    async def merge_signals(
+        self, conv: ConversationRow, signals: list[cv.Signal]
+    ) -> ConversationRow:
+        """Fold hand-off signals into a (locked) conversation; the row as it now is."""
+        takeover = cv.Takeover(human_since=conv.human_since, bot_since=conv.bot_since)
+        merged = takeover.merge(signals)
+        row = msgspec.structs.replace(
+            conv,
+            handler=str(merged.handler),
+            human_since=merged.human_since,
+            bot_since=merged.bot_since,
+        )
+        if row != conv:
+            await self.set_takeover(
+                conv.account_id,
+                conv.conversation_id,
+                handler=row.handler,
+                human_since=row.human_since,
+                bot_since=row.bot_since,
+            )
+        return row
+
+    async def set_takeover(
+        self,
+        account_id: int,
+        conversation_id: int,
+        *,
+        handler: str,
+        human_since: float | None,
+        bot_since: float | None,
+    ) -> None:
+        await self.conn.execute(
+            """
+            UPDATE conversations SET handler = $3, human_since = $4, bot_since = $5
+            WHERE account_id = $1 AND chatwoot_conversation_id = $2
+            """,
+            account_id,
+            conversation_id,
+            handler,
+            human_since,
+            bot_since,
+        )
+
+    async def reply_context(self, account_id: int, conversation_id: int) -> ReplyContext | None:
+        row = await self.conn.fetchrow(
+            """
+            SELECT inbox_id, channel, status, handler, last_inbound_message_id
+            FROM conversations WHERE account_id = $1 AND chatwoot_conversation_id = $2
+            """,
+            account_id,
+            conversation_id,
+        )
+        return None if row is None else msgspec.convert(dict(row), ReplyContext)

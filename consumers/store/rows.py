@@ -1,0 +1,84 @@
+"""The rows the store reads and writes, as Structs."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import msgspec
+
+
+class ConversationRow(msgspec.Struct, kw_only=True):
+    account_id: int
+    conversation_id: int
+    inbox_id: int | None
+    channel: str | None
+    contact_id: int | None
+    identity: str | None
+    status: str | None
+    assignee_type: str | None
+    assignee_id: int | None
+    team_id: int | None = None
+    labels: list[str] = []
+    handler: str
+    human_since: float | None = None
+    bot_since: float | None = None
+    version: float
+
+
+class MessageRow(msgspec.Struct, kw_only=True):
+    account_id: int
+    message_id: int
+    conversation_id: int
+    direction: str
+    sender_kind: str
+    sender_id: int | None
+    private: bool
+    message_type: str | None
+    content: str | None
+    content_type: str | None
+    attachments: bytes  # JSON
+    status: str
+    created_at: dt.datetime | None
+    ext_ref: str | None
+    deleted: bool = False
+    version: float = 0.0
+
+
+class StoredMessage(msgspec.Struct, kw_only=True):
+    status: str
+    version: float
+
+
+class DueTurn(msgspec.Struct, kw_only=True):
+    account_id: int
+    conversation_id: int
+    inbox_id: int | None
+    channel: str | None
+    contact_id: int | None
+    handler: str
+    emitted_through: int
+    answered_through: int
+    last_inbound_message_id: int
+
+
+class ReplyContext(msgspec.Struct, kw_only=True):
+    """What the deliverer gates a reply on."""
+
+    inbox_id: int | None
+    channel: str | None
+    status: str | None
+    handler: str
+    last_inbound_message_id: int
+
+
+class OutboundRow(msgspec.Struct, kw_only=True):
+    ref: str
+    account_id: int
+    kind: str
+    turn: str | None
+    status: str
+    attempts: int
+    chatwoot_message_id: int | None
+    chatwoot_conversation_id: int | None
+    next_attempt_at: dt.datetime | None
+    known_through: int | None

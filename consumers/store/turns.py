@@ -1,0 +1,120 @@
+"""Turn bookkeeping: the durable schedule of customer turns."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import msgspec
+
+from consumers.store.base import SQL
+from consumers.store.rows import DueTurn
+from ingress import events
+
+
+class TurnSQL(SQL):
+    async def schedule_turn(
+        self,
+        *,
+        account_id: int,
+        conversation_id: int,
+        message_id: int,
+        now: dt.datetime,
+        debounce: dt.timedelta,
+        max_wait: dt.timedelta,
+        max_messages: int,
+    ) -> None:
+        """A customer message asks for a turn: due after `debounce` of quiet, within `max_wait`
+        of the burst's first message, at once when the burst holds `max_messages`. Durable:
+        the worker that emits it may be another process, after a restart."""
+        await self.conn.execute(
+            """
+            UPDATE conversations SET
+                last_inbound_message_id = GREATEST(last_inbound_message_id, $3),
+                pending_count = pending_count + 1,
+                burst_started_at = COALESCE(burst_started_at, $4),
+                turn_due_at = CASE WHEN pending_count + 1 >= $7 THEN $4 ELSE LEAST(
+                    $4 + $5::interval, COALESCE(burst_started_at, $4) + $6::interval
+                ) END
+            WHERE account_id = $1 AND chatwoot_conversation_id = $2 AND $3 > emitted_through
+            """,
+            account_id,
+            conversation_id,
+            message_id,
+            now,
+            debounce,
+            max_wait,
+            max_messages,
+        )
+
+    async def skip_turn_input(self, account_id: int, conversation_id: int, message_id: int) -> None:
+        """A customer message nobody asks the bot to answer (a human handles the conversation,
+        or no route covers it): later turns start after it."""
+        await self.conn.execute(
+            """
+            UPDATE conversations SET
+                last_inbound_message_id = GREATEST(last_inbound_message_id, $3),
+                emitted_through = GREATEST(emitted_through, $3),
+                answered_through = GREATEST(answered_through, $3)
+            WHERE account_id = $1 AND chatwoot_conversation_id = $2
+            """,
+            account_id,
+            conversation_id,
+            message_id,
+        )
+
+    async def due_turns(self, now: dt.datetime, limit: int) -> list[DueTurn]:
+        """Lock the conversations whose turn is due; other workers skip them (SKIP LOCKED)."""
+        rows = await self.conn.fetch(
+            """
+            SELECT account_id, chatwoot_conversation_id AS conversation_id, inbox_id, channel,
+                contact_id, handler, emitted_through, answered_through, last_inbound_message_id
+            FROM conversations
+            WHERE turn_due_at IS NOT NULL AND turn_due_at <= $1
+            ORDER BY turn_due_at
+            LIMIT $2
+            FOR UPDATE SKIP LOCKED
+            """,
+            now,
+            limit,
+        )
+        return [msgspec.convert(dict(r), DueTurn) for r in rows]
+
+    async def turn_messages(self, turn: DueTurn) -> list[events.TurnMessage]:
+        """Every customer message not yet answered: a turn whose reply was dropped as
+        superseded is carried whole into the next one."""
+        rows = await self.conn.fetch(
+            """
+            SELECT chatwoot_message_id AS id, content, attachments::text AS attachments,
+                created_at
+            FROM messages
+            WHERE account_id = $1 AND chatwoot_conversation_id = $2
+                AND chatwoot_message_id > $3 AND chatwoot_message_id <= $4
+                AND direction = 'inbound' AND sender_kind = 'contact' AND NOT private
+            ORDER BY chatwoot_message_id
+            """,
+            turn.account_id,
+            turn.conversation_id,
+            turn.answered_through,
+            turn.last_inbound_message_id,
+        )
+        return [
+            events.TurnMessage(
+                id=r["id"],
+                content=r["content"],
+                attachments=msgspec.json.decode(r["attachments"], type=list[events.Attachment]),
+                created_at=r["created_at"].isoformat() if r["created_at"] else "",
+            )
+            for r in rows
+        ]
+
+    async def mark_emitted(self, turn: DueTurn) -> None:
+        await self.conn.execute(
+            """
+            UPDATE conversations SET emitted_through = GREATEST(emitted_through, $3),
+                turn_due_at = NULL, burst_started_at = NULL, pending_count = 0
+            WHERE account_id = $1 AND chatwoot_conversation_id = $2
+            """,
+            turn.account_id,
+            turn.conversation_id,
+            turn.last_inbound_message_id,
+        )
