@@ -229,7 +229,11 @@ def count(stack: Stack, customer_ids: list[int]) -> dict[str, Any]:
     stored = rows["stored"]
     unanswered = [c for c, last in last_said.items() if rows["answered"].get(c, 0) < last]
     calls = httpx.get(f"{stack.fake}/_fake/requests").json()
-    answers = Counter(str(c.get("answered")) for c in calls if c["path"].endswith("/messages"))
+    answers = Counter(
+        str(c.get("answered"))
+        for c in calls
+        if c["method"] == "POST" and c["path"].endswith("/messages")
+    )
     r = redis.Redis.from_url(stack.env["REDIS_URL"])
     dead = int(r.xlen(f"{PREFIX}:dead"))
     r.close()
@@ -246,7 +250,9 @@ def count(stack: Stack, customer_ids: list[int]) -> dict[str, Any]:
         "replies failed": rows["failed"],
         "replies still pending": rows["pending"],
         "conversations unanswered": len(unanswered),
-        "Chatwoot answers to replies": ", ".join(f"{k}: {n}" for k, n in sorted(answers.items())),
+        "Chatwoot answers to reply POSTs": ", ".join(
+            f"{k}: {n}" for k, n in sorted(answers.items())
+        ),
     }
 
 
