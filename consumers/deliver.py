@@ -24,6 +24,7 @@ from consumers import conversation as cv
 from consumers import delivery, gates, statuses
 from consumers.chatwoot import ChatwootClient
 from consumers.clock import utcnow
+from consumers.counters import Counters
 from consumers.errors import ChatwootError, PermanentError
 from consumers.limits import Limits
 from consumers.polling import PollingWorker
@@ -56,7 +57,9 @@ class Deliverer:
         self.spec = topology.delivery
         self.redis = redis
         self.stream_key = topology.key("outbound")
-        self.limits = Limits(redis, tag=f"{{{self.stream_key}}}", spec=self.spec)
+        self.counters = Counters(redis, metrics_key=topology.key("metrics"))
+        self.limits = Limits(redis, tag=f"{{{self.stream_key}}}", spec=self.spec,
+                             counters=self.counters)  # fmt: skip
         self.host = urlsplit(base_url).netloc
         self.clock = clock
         self.rand = rand
@@ -87,6 +90,7 @@ class Deliverer:
         async with self.store.transaction() as tx:
             await tx.mark_posted(ref, chatwoot_message_id=message_id)
             await self._after_sent(tx, reply)
+        await self.counters.add("deliver.sent")
         log.info("reply.sent", kind=str(reply.kind), chatwoot_message=message_id,
                  attempt=row.attempts + 1)  # fmt: skip
         return None
@@ -102,12 +106,14 @@ class Deliverer:
                 return None  # a retry not due yet, or an attempt under way elsewhere
             if row.status == Outbound.QUEUED and (reason := await self._closed(tx, reply)):
                 await tx.set_outbound(ref, status=Outbound.SUPPRESSED, error=reason)
+                await self.counters.add("deliver.suppressed")
                 log.info("reply.suppressed", reason=reason)
                 return None
             if row.status == Outbound.SENDING:
                 posted = await self._already_posted(tx, reply, row)
                 if posted is not None:
                     await tx.mark_posted(ref, chatwoot_message_id=posted)
+                    await self.counters.add("deliver.recovered")
                     log.info("reply.recovered", chatwoot_message=posted)
                     return None
             wait = await self._wait(reply.account, now.timestamp())
@@ -221,6 +227,7 @@ class Deliverer:
             if not exc.retryable or exhausted:
                 reason = "permanent" if not exc.retryable else "max_attempts"
                 await tx.set_outbound(ref, status=Outbound.FAILED, error=str(exc))
+                await self.counters.add("deliver.failed")
                 log.warning("reply.failed", reason=reason, error=str(exc), status=exc.status)
                 return f"{reason}: {exc}"
             wait = delivery.backoff(
@@ -233,6 +240,7 @@ class Deliverer:
             # The reply stays `sending`: the next attempt looks for proof it was posted first.
             await tx.set_outbound(ref, status=Outbound.SENDING, error=str(exc))
             await tx.hold_until(ref, now + dt.timedelta(seconds=wait))
+        await self.counters.add("deliver.retried")
         log.info("reply.retry_scheduled", attempt=attempt, wait_s=round(wait, 2),
                  error=str(exc))  # fmt: skip
         return None

@@ -9,6 +9,7 @@ import msgspec
 import redis.asyncio as aioredis
 import structlog
 
+from consumers.counters import Counters
 from consumers.delivery import Breaker
 from ingress.topology import DeliverySpec, RateLimit
 
@@ -34,8 +35,11 @@ return wait
 
 
 class Limits:
-    def __init__(self, redis: aioredis.Redis, *, tag: str, spec: DeliverySpec) -> None:
+    def __init__(
+        self, redis: aioredis.Redis, *, tag: str, spec: DeliverySpec, counters: Counters
+    ) -> None:
         self.redis = redis
+        self.counters = counters
         self.tag = tag  # "{sb:outbound}"
         self.spec = spec
         self._bucket: Any = redis.register_script(TOKEN_BUCKET)
@@ -48,6 +52,7 @@ class Limits:
         ):
             wait_ms = int(await self._bucket(keys=[key], args=_rate(limit)))
             if wait_ms > 0:
+                await self.counters.add("deliver.throttled")
                 log.info("limit.throttled", bucket=key, wait_ms=wait_ms)
                 return wait_ms / 1000
         return 0.0
@@ -83,6 +88,7 @@ class Limits:
                                             "open_until": after.open_until})  # fmt: skip
         await self.redis.delete(f"{key}:probe")
         if after.open_until != before.open_until:
+            await self.counters.add("deliver.breaker_opened")
             log.warning("breaker.opened", account=account, failures=after.failures,
                         open_until=after.open_until)  # fmt: skip
 

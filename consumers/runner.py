@@ -18,6 +18,7 @@ from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from consumers import delivery
+from consumers.counters import Counters
 from consumers.errors import Outage
 from ingress.topology import GroupSpec
 
@@ -56,6 +57,7 @@ class Runner:
         dead_key: str,
         handler: Handler,
         consumer: str | None = None,
+        metrics_key: str | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.redis = redis
@@ -66,6 +68,7 @@ class Runner:
         self.handler = handler
         self.consumer = consumer or consumer_name(group)
         self.clock = clock
+        self.counters = Counters(redis, metrics_key=metrics_key)
         self._stopping = asyncio.Event()
         self._next_claim = 0.0
         self._claim_cursor = "0-0"
@@ -183,6 +186,7 @@ class Runner:
                 done.append(entry.id)
         if done:
             await self.redis.xack(self.key, self.group, *done)
+            await self.counters.add(f"{self.group}.handled", len(done))
 
     async def _handle(self, entry: StreamEntry) -> delivery.Decision:
         structlog.contextvars.clear_contextvars()
@@ -241,6 +245,7 @@ class Runner:
         )
         # XADD before XACK: a crash between the two dead-letters twice, never loses the entry.
         await self.redis.xadd(self.dead_key, fields)  # type: ignore[arg-type]
+        await self.counters.add(f"{self.group}.dead_lettered")
         log.error("entry.dead_lettered", reason=dead.reason, error=dead.error)
 
     async def _forget_if_idle(self) -> None:

@@ -104,6 +104,7 @@ async def workers(
                     group=group,
                     spec=spec,
                     dead_key=topology.key("dead"),
+                    metrics_key=topology.key("metrics"),
                     handler=handler,
                 )
             )

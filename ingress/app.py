@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from ingress import events, signatures, views
 from ingress.errors import PublishError
+from ingress.metrics import Metrics
 from ingress.publish import Publisher
 from ingress.settings import Settings
 from ingress.spool import Spool
@@ -47,6 +48,7 @@ class Ingress:
         self.clock = clock
         self.secrets = [s.reveal() for s in settings.webhook_secrets]
         self.events_key = topology.key("events")
+        self.metrics_ = Metrics(topology)
         self.outbound_key = topology.key("outbound")
 
     async def chatwoot_webhook(self, request: Request) -> Response:
@@ -56,6 +58,7 @@ class Ingress:
         try:
             body = await _read_body(request, self.settings.max_body_bytes)
         except BodyTooLarge:
+            self.metrics_.webhooks.labels("too_large").inc()
             log.warning("webhook.rejected", reason="body too large", status=413)
             return _error(413, f"body over {self.settings.max_body_bytes} bytes")
         except ClientDisconnect:
@@ -69,10 +72,12 @@ class Ingress:
             tolerance_s=self.settings.signature_tolerance_s,
         )
         if not check.ok:
+            self.metrics_.webhooks.labels("unauthorized").inc()
             log.warning("webhook.rejected", reason=check.reason, status=401)
             return _error(401, check.reason)
         routing = _route(body)
         if routing is None:
+            self.metrics_.webhooks.labels("malformed").inc()
             log.warning("webhook.rejected", reason="malformed JSON", status=400)
             return _error(400, "body is not a JSON object")
         entry = events.EventEntry(
@@ -88,8 +93,13 @@ class Ingress:
             published = await self.publisher.publish(self.events_key, entry, delivery=delivery)
         except PublishError as exc:
             # Not stored: say so, so the failure is visible in Chatwoot's logs and ours.
+            self.metrics_.webhooks.labels("unstored").inc()
             log.error("webhook.unstored", webhook_event=entry.event, error=str(exc), status=503)
             return _error(503, "event store unavailable")
+        outcome = (
+            "spooled" if published.spooled else "duplicate" if published.duplicate else "stored"
+        )
+        self.metrics_.webhooks.labels(outcome).inc()
         log.info(
             "webhook.accepted",
             webhook_event=entry.event,
@@ -131,6 +141,11 @@ class Ingress:
             return _error(503, "event store unavailable")
         log.info("outbound.accepted", ref=entry.ref, kind=entry.kind, entry=published.entry)
         return JSONResponse({"ref": entry.ref, "entry": published.entry}, status_code=202)
+
+    async def metrics(self, request: Request) -> Response:
+        spool = self.publisher.spool
+        body = await self.metrics_.render(self.publisher.redis, spool.size() if spool else 0)
+        return Response(body, media_type="text/plain; version=0.0.4")
 
     async def health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -229,5 +244,6 @@ def create_app(
         Route("/outbound", ingress.outbound, methods=["POST"]),
         Route("/health", ingress.health, methods=["GET"]),
         Route("/ready", ingress.ready, methods=["GET"]),
+        Route("/metrics", ingress.metrics, methods=["GET"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

@@ -236,3 +236,19 @@ async def test_a_repeated_delivery_id_is_stored_once(
     assert first.json()["duplicate"] is False
     assert again.status_code == 200 and again.json()["duplicate"] is True
     assert len(await entries(redis, topology, "events")) == 1
+
+
+async def test_metrics_show_the_pipeline(
+    client: Client, redis: aioredis.Redis, topology: Topology
+) -> None:
+    """/metrics counts webhooks by outcome and reads streams and consumer counters from Redis."""
+    body = chatwoot.rails_json(chatwoot.payload("message_created__private_note"))
+    await client.post("/webhooks/chatwoot", content=body, headers=chatwoot.headers(body))
+    await client.post("/webhooks/chatwoot", content=b"{", headers=chatwoot.headers(b"{"))
+    await redis.hincrby(topology.key("metrics"), "deliver.sent", 3)
+    text = (await client.get("/metrics")).text
+    assert 'switchboard_webhooks_total{outcome="stored"} 1.0' in text
+    assert 'switchboard_webhooks_total{outcome="malformed"} 1.0' in text
+    assert f'switchboard_stream_length{{stream="{topology.key("events")}"}} 1.0' in text
+    assert 'switchboard_events_total{name="deliver.sent"} 3.0' in text
+    assert "switchboard_redis_up 1.0" in text
