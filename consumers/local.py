@@ -147,7 +147,8 @@ class LocalStack:
     def _wait_healthy(self, url: str) -> None:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and not self._stop:
-            self._check_children()
+            if (problem := self._check_children()) is not None:
+                raise ConfigError([f"{problem} while starting; its output is above"])
             try:
                 with urllib.request.urlopen(url, timeout=1) as answer:
                     if answer.status == 200:
