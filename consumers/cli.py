@@ -1,9 +1,10 @@
-"""The `switchboard` command: up, ingress, consume, streams, dlq, doctor."""
+"""The `switchboard` command: up, ingress, consume, streams, dlq, replay, doctor."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import os
 import sys
 from collections.abc import Awaitable, Callable
@@ -15,7 +16,7 @@ from consumers import ops, service
 from consumers.errors import StoreError
 from consumers.local import LocalStack, project_root
 from consumers.store import Store
-from ingress import logs, topology
+from ingress import events, logs, topology
 from ingress.errors import ConfigError
 from ingress.settings import Settings
 from ingress.topology import Topology
@@ -35,6 +36,17 @@ def _parser() -> argparse.ArgumentParser:
     consume.add_argument("groups", nargs="*", metavar="GROUP")
     sub.add_parser("streams", help="length, lag, pending and oldest pending age of each stream")
     sub.add_parser("doctor", help="check connectivity, schema version and groups")
+    replay = sub.add_parser(
+        "replay", help="re-publish webhooks from the audit trail to the events stream"
+    )
+    replay.add_argument(
+        "--since", required=True, type=_when, help="ISO time, e.g. 2026-06-18T09:00Z"
+    )
+    replay.add_argument("--until", type=_when, help="ISO time (default: now)")
+    replay.add_argument("--event", help="only this event, e.g. message_created")
+    replay.add_argument("--outcome", choices=["applied", "duplicate", "ignored", "dead"])
+    replay.add_argument("--limit", type=int, default=10_000)
+    replay.add_argument("--dry-run", action="store_true", help="count, publish nothing")
     dlq = sub.add_parser("dlq", help="inspect and act on dead-lettered entries")
     dlq_sub = dlq.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = dlq_sub.add_parser("list", help="the oldest dead entries")
@@ -76,6 +88,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings, topo: Topology) -> i
         return 0
     if args.command == "doctor":
         return asyncio.run(_doctor(settings, topo))
+    if args.command == "replay":
+        return asyncio.run(_replay(args, settings, topo))
     return asyncio.run(_with_redis(settings, lambda redis: _redis_command(args, redis, topo)))
 
 
@@ -124,6 +138,43 @@ async def _redis_command(args: argparse.Namespace, redis: aioredis.Redis, topo: 
         return 2
     removed = await ops.purge_dead(redis, topo, None if args.all else args.id)
     out.write(f"purged {removed}\n")
+    return 0
+
+
+def _when(text: str) -> dt.datetime:
+    try:
+        moment = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO time: {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+
+async def _replay(args: argparse.Namespace, settings: Settings, topo: Topology) -> int:
+    """Persist is idempotent (message ids, versions), so replaying what was applied is
+    harmless; it is how webhooks a fixed bug once failed are applied after all."""
+    settings.require("redis_url", "database_url")
+    assert settings.redis_url is not None and settings.database_url is not None
+    store = await Store.connect(settings.database_url, max_size=1)
+    try:
+        async with store.transaction() as tx:
+            found = await tx.audited(
+                since=args.since,
+                until=args.until or dt.datetime.now(dt.UTC),
+                event=args.event,
+                outcome=args.outcome,
+                limit=args.limit,
+            )
+    finally:
+        await store.close()
+    if not args.dry_run and found:
+        redis = aioredis.Redis.from_url(settings.redis_url)
+        try:
+            for entry in found:
+                await redis.xadd(topo.key("events"), events.encode(entry))  # type: ignore[arg-type]
+        finally:
+            await redis.aclose()
+    verb = "would replay" if args.dry_run else "replayed"
+    sys.stdout.write(f"{verb} {len(found)} webhooks to {topo.key('events')}\n")
     return 0
 
 

@@ -50,3 +50,32 @@ class AuditSQL(SQL):
             batch,
         )
         return int(status.split()[-1])
+
+    async def audited(
+        self,
+        *,
+        since: dt.datetime,
+        until: dt.datetime,
+        event: str | None,
+        outcome: str | None,
+        limit: int,
+    ) -> list[events.EventEntry]:
+        """Webhooks from the audit trail, oldest first, as the entries the ingress wrote."""
+        rows = await self.conn.fetch(
+            """
+            SELECT source, event, delivery_id AS delivery, account_id AS account,
+                chatwoot_conversation_id AS conversation, signed, body,
+                (extract(epoch FROM received_at) * 1000)::bigint AS received_at
+            FROM webhook_events
+            WHERE received_at >= $1 AND received_at < $2
+                AND ($3::text IS NULL OR event = $3) AND ($4::text IS NULL OR outcome = $4)
+            ORDER BY received_at, stream_id
+            LIMIT $5
+            """,
+            since,
+            until,
+            event,
+            outcome,
+            limit,
+        )
+        return [events.EventEntry(**dict(r)) for r in rows]
