@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -63,3 +64,25 @@ async def test_streams_and_doctor(
     doctor = run(process_env, "doctor")
     assert doctor.returncode == 0, doctor.stderr
     assert "postgres: ok, schema version 1" in doctor.stdout
+
+
+async def test_dead_letters_listed_shown_replayed_and_purged(
+    redis: aioredis.Redis, store: Store, topology: Topology, process_env: dict[str, str]
+) -> None:
+    """An entry that failed can be read, put back on its stream, or purged."""
+    await redis.xadd(topology.key("events"), {"event": "message_created"})  # undecodable
+    await redis.xadd(topology.key("events"), {"event": "x"})
+    await persist_runner(redis, store, topology).drain()
+    listing = run(process_env, "dlq", "list")
+    first, second = listing.stdout.splitlines()
+    assert "undecodable" in first and f"{topology.key('events')}/persist" in first
+    first_id, second_id = first.split()[0], second.split()[0]
+    shown = run(process_env, "dlq", "show", first_id)
+    assert "reason: undecodable" in shown.stdout and "event: message_created" in shown.stdout
+    replayed = run(process_env, "dlq", "replay", first_id)
+    assert replayed.returncode == 0 and "replayed as" in replayed.stdout
+    events: Any = await redis.xrange(topology.key("events"))
+    assert events[-1][1] == {b"event": b"message_created"}  # the original fields only
+    assert run(process_env, "dlq", "purge", second_id).stdout == "purged 1\n"
+    assert int(await redis.xlen(topology.key("dead"))) == 0
+    assert run(process_env, "dlq", "purge").returncode == 2  # neither an id nor --all

@@ -66,7 +66,7 @@ def as_fields(kind: str, item: Any) -> dict[bytes, bytes] | dict[str, bytes]:
 
 
 @settings(
-    max_examples=100,
+    max_examples=300,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )

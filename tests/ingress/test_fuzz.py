@@ -59,7 +59,7 @@ async def client(topology: Topology, redis: aioredis.Redis) -> AsyncIterator[htt
 
 
 @settings(
-    max_examples=400,
+    max_examples=2000,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
