@@ -33,10 +33,9 @@ from consumers.statuses import Outbound
 from consumers.store import OutboundRow, Store, Tx
 from ingress import events
 from ingress.events import OutboundKind
-from ingress.topology import Route, Topology
+from ingress.topology import Topology
 
 log = structlog.get_logger("deliver")
-UNROUTED = Route(name="unrouted")
 
 
 class Deliverer:
@@ -146,7 +145,7 @@ class Deliverer:
         context = await tx.reply_context(reply.account, reply.conversation)
         if context is None:
             return None
-        route = self.topology.route_for(
+        policy = self.topology.policy_for(
             account=reply.account, inbox=context.inbox_id, channel=context.channel
         )
         return gates.closed_because(
@@ -154,7 +153,7 @@ class Deliverer:
             handler=context.handler,
             status=context.status,
             last_inbound=context.last_inbound_message_id,
-            route=route or UNROUTED,
+            route=policy,
         )
 
     async def _already_posted(

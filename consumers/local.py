@@ -12,7 +12,6 @@ import urllib.request
 from pathlib import Path
 
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
 
 from consumers.embedded import (
     EmbeddedPostgres,
@@ -21,6 +20,7 @@ from consumers.embedded import (
     port_in_use,
     redis_binary,
 )
+from consumers.runner import ensure_group
 from consumers.store import Store
 from ingress.errors import ConfigError
 from ingress.settings import Settings
@@ -54,11 +54,7 @@ async def prepare(redis_url: str, database_url: str, topology: Topology) -> None
     redis = aioredis.Redis.from_url(redis_url)
     try:
         for group, spec in topology.groups.items():
-            try:
-                await redis.xgroup_create(topology.key(spec.stream), group, id="0", mkstream=True)
-            except ResponseError as exc:
-                if "BUSYGROUP" not in str(exc):
-                    raise
+            await ensure_group(redis, topology.key(spec.stream), group)
     finally:
         await redis.aclose()
 

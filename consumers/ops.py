@@ -29,14 +29,9 @@ class StreamStatus(msgspec.Struct, kw_only=True):
     groups: list[GroupStatus]
 
 
-def stream_keys(topology: Topology) -> list[str]:
-    names = ["events", *sorted({r.stream for r in topology.routes} | {"turns"}), "outbound", "dead"]
-    return [topology.key(name) for name in dict.fromkeys(names)]
-
-
 async def streams(redis: aioredis.Redis, topology: Topology) -> list[StreamStatus]:
     out = []
-    for key in stream_keys(topology):
+    for key in topology.stream_keys():
         length = int(await redis.xlen(key))
         try:
             infos = await redis.xinfo_groups(key)

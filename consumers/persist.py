@@ -42,7 +42,6 @@ IGNORED = {
     "inbox_updated": "inboxes are not mirrored (the payload holds channel secrets)",
     "macro.executed": "macros act through the events they cause",
 }
-UNROUTED = Route(name="unrouted")  # the policy of conversations no route covers
 
 Outcome = tuple[str, str | None]  # (applied|duplicate|ignored, detail)
 
@@ -112,7 +111,7 @@ class Persister:
         return "applied", None
 
     def _policy(self, account: int, inbox: int | None, channel: str | None) -> Route:
-        return self.topology.route_for(account=account, inbox=inbox, channel=channel) or UNROUTED
+        return self.topology.policy_for(account=account, inbox=inbox, channel=channel)
 
     async def _conversation(
         self,

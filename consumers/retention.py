@@ -12,7 +12,6 @@ import structlog
 from redis.exceptions import ResponseError
 
 from consumers.clock import utcnow
-from consumers.ops import stream_keys
 from consumers.polling import PollingWorker
 from consumers.store import Store
 from ingress.topology import Topology
@@ -78,7 +77,7 @@ class Retention(PollingWorker):
     async def sweep(self) -> dict[str, int]:
         """Trim every stream as far as is safe; expire old audit rows. What was removed."""
         removed: dict[str, int] = {}
-        for key in stream_keys(self.topology):
+        for key in self.topology.stream_keys():
             name = key.removeprefix(f"{self.topology.prefix}:")
             spec = self.topology.streams.get(name.split(":")[0])
             minid = await safe_minid(self.redis, key)

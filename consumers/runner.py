@@ -34,6 +34,15 @@ class StreamEntry(msgspec.Struct, frozen=True, kw_only=True):
 Handler = Callable[[StreamEntry], Awaitable[None]]
 
 
+async def ensure_group(redis: aioredis.Redis, key: str, group: str) -> None:
+    """Create the group (and the stream) if missing; an existing group is left as it is."""
+    try:
+        await redis.xgroup_create(key, group, id="0", mkstream=True)
+    except ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
 def consumer_name(group: str) -> str:
     """Unique per process, so a restarted consumer never inherits a dead one's identity."""
     return f"{socket.gethostname()}-{os.getpid()}-{group}"
@@ -74,12 +83,7 @@ class Runner:
         self._claim_cursor = "0-0"
 
     async def ensure_group(self) -> None:
-        """Create the group (and the stream) if missing; an existing group is left as it is."""
-        try:
-            await self.redis.xgroup_create(self.key, self.group, id="0", mkstream=True)
-        except ResponseError as exc:
-            if "BUSYGROUP" not in str(exc):
-                raise
+        await ensure_group(self.redis, self.key, self.group)
 
     def stop(self) -> None:
         """Stop reading; the batch in hand is finished and acknowledged first."""

@@ -61,8 +61,7 @@ class Metrics:
             "switchboard_group_lag", "Entries not yet read by a group (Redis 7+)",
             labels=["stream", "group"],
         )  # fmt: skip
-        for name in self.topology.streams:
-            key = self.topology.key(name)
+        for key in self.topology.stream_keys():
             length.add_metric([key], float(await redis.xlen(key)))
             try:
                 groups: Any = await redis.xinfo_groups(key)

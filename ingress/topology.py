@@ -165,6 +165,18 @@ class Topology(_Spec, frozen=True, kw_only=True):
                 return route
         return None
 
+    def policy_for(self, *, account: int, inbox: int | None, channel: str | None) -> Route:
+        """The route's policy, or the defaults for conversations no route covers."""
+        return self.route_for(account=account, inbox=inbox, channel=channel) or UNROUTED
+
+    def stream_keys(self) -> list[str]:
+        """Every stream's key, the turn streams of all routes included."""
+        names = ["events", *sorted({r.stream for r in self.routes} | {"turns"}), "outbound", "dead"]
+        return [self.key(name) for name in dict.fromkeys(names)]
+
+
+UNROUTED = Route(name="unrouted")
+
 
 def _pick(value: int | None, default: int) -> int:
     return default if value is None else value
