@@ -60,6 +60,7 @@ class ConversationSQL(SQL):
         """A conversation seen for the first time; it is the customer's active one unless a
         newer conversation (a higher display id) of the same identity already is."""
         newer = False
+        same_customer = (row.account_id, row.channel, row.identity, row.conversation_id)
         if row.identity is not None:
             newer = bool(
                 await self.conn.fetchval(
@@ -69,10 +70,7 @@ class ConversationSQL(SQL):
                         AND active AND chatwoot_conversation_id > $4
                     FOR UPDATE
                     """,
-                    row.account_id,
-                    row.channel,
-                    row.identity,
-                    row.conversation_id,
+                    *same_customer,
                 )
             )
             if not newer:
@@ -82,37 +80,20 @@ class ConversationSQL(SQL):
                     WHERE account_id = $1 AND channel IS NOT DISTINCT FROM $2 AND identity = $3
                         AND active AND chatwoot_conversation_id < $4
                     """,
-                    row.account_id,
-                    row.channel,
-                    row.identity,
-                    row.conversation_id,
+                    *same_customer,
                 )
         inserted = await self.conn.fetchval(
             """
             INSERT INTO conversations (account_id, chatwoot_conversation_id, inbox_id, channel,
                 contact_id, identity, status, assignee_type, assignee_id, handler, version,
                 active, ended_at, team_id, labels, human_since, bot_since)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-                CASE WHEN $12 THEN NULL ELSE now() END, $13, $14, $15, $16)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $16,
+                CASE WHEN $16 THEN NULL ELSE now() END, $12, $13, $14, $15)
             ON CONFLICT (account_id, chatwoot_conversation_id) DO NOTHING
             RETURNING true
             """,
-            row.account_id,
-            row.conversation_id,
-            row.inbox_id,
-            row.channel,
-            row.contact_id,
-            row.identity,
-            row.status,
-            row.assignee_type,
-            row.assignee_id,
-            row.handler,
-            row.version,
+            *_columns(row),
             not newer,
-            row.team_id,
-            row.labels,
-            row.human_since,
-            row.bot_since,
         )
         return bool(inserted)
 
@@ -126,21 +107,7 @@ class ConversationSQL(SQL):
                 human_since = $14, bot_since = $15
             WHERE account_id = $1 AND chatwoot_conversation_id = $2
             """,
-            row.account_id,
-            row.conversation_id,
-            row.inbox_id,
-            row.channel,
-            row.contact_id,
-            row.identity,
-            row.status,
-            row.assignee_type,
-            row.assignee_id,
-            row.handler,
-            row.version,
-            row.team_id,
-            row.labels,
-            row.human_since,
-            row.bot_since,
+            *_columns(row),
         )
 
     async def merge_signals(
@@ -196,3 +163,24 @@ class ConversationSQL(SQL):
             conversation_id,
         )
         return None if row is None else msgspec.convert(dict(row), ReplyContext)
+
+
+def _columns(row: ConversationRow) -> tuple[object, ...]:
+    """$1..$15 of the conversation statements, in one order for insert and update."""
+    return (
+        row.account_id,
+        row.conversation_id,
+        row.inbox_id,
+        row.channel,
+        row.contact_id,
+        row.identity,
+        row.status,
+        row.assignee_type,
+        row.assignee_id,
+        row.handler,
+        row.version,
+        row.team_id,
+        row.labels,
+        row.human_since,
+        row.bot_since,
+    )
