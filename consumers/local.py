@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 
@@ -29,6 +30,15 @@ from ingress.topology import Topology
 DEMO_TOKEN = "demo-bot-token"
 DEMO_SECRET = "demo-webhook-secret"
 DEMO_BOT_ID = "1"
+
+
+def without_password(url: str) -> str:
+    """A URL fit to print: a password, if the user's URL has one, never reaches the screen."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":****@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def project_root() -> Path:
@@ -166,9 +176,9 @@ class LocalStack:
             "",
             "Switchboard is up.",
             f"  webhooks:  http://127.0.0.1:{port}/webhooks/chatwoot",
-            f"  redis:     {env['REDIS_URL']}",
-            f"  postgres:  {env['DATABASE_URL']}",
-            f"  look:      {redis_binary('redis-cli')} -u {env['REDIS_URL']} "
+            f"  redis:     {without_password(env['REDIS_URL'])}",
+            f"  postgres:  {without_password(env['DATABASE_URL'])}",
+            f"  look:      {redis_binary('redis-cli')} -u {without_password(env['REDIS_URL'])} "
             f"XRANGE {self.topology.key('events')} - + COUNT 5",
         ]
         if self.demo:

@@ -48,7 +48,7 @@ class Ingress:
         self.clock = clock
         self.secrets = [s.reveal() for s in settings.webhook_secrets]
         self.events_key = topology.key("events")
-        self.metrics_ = Metrics(topology)
+        self.meters = Metrics(topology)
         self.outbound_key = topology.key("outbound")
 
     async def chatwoot_webhook(self, request: Request) -> Response:
@@ -58,7 +58,7 @@ class Ingress:
         try:
             body = await _read_body(request, self.settings.max_body_bytes)
         except BodyTooLarge:
-            self.metrics_.webhooks.labels("too_large").inc()
+            self.meters.webhooks.labels("too_large").inc()
             log.warning("webhook.rejected", reason="body too large", status=413)
             return _error(413, f"body over {self.settings.max_body_bytes} bytes")
         except ClientDisconnect:
@@ -72,12 +72,12 @@ class Ingress:
             tolerance_s=self.settings.signature_tolerance_s,
         )
         if not check.ok:
-            self.metrics_.webhooks.labels("unauthorized").inc()
+            self.meters.webhooks.labels("unauthorized").inc()
             log.warning("webhook.rejected", reason=check.reason, status=401)
             return _error(401, check.reason)
         routing = _route(body)
         if routing is None:
-            self.metrics_.webhooks.labels("malformed").inc()
+            self.meters.webhooks.labels("malformed").inc()
             log.warning("webhook.rejected", reason="malformed JSON", status=400)
             return _error(400, "body is not a JSON object")
         entry = events.EventEntry(
@@ -93,13 +93,13 @@ class Ingress:
             published = await self.publisher.publish(self.events_key, entry, delivery=delivery)
         except PublishError as exc:
             # Not stored: say so, so the failure is visible in Chatwoot's logs and ours.
-            self.metrics_.webhooks.labels("unstored").inc()
+            self.meters.webhooks.labels("unstored").inc()
             log.error("webhook.unstored", webhook_event=entry.event, error=str(exc), status=503)
             return _error(503, "event store unavailable")
         outcome = (
             "spooled" if published.spooled else "duplicate" if published.duplicate else "stored"
         )
-        self.metrics_.webhooks.labels(outcome).inc()
+        self.meters.webhooks.labels(outcome).inc()
         log.info(
             "webhook.accepted",
             webhook_event=entry.event,
@@ -144,7 +144,7 @@ class Ingress:
 
     async def metrics(self, request: Request) -> Response:
         spool = self.publisher.spool
-        body = await self.metrics_.render(self.publisher.redis, spool.size() if spool else 0)
+        body = await self.meters.render(self.publisher.redis, spool.size() if spool else 0)
         return Response(body, media_type="text/plain; version=0.0.4")
 
     async def health(self, request: Request) -> Response:

@@ -86,3 +86,13 @@ async def test_dead_letters_listed_shown_replayed_and_purged(
     assert run(process_env, "dlq", "purge", second_id).stdout == "purged 1\n"
     assert int(await redis.xlen(topology.key("dead"))) == 0
     assert run(process_env, "dlq", "purge").returncode == 2  # neither an id nor --all
+
+
+def test_printed_urls_hide_passwords() -> None:
+    """`switchboard up` prints the store URLs; a user's password is masked."""
+    from consumers.local import without_password
+
+    assert (
+        without_password("postgresql://sb:hunter2@db:5432/sb") == "postgresql://sb:****@db:5432/sb"
+    )
+    assert without_password("redis://127.0.0.1:6380/0") == "redis://127.0.0.1:6380/0"
