@@ -69,6 +69,12 @@ def main(argv: list[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"switchboard {args.command}: {problem}", file=sys.stderr)  # noqa: T201
         return 2
+    except StoreError as exc:
+        print(f"switchboard {args.command}: PostgreSQL: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
+    except RedisError as exc:
+        print(f"switchboard {args.command}: Redis: {exc}", file=sys.stderr)  # noqa: T201
+        return 1
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings, topo: Topology) -> int:

@@ -90,11 +90,14 @@ class Runner:
         self._stopping.set()
 
     async def run(self) -> None:
-        await self.ensure_group()
         log.info("runner.started", group=self.group, stream=self.key, consumer=self.consumer)
         failures = 0
+        ready = False
         while not self._stopping.is_set():
             try:
+                if not ready:  # inside the loop: a Redis that comes up after us is waited for
+                    await self.ensure_group()
+                    ready = True
                 await self.step(block_ms=self.spec.block_ms)
                 failures = 0
             except RedisError as exc:

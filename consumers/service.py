@@ -13,6 +13,7 @@ import structlog
 
 from consumers.chatwoot import ChatwootClient
 from consumers.deliver import Deliverer, Retrier
+from consumers.errors import StoreError
 from consumers.persist import Persister
 from consumers.retention import Retention
 from consumers.runner import Runner
@@ -52,7 +53,7 @@ async def connections(settings: Settings) -> AsyncIterator[tuple[aioredis.Redis,
     settings.require("redis_url", "database_url")
     assert settings.redis_url is not None and settings.database_url is not None
     redis = aioredis.Redis.from_url(settings.redis_url)
-    store = await Store.connect(settings.database_url)
+    store = await _connect(settings.database_url)
     try:
         yield redis, store
     finally:
@@ -109,6 +110,21 @@ async def workers(
                 )
             )
         yield built
+
+
+async def _connect(dsn: str, *, patience_s: float = 30.0) -> Store:
+    """PostgreSQL may come up after us (a restart, a deploy): wait a while before giving up."""
+    deadline = asyncio.get_running_loop().time() + patience_s
+    wait = 0.5
+    while True:
+        try:
+            return await Store.connect(dsn)
+        except StoreError as exc:
+            if not exc.outage or asyncio.get_running_loop().time() + wait > deadline:
+                raise
+            log.warning("store.unavailable", error=str(exc), retry_in=wait)
+            await asyncio.sleep(wait)
+            wait = min(wait * 2, 5.0)
 
 
 class _Stop:
