@@ -43,6 +43,12 @@ async def ensure_group(redis: aioredis.Redis, key: str, group: str) -> None:
             raise
 
 
+def by_conversation(entry: StreamEntry) -> bytes:
+    """The partition of entries that carry `account` and `conversation` fields (events,
+    outbound): one conversation's entries stay in order, different ones run side by side."""
+    return entry.fields.get(b"account", b"") + b":" + entry.fields.get(b"conversation", b"")
+
+
 def consumer_name(group: str) -> str:
     """Unique per process, so a restarted consumer never inherits a dead one's identity."""
     return f"{socket.gethostname()}-{os.getpid()}-{group}"
@@ -67,6 +73,7 @@ class Runner:
         handler: Handler,
         consumer: str | None = None,
         metrics_key: str | None = None,
+        partition: Callable[[StreamEntry], bytes] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.redis = redis
@@ -78,6 +85,8 @@ class Runner:
         self.consumer = consumer or consumer_name(group)
         self.clock = clock
         self.counters = Counters(redis, metrics_key=metrics_key)
+        # Entries with the same partition key are handled in stream order, others concurrently.
+        self.partition = partition
         self._stopping = asyncio.Event()
         self._next_claim = 0.0
         self._claim_cursor = "0-0"
@@ -176,6 +185,19 @@ class Runner:
         return {_text(r["message_id"]): int(r["times_delivered"]) for r in rows}
 
     async def _process(self, entries: list[StreamEntry]) -> None:
+        """Handle a batch: the entries of one partition in stream order, partitions (different
+        conversations) concurrently; then acknowledge what is done in one XACK."""
+        partitions: dict[bytes, list[StreamEntry]] = {}
+        for entry in entries:
+            key = self.partition(entry) if self.partition else b""
+            partitions.setdefault(key, []).append(entry)
+        finished = await asyncio.gather(*(self._in_order(p) for p in partitions.values()))
+        done = [entry_id for ids in finished for entry_id in ids]
+        if done:
+            await self.redis.xack(self.key, self.group, *done)
+            await self.counters.add(f"{self.group}.handled", len(done))
+
+    async def _in_order(self, entries: list[StreamEntry]) -> list[str]:
         done: list[str] = []
         for entry in entries:
             decision = await self._handle(entry)
@@ -191,9 +213,7 @@ class Runner:
                 await self._dead_letter(entry, decision)
             if not isinstance(decision, delivery.Retry):
                 done.append(entry.id)
-        if done:
-            await self.redis.xack(self.key, self.group, *done)
-            await self.counters.add(f"{self.group}.handled", len(done))
+        return done
 
     async def _handle(self, entry: StreamEntry) -> delivery.Decision:
         structlog.contextvars.clear_contextvars()

@@ -16,7 +16,7 @@ from consumers.deliver import Deliverer, Retrier
 from consumers.errors import StoreError
 from consumers.persist import Persister
 from consumers.retention import Retention
-from consumers.runner import Runner
+from consumers.runner import Runner, by_conversation
 from consumers.store import Store
 from consumers.turns import TurnEmitter
 from ingress.errors import ConfigError
@@ -106,6 +106,7 @@ async def workers(
                     spec=spec,
                     dead_key=topology.key("dead"),
                     metrics_key=topology.key("metrics"),
+                    partition=by_conversation,
                     handler=handler,
                 )
             )

@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from consumers.embedded import EmbeddedPostgres, EmbeddedRedis  # noqa: E402
 from consumers.persist import Persister  # noqa: E402
-from consumers.runner import Runner  # noqa: E402
+from consumers.runner import Runner, by_conversation  # noqa: E402
 from consumers.store import Store  # noqa: E402
 from ingress import events, logs, topology  # noqa: E402
 
@@ -61,7 +61,9 @@ async def baseline(store: Store, bodies: list[bytes]) -> float:
     return len(bodies) / (time.perf_counter() - started)
 
 
-async def persist(store: Store, redis: aioredis.Redis, bodies: list[bytes]) -> float:
+async def persist(
+    store: Store, redis: aioredis.Redis, bodies: list[bytes], *, concurrent: bool
+) -> float:
     topo = msgspec.structs.replace(
         topology.load(ROOT / "streams.yaml"), prefix=f"bench{uuid.uuid4().hex[:6]}"
     )
@@ -70,7 +72,8 @@ async def persist(store: Store, redis: aioredis.Redis, bodies: list[bytes]) -> f
                                   signed=True, body=body)  # fmt: skip
         await redis.xadd(topo.key("events"), events.encode(entry))  # type: ignore[arg-type]
     runner = Runner(redis, key=topo.key("events"), group="persist", spec=topo.groups["persist"],
-                    dead_key=topo.key("dead"), handler=Persister(store, topo))  # fmt: skip
+                    dead_key=topo.key("dead"), handler=Persister(store, topo),
+                    partition=by_conversation if concurrent else None)  # fmt: skip
     started = time.perf_counter()
     handled = await runner.drain()
     assert handled == len(bodies)
@@ -78,13 +81,14 @@ async def persist(store: Store, redis: aioredis.Redis, bodies: list[bytes]) -> f
 
 
 async def run(opts: argparse.Namespace, redis_url: str, database_url: str) -> None:
-    store = await Store.connect(database_url, max_size=2)
+    store = await Store.connect(database_url, max_size=10)
     await store.apply_schema((ROOT / "schema.sql").read_text())
     redis = aioredis.Redis.from_url(redis_url)
     bodies = payloads(opts.messages, opts.conversations)
     try:
         floor = await baseline(store, bodies)
-        real = await persist(store, redis, bodies)
+        sequential = await persist(store, redis, bodies, concurrent=False)
+        real = await persist(store, redis, bodies, concurrent=True)
     finally:
         await redis.aclose()
         await store.close()
@@ -92,7 +96,8 @@ async def run(opts: argparse.Namespace, redis_url: str, database_url: str) -> No
           " one consumer")  # fmt: skip
     print(f"{'work per webhook':<42}{'per s':>8}{'ratio':>8}")
     print(f"{'one INSERT in its own transaction (floor)':<42}{floor:>8.0f}{1:>8.2f}")
-    print(f"{'the persist group (all of it, then XACK)':<42}{real:>8.0f}{real / floor:>8.2f}")
+    print(f"{'persist, entries one after another':<42}{sequential:>8.0f}{sequential / floor:>8.2f}")
+    print(f"{'persist, conversations side by side':<42}{real:>8.0f}{real / floor:>8.2f}")
 
 
 def main() -> int:

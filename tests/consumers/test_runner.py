@@ -9,7 +9,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from consumers.errors import PermanentError, RetryableError, StoreError
-from consumers.runner import Runner, StreamEntry
+from consumers.runner import Runner, StreamEntry, by_conversation
 from ingress.topology import GroupSpec, Topology
 from tests.pipeline import xadd
 
@@ -232,3 +232,32 @@ async def test_an_outage_is_waited_out_without_counting(
     await runner(redis, topology, flaky, max_deliveries=2).drain()
     assert attempts == [1, 1, 1, 1]
     assert await pending(redis, topology) == 0 and await dead(redis, topology) == []
+
+
+async def test_partitions_keep_order_and_run_side_by_side(
+    redis: aioredis.Redis, topology: Topology
+) -> None:
+    """Entries of one conversation are handled in stream order; another conversation's entries
+    run meanwhile (here the first entry of A waits until B has started: one at a time would
+    never finish)."""
+    b_started = asyncio.Event()
+    seen: list[bytes] = []
+
+    async def handler(entry: StreamEntry) -> None:
+        name = entry.fields[b"n"]
+        if name == b"a1":
+            await asyncio.wait_for(b_started.wait(), timeout=5)
+        if name.startswith(b"b"):
+            b_started.set()
+        seen.append(name)
+
+    r = runner(redis, topology, handler)
+    r.partition = by_conversation
+    await r.ensure_group()
+    for conversation, name in [("1", "a1"), ("2", "b1"), ("1", "a2"), ("2", "b2"), ("1", "a3")]:
+        await xadd(redis, topology.key("events"), {"account": "3", "conversation": conversation,
+                                                   "n": name})  # fmt: skip
+    assert await r.drain() == 5
+    assert [n for n in seen if n.startswith(b"a")] == [b"a1", b"a2", b"a3"]
+    assert seen.index(b"b1") < seen.index(b"a1")
+    assert await pending(redis, topology) == 0
