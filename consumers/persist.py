@@ -20,7 +20,7 @@ from consumers.errors import PermanentError
 from consumers.runner import StreamEntry
 from consumers.store import ConversationRow, MessageRow, Store, Tx
 from ingress import events, views
-from ingress.topology import Route, Topology
+from ingress.topology import Topology
 
 log = structlog.get_logger("persist")
 
@@ -110,9 +110,6 @@ class Persister:
         )
         return "applied", None
 
-    def _policy(self, account: int, inbox: int | None, channel: str | None) -> Route:
-        return self.topology.policy_for(account=account, inbox=inbox, channel=channel)
-
     async def _conversation(
         self,
         tx: Tx,
@@ -124,7 +121,9 @@ class Persister:
     ) -> ConversationRow:
         """Fields from the newest snapshot (by `updated_at`); signals merged from every one."""
         existing = await tx.lock_conversation(account, view.id)
-        policy = self._policy(account, view.inbox_id, view.channel)
+        policy = self.topology.policy_for(
+            account=account, inbox=view.inbox_id, channel=view.channel
+        )
         signals = cv.snapshot_signals(view, event=event, changed=changed, policy=policy)
         row = _conversation_row(account, view)
         if existing is None:
