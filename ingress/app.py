@@ -46,7 +46,10 @@ class Ingress:
         self.settings = settings
         self.publisher = publisher
         self.clock = clock
-        self.secrets = [s.reveal() for s in settings.webhook_secrets]
+        self.keys = [
+            signatures.Key(secret=s.reveal().encode(), account=s.account)
+            for s in settings.webhook_secrets
+        ]
         self.events_key = topology.key("events")
         self.meters = Metrics(topology)
         self.outbound_key = topology.key("outbound")
@@ -63,11 +66,15 @@ class Ingress:
             return _error(413, f"body over {self.settings.max_body_bytes} bytes")
         except ClientDisconnect:
             return Response(status_code=400)
+        # Routing first (a bounded decode of a few fields): an account-bound secret verifies
+        # only the accounts the body names. A bad signature is still refused before a bad body.
+        routing = _route(body)
         check = signatures.verify_chatwoot(
             body,
             timestamp=request.headers.get("x-chatwoot-timestamp"),
             signature=request.headers.get("x-chatwoot-signature"),
-            secrets=self.secrets,
+            secrets=self.keys,
+            accounts=routing.account_ids() if routing is not None else frozenset(),
             now=self.clock(),
             tolerance_s=self.settings.signature_tolerance_s,
         )
@@ -75,7 +82,6 @@ class Ingress:
             self.meters.webhooks.labels("unauthorized").inc()
             log.warning("webhook.rejected", reason=check.reason, status=401)
             return _error(401, check.reason)
-        routing = _route(body)
         if routing is None:
             self.meters.webhooks.labels("malformed").inc()
             log.warning("webhook.rejected", reason="malformed JSON", status=400)
@@ -211,6 +217,7 @@ def create_app(
 
     Making a client does no I/O: connections open on first use, inside the server's loop.
     """
+    settings.require_webhook_auth()
     owned = redis is None
     if redis is None:
         settings.require("redis_url")
@@ -226,6 +233,12 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        if not ingress.keys:
+            log.warning(
+                "ingress.unsigned",
+                detail="ALLOW_UNSIGNED_WEBHOOKS is set and no CHATWOOT_WEBHOOK_SECRETS: anyone "
+                "who can reach /webhooks/chatwoot can post events (stored with signed=0)",
+            )
         drainer = asyncio.create_task(publisher.keep_draining()) if spool else None
         try:
             yield
