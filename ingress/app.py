@@ -12,6 +12,8 @@ from pathlib import Path
 import msgspec
 import redis.asyncio as aioredis
 import structlog
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -27,6 +29,9 @@ from ingress.spool import Spool
 from ingress.topology import Topology
 
 log = structlog.get_logger("ingress")
+
+# Each socket step (connect, one reply); the publisher bounds the whole call to about 1 s.
+REDIS_SOCKET_TIMEOUT_S = 0.5
 
 
 class BodyTooLarge(Exception):
@@ -53,6 +58,7 @@ class Ingress:
         self.events_key = topology.key("events")
         self.meters = Metrics(topology)
         self.outbound_key = topology.key("outbound")
+        self.drainer: asyncio.Task[None] | None = None  # set by the lifespan
 
     async def chatwoot_webhook(self, request: Request) -> Response:
         structlog.contextvars.clear_contextvars()
@@ -157,9 +163,21 @@ class Ingress:
         return JSONResponse({"status": "ok"})
 
     async def ready(self, request: Request) -> Response:
-        """Ready while webhooks can be kept: Redis answers, or the spool still has room."""
+        """Ready while webhooks can be kept: Redis answers, or the spool still has room; and
+        a spool, if there is one, can be written and is being drained."""
         spool = self.publisher.spool
         spooled = spool.size() if spool is not None else 0
+        if spool is not None:
+            problem = (
+                "spool not writable"
+                if not await asyncio.to_thread(spool.writable)
+                else "spool drainer stopped"
+                if self.drainer is None or self.drainer.done()
+                else None
+            )
+            if problem is not None:
+                body = {"status": "unready", "spool": problem, "spool_bytes": spooled}
+                return JSONResponse(body, status_code=503)
         if await self.publisher.ping():
             return JSONResponse({"status": "ready", "redis": "ok", "spool_bytes": spooled})
         if spool is not None and spooled < spool.max_bytes:
@@ -167,6 +185,18 @@ class Ingress:
         return JSONResponse(
             {"status": "unready", "redis": "unreachable", "spool_bytes": spooled}, status_code=503
         )
+
+
+async def _check_spool(spool: Spool) -> None:
+    """What a crash left in the spool is checked before anything is appended to it. A spool
+    that cannot be read is logged, not fatal: /ready says unready, Redis still takes webhooks."""
+    try:
+        kept = await spool.check()
+    except OSError as exc:
+        log.error("spool.unusable", path=str(spool.path), error=str(exc))
+        return
+    if kept:
+        log.info("spool.found", path=str(spool.path), bytes=kept)
 
 
 def _route(body: bytes) -> views.Routing | None:
@@ -223,7 +253,12 @@ def create_app(
         settings.require("redis_url")
         assert settings.redis_url is not None
         redis = aioredis.Redis.from_url(
-            settings.redis_url, socket_connect_timeout=1, socket_timeout=2
+            settings.redis_url,
+            socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
+            socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+            # redis-py's default Retry (10 attempts with backoff on the Redis() constructor)
+            # would spend Chatwoot's 5 s on a dead Redis: one try, then the spool.
+            retry=Retry(NoBackoff(), 0),
         )
     client = redis
     spec = topology.ingress
@@ -239,7 +274,10 @@ def create_app(
                 detail="ALLOW_UNSIGNED_WEBHOOKS is set and no CHATWOOT_WEBHOOK_SECRETS: anyone "
                 "who can reach /webhooks/chatwoot can post events (stored with signed=0)",
             )
-        drainer = asyncio.create_task(publisher.keep_draining()) if spool else None
+        drainer = None
+        if spool is not None:
+            await _check_spool(spool)
+            drainer = ingress.drainer = asyncio.create_task(publisher.keep_draining())
         try:
             yield
         finally:
@@ -247,7 +285,7 @@ def create_app(
                 drainer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await drainer
-                with contextlib.suppress(RedisError):
+                with contextlib.suppress(RedisError, TimeoutError, OSError):
                     await publisher.drain_spool()  # a last chance before exiting
             if owned:
                 await client.aclose()
@@ -259,4 +297,6 @@ def create_app(
         Route("/ready", ingress.ready, methods=["GET"]),
         Route("/metrics", ingress.metrics, methods=["GET"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.ingress = ingress  # for inspection (the drainer task, the spool)
+    return app
