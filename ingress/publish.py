@@ -113,7 +113,8 @@ class Publisher:
         while True:
             pause = every_s
             try:
-                await self.drain_spool()
+                if await self.drain_spool():
+                    pause = 0  # more may have queued behind meanwhile: go on at once
                 failures = 0
             except (RedisConnectionError, RedisTimeoutError, TimeoutError):
                 pass  # still away: try again shortly

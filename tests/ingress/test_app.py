@@ -12,6 +12,7 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 from asgi_lifespan import LifespanManager
+from structlog.testing import capture_logs
 
 from ingress import events
 from ingress.app import create_app
@@ -139,11 +140,14 @@ async def test_unsigned_accepted_only_when_allowed(
     """With ALLOW_UNSIGNED_WEBHOOKS and no secret, an unsigned webhook is stored, signed=0."""
     body = chatwoot.rails_json(chatwoot.payload("contact_created__webwidget_visitor"))
     allowed = Settings.from_env({"ALLOW_UNSIGNED_WEBHOOKS": "1"})
-    async for client in client_for(allowed, topology, redis):
-        response = await client.post(
-            "/webhooks/chatwoot", content=body, headers=chatwoot.headers(body, secret=None)
-        )
-        assert response.status_code == 200
+    with capture_logs() as logs:
+        async for client in client_for(allowed, topology, redis):
+            response = await client.post(
+                "/webhooks/chatwoot", content=body, headers=chatwoot.headers(body, secret=None)
+            )
+            assert response.status_code == 200
+    [warning] = [line for line in logs if line["event"] == "ingress.unsigned"]
+    assert warning["log_level"] == "warning"
     [(_, fields)] = await entries(redis, topology, "events")
     assert events.decode(events.EventEntry, fields).signed is False
 
