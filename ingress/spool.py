@@ -127,7 +127,10 @@ class Spool:
         self.path = path
         self.max_bytes = max_bytes
         self.quarantine = path.with_name(path.name + ".quarantine")
-        self.lock = asyncio.Lock()
+        self.lock = asyncio.Lock()  # appends, checks and the drained prefix's cut
+        # One drain at a time: two would both cut `done` bytes, the second from records
+        # appended after the first cut.
+        self._draining = asyncio.Lock()
         self._write_fn = write  # the OS seam: tests inject short writes
         # Bytes known to be whole records (appended by us, or checked): -1 until checked.
         self._checked = -1
@@ -272,20 +275,21 @@ class Spool:
         The file is read and published without the lock, so webhooks appended meanwhile wait
         only for the final cut; they land after `limit` and so stay behind the older records.
         """
-        limit = await self.check()
-        done, count = 0, 0
-        nothing: list[tuple[Record, int]] = []
-        try:
-            batches = self._records(limit)
-            while batch := await asyncio.to_thread(next, batches, nothing):
-                for record, end in batch:
-                    await publish(record)
-                    done, count = end, count + 1
-        finally:
-            if done:
-                async with self.lock:
-                    await asyncio.to_thread(self._drop, done)
-        return count
+        async with self._draining:
+            limit = await self.check()
+            done, count = 0, 0
+            nothing: list[tuple[Record, int]] = []
+            try:
+                batches = self._records(limit)
+                while batch := await asyncio.to_thread(next, batches, nothing):
+                    for record, end in batch:
+                        await publish(record)
+                        done, count = end, count + 1
+            finally:
+                if done:
+                    async with self.lock:
+                        await asyncio.to_thread(self._drop, done)
+            return count
 
     def _drop(self, upto: int) -> None:
         with self.path.open("rb") as source:

@@ -347,3 +347,29 @@ async def test_ready_is_503_when_the_drainer_is_dead(
             response = await client.get("/ready")
     assert response.status_code == 503
     assert response.json()["spool"] == "spool drainer stopped"
+
+
+async def test_concurrent_drains_lose_nothing(tmp_path: Path, topology: Topology) -> None:
+    """Two drains at once (the drainer and a shutdown drain, say) take turns: neither cuts
+    records appended after the other one's cut."""
+    spool = Spool(tmp_path / "s", max_bytes=1_000_000)
+    await fill(spool, topology, range(1, 3))
+    seen: list[int] = []
+    gate = asyncio.Event()
+
+    async def held(item: Record) -> None:
+        await gate.wait()
+        seen.append(events.decode(events.EventEntry, item.fields).received_at)
+
+    async def keep(item: Record) -> None:
+        seen.append(events.decode(events.EventEntry, item.fields).received_at)
+
+    first = asyncio.create_task(spool.drain(held))
+    await asyncio.sleep(0.05)
+    second = asyncio.create_task(spool.drain(keep))
+    await asyncio.sleep(0.05)
+    await spool.append(record(topology, 3))
+    gate.set()
+    await asyncio.gather(first, second)
+    await spool.drain(keep)
+    assert seen == [1, 2, 3]
