@@ -22,7 +22,7 @@ from ingress.app import create_app
 from ingress.errors import PublishError
 from ingress.publish import Publisher
 from ingress.settings import Settings
-from ingress.spool import Record, Spool, SpoolFull, frame
+from ingress.spool import Record, Spool, SpoolFull, frame, scan
 from ingress.topology import Topology
 from tests import chatwoot
 from tests.services import free_port
@@ -373,3 +373,40 @@ async def test_concurrent_drains_lose_nothing(tmp_path: Path, topology: Topology
     await asyncio.gather(first, second)
     await spool.drain(keep)
     assert seen == [1, 2, 3]
+
+
+ONE = frame(Record("k", {"n": b"1"}))
+TWO = frame(Record("k", {"n": b"2", "body": b"\xa5SB1 a magic inside a payload"}))
+
+
+def flipped(blob: bytes, at: int) -> bytes:
+    return blob[:at] + bytes([blob[at] ^ 0x01]) + blob[at + 1 :]
+
+
+@pytest.mark.parametrize(
+    ("raw", "good", "damaged", "torn_at"),
+    [
+        pytest.param(b"", [], [], None, id="empty"),
+        pytest.param(ONE + TWO, [(0, len(ONE)), (len(ONE), len(ONE + TWO))], [], None, id="whole"),
+        pytest.param(ONE + TWO[:5], [(0, len(ONE))], [], len(ONE), id="torn-in-header"),
+        pytest.param(ONE + TWO[:-1], [(0, len(ONE))], [], len(ONE), id="torn-in-payload"),
+        pytest.param(ONE + b"\xa5S", [(0, len(ONE))], [], len(ONE), id="torn-in-magic"),
+        pytest.param(ONE + flipped(TWO, 20), [(0, len(ONE))], [(len(ONE), len(ONE + TWO))], None,
+                     id="bad-crc-at-end-is-damage"),
+        pytest.param(flipped(ONE, 20) + TWO, [(len(ONE), len(ONE + TWO))], [(0, len(ONE))], None,
+                     id="bad-crc-first"),
+        pytest.param(b"junk" + ONE, [(4, 4 + len(ONE))], [(0, 4)], None, id="junk-before"),
+        pytest.param(ONE + b"\x00" * 3, [(0, len(ONE))], [(len(ONE), len(ONE) + 3)], None,
+                     id="zeros-at-end-are-damage"),
+        pytest.param(flipped(ONE, 5) + ONE, [(len(ONE), 2 * len(ONE))], [(0, len(ONE))], None,
+                     id="huge-length"),
+        pytest.param(ONE[:8] + TWO, [(8, 8 + len(TWO))], [(0, 8)], None, id="torn-then-more"),
+    ],
+)  # fmt: skip
+def test_scan_finds_whole_records_damage_and_a_torn_tail(
+    raw: bytes, good: list[tuple[int, int]], damaged: list[tuple[int, int]], torn_at: int | None
+) -> None:
+    """The reader resyncs on the next magic whose checksum verifies; a magic inside a payload
+    is not mistaken for a record; only an unfinished last record counts as torn."""
+    found = scan(raw)
+    assert (found.good, found.damaged, found.torn_at) == (good, damaged, torn_at)
