@@ -7,9 +7,14 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     LOG_FORMAT=json \
     HOST=0.0.0.0 \
-    PORT=8000
+    PORT=8000 \
+    SWITCHBOARD_HOME=/var/lib/switchboard
 
-RUN useradd --system --create-home --home-dir /home/switchboard switchboard
+# SWITCHBOARD_HOME holds the ingress's spool (webhooks kept while Redis is away): it must be
+# writable by the runtime user, and a volume so that a restarted container drains it.
+RUN useradd --system --create-home --home-dir /home/switchboard switchboard \
+    && mkdir -p /var/lib/switchboard \
+    && chown switchboard:switchboard /var/lib/switchboard
 WORKDIR /app
 
 # Dependencies first, pinned, so code changes do not reinstall them.
@@ -23,6 +28,7 @@ COPY ingress/ ingress/
 COPY consumers/ consumers/
 COPY scripts/ scripts/
 
+VOLUME /var/lib/switchboard
 USER switchboard
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --retries=3 \

@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env()
         topo = topology.load(settings.streams_path)
         settings.require("redis_url")
+        settings.require_webhook_auth()
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"switchboard ingress: {problem}", file=sys.stderr)  # noqa: T201

@@ -12,6 +12,8 @@ from pathlib import Path
 import msgspec
 import redis.asyncio as aioredis
 import structlog
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -27,6 +29,9 @@ from ingress.spool import Spool
 from ingress.topology import Topology
 
 log = structlog.get_logger("ingress")
+
+# Each socket step (connect, one reply); the publisher bounds the whole call to about 1 s.
+REDIS_SOCKET_TIMEOUT_S = 0.5
 
 
 class BodyTooLarge(Exception):
@@ -46,10 +51,14 @@ class Ingress:
         self.settings = settings
         self.publisher = publisher
         self.clock = clock
-        self.secrets = [s.reveal() for s in settings.webhook_secrets]
+        self.keys = [
+            signatures.Key(secret=s.reveal().encode(), account=s.account)
+            for s in settings.webhook_secrets
+        ]
         self.events_key = topology.key("events")
         self.meters = Metrics(topology)
         self.outbound_key = topology.key("outbound")
+        self.drainer: asyncio.Task[None] | None = None  # set by the lifespan
 
     async def chatwoot_webhook(self, request: Request) -> Response:
         structlog.contextvars.clear_contextvars()
@@ -63,11 +72,15 @@ class Ingress:
             return _error(413, f"body over {self.settings.max_body_bytes} bytes")
         except ClientDisconnect:
             return Response(status_code=400)
+        # Routing first (a bounded decode of a few fields): an account-bound secret verifies
+        # only the accounts the body names. A bad signature is still refused before a bad body.
+        routing = _route(body)
         check = signatures.verify_chatwoot(
             body,
             timestamp=request.headers.get("x-chatwoot-timestamp"),
             signature=request.headers.get("x-chatwoot-signature"),
-            secrets=self.secrets,
+            secrets=self.keys,
+            accounts=routing.account_ids() if routing is not None else frozenset(),
             now=self.clock(),
             tolerance_s=self.settings.signature_tolerance_s,
         )
@@ -75,7 +88,6 @@ class Ingress:
             self.meters.webhooks.labels("unauthorized").inc()
             log.warning("webhook.rejected", reason=check.reason, status=401)
             return _error(401, check.reason)
-        routing = _route(body)
         if routing is None:
             self.meters.webhooks.labels("malformed").inc()
             log.warning("webhook.rejected", reason="malformed JSON", status=400)
@@ -151,9 +163,21 @@ class Ingress:
         return JSONResponse({"status": "ok"})
 
     async def ready(self, request: Request) -> Response:
-        """Ready while webhooks can be kept: Redis answers, or the spool still has room."""
+        """Ready while webhooks can be kept: Redis answers, or the spool still has room; and
+        a spool, if there is one, can be written and is being drained."""
         spool = self.publisher.spool
         spooled = spool.size() if spool is not None else 0
+        if spool is not None:
+            problem = (
+                "spool not writable"
+                if not await asyncio.to_thread(spool.writable)
+                else "spool drainer stopped"
+                if self.drainer is None or self.drainer.done()
+                else None
+            )
+            if problem is not None:
+                body = {"status": "unready", "spool": problem, "spool_bytes": spooled}
+                return JSONResponse(body, status_code=503)
         if await self.publisher.ping():
             return JSONResponse({"status": "ready", "redis": "ok", "spool_bytes": spooled})
         if spool is not None and spooled < spool.max_bytes:
@@ -161,6 +185,18 @@ class Ingress:
         return JSONResponse(
             {"status": "unready", "redis": "unreachable", "spool_bytes": spooled}, status_code=503
         )
+
+
+async def _check_spool(spool: Spool) -> None:
+    """What a crash left in the spool is checked before anything is appended to it. A spool
+    that cannot be read is logged, not fatal: /ready says unready, Redis still takes webhooks."""
+    try:
+        kept = await spool.check()
+    except OSError as exc:
+        log.error("spool.unusable", path=str(spool.path), error=str(exc))
+        return
+    if kept:
+        log.info("spool.found", path=str(spool.path), bytes=kept)
 
 
 def _route(body: bytes) -> views.Routing | None:
@@ -211,12 +247,18 @@ def create_app(
 
     Making a client does no I/O: connections open on first use, inside the server's loop.
     """
+    settings.require_webhook_auth()
     owned = redis is None
     if redis is None:
         settings.require("redis_url")
         assert settings.redis_url is not None
         redis = aioredis.Redis.from_url(
-            settings.redis_url, socket_connect_timeout=1, socket_timeout=2
+            settings.redis_url,
+            socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
+            socket_timeout=REDIS_SOCKET_TIMEOUT_S,
+            # redis-py's default Retry (10 attempts with backoff on the Redis() constructor)
+            # would spend Chatwoot's 5 s on a dead Redis: one try, then the spool.
+            retry=Retry(NoBackoff(), 0),
         )
     client = redis
     spec = topology.ingress
@@ -226,7 +268,16 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        drainer = asyncio.create_task(publisher.keep_draining()) if spool else None
+        if not ingress.keys:
+            log.warning(
+                "ingress.unsigned",
+                detail="ALLOW_UNSIGNED_WEBHOOKS is set and no CHATWOOT_WEBHOOK_SECRETS: anyone "
+                "who can reach /webhooks/chatwoot can post events (stored with signed=0)",
+            )
+        drainer = None
+        if spool is not None:
+            await _check_spool(spool)
+            drainer = ingress.drainer = asyncio.create_task(publisher.keep_draining())
         try:
             yield
         finally:
@@ -234,7 +285,7 @@ def create_app(
                 drainer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await drainer
-                with contextlib.suppress(RedisError):
+                with contextlib.suppress(RedisError, TimeoutError, OSError):
                     await publisher.drain_spool()  # a last chance before exiting
             if owned:
                 await client.aclose()
@@ -246,4 +297,6 @@ def create_app(
         Route("/ready", ingress.ready, methods=["GET"]),
         Route("/metrics", ingress.metrics, methods=["GET"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.ingress = ingress  # for inspection (the drainer task, the spool)
+    return app

@@ -9,7 +9,9 @@ from typing import Any
 import msgspec
 import redis.asyncio as aioredis
 import structlog
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ingress import events
 from ingress.errors import PublishError
@@ -33,13 +35,27 @@ class Published(msgspec.Struct, frozen=True):
     duplicate: bool = False
 
 
+# Chatwoot gives a webhook 5 s and never retries: Redis gets about one of them, then the
+# webhook goes to the spool. The client's own timeouts bound each socket step; this bounds the
+# whole call, whatever client the app was given.
+REDIS_BUDGET_S = 1.0
+# The drainer's pause after a failure it did not expect, doubling up to the cap.
+BACKOFF_S, BACKOFF_CAP_S = 0.5, 30.0
+
+
 class Publisher:
     def __init__(
-        self, redis: aioredis.Redis, *, spool: Spool | None = None, dedup_window_s: int = 600
+        self,
+        redis: aioredis.Redis,
+        *,
+        spool: Spool | None = None,
+        dedup_window_s: int = 600,
+        budget_s: float = REDIS_BUDGET_S,
     ) -> None:
         self.redis = redis
         self.spool = spool
         self.dedup_window_s = dedup_window_s
+        self.budget_s = budget_s
         self._script: Any = redis.register_script(XADD_ONCE)
 
     async def publish(self, key: str, entry: events.Entry, *, delivery: str = "") -> Published:
@@ -49,10 +65,11 @@ class Publisher:
             return await self._to_spool(Record(key, fields, delivery), cause="spool draining")
         try:
             entry_id = await self._xadd(key, fields, delivery)
-        except RedisError as exc:
+        except (RedisError, TimeoutError) as exc:
+            cause = str(exc) or f"no answer within {self.budget_s} s"
             if self.spool is None:
-                raise PublishError(f"XADD {key} failed: {exc}") from exc
-            return await self._to_spool(Record(key, fields, delivery), cause=str(exc))
+                raise PublishError(f"XADD {key} failed: {cause}") from exc
+            return await self._to_spool(Record(key, fields, delivery), cause=cause)
         return Published(entry=entry_id, duplicate=entry_id is None)
 
     async def _xadd(self, key: str, fields: dict[str, bytes], delivery: str) -> str | None:
@@ -60,7 +77,10 @@ class Publisher:
         args: list[Any] = [self.dedup_window_s]
         for name, value in fields.items():
             args += [name, value]
-        entry_id = await self._script(keys=keys, args=args)
+        # A timeout may leave the XADD done but unanswered: the spooled copy is then a
+        # duplicate, which the delivery-id dedup (and persist's uniqueness) absorbs.
+        async with asyncio.timeout(self.budget_s):
+            entry_id = await self._script(keys=keys, args=args)
         if entry_id is None:
             return None
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
@@ -82,20 +102,34 @@ class Publisher:
             await self._xadd(record.key, record.fields, record.delivery)
 
         drained = await self.spool.drain(replay)
-        log.info("spool.drained", entries=drained)
+        if drained:
+            log.info("spool.drained", entries=drained)
         return drained
 
     async def keep_draining(self, every_s: float = 0.5) -> None:
-        """The background task: drain whenever the spool holds something and Redis answers."""
+        """The background task: drain whenever the spool holds something and Redis answers.
+        It outlives every failure: a dead drainer would leave webhooks spooled until the cap."""
+        failures = 0
         while True:
+            pause = every_s
             try:
-                await self.drain_spool()
-            except RedisError:
+                if await self.drain_spool():
+                    pause = 0  # more may have queued behind meanwhile: go on at once
+                failures = 0
+            except (RedisConnectionError, RedisTimeoutError, TimeoutError):
                 pass  # still away: try again shortly
-            await asyncio.sleep(every_s)
+            except Exception as exc:  # noqa: BLE001 - logged, then retried after a backoff
+                # Anything else, a Redis error reply (OOM, WRONGTYPE) included, is worth a line.
+                failures += 1
+                pause = min(BACKOFF_CAP_S, BACKOFF_S * 2**failures)
+                # The type and message only: a traceback's frames would hold webhook bodies.
+                log.error("spool.drain_failed", error_type=type(exc).__name__,
+                          error=str(exc)[:300], retry_in_s=pause)  # fmt: skip
+            await asyncio.sleep(pause)
 
     async def ping(self) -> bool:
         try:
-            return bool(await self.redis.ping())
-        except RedisError:
+            async with asyncio.timeout(self.budget_s):
+                return bool(await self.redis.ping())
+        except (RedisError, TimeoutError):
             return False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import re
 import typing
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -39,6 +40,26 @@ class Secret:
     __str__ = __repr__
 
 
+class WebhookSecret(Secret):
+    """A Chatwoot webhook secret, bound to one account (`N:secret`) or valid for any."""
+
+    __slots__ = ("account",)
+
+    def __init__(self, value: str, account: int | None = None) -> None:
+        super().__init__(value)
+        self.account = account
+
+
+# Only a leading run of ASCII digits and a colon binds a secret to an account: the secret
+# itself may hold colons (and "whsec_..." never starts with a digit).
+_ACCOUNT_BINDING = re.compile(r"([0-9]{1,18}):(.*)", re.DOTALL)
+UNSIGNED_REFUSED = (
+    "CHATWOOT_WEBHOOK_SECRETS is not set: the ingress will not accept unsigned webhooks. "
+    "Set it to your Chatwoot webhook secret(s), or ALLOW_UNSIGNED_WEBHOOKS=1 to accept them "
+    "unsigned"
+)
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     redis_url: str | None = None
     database_url: str | None = None
@@ -46,7 +67,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     chatwoot_api_token: Secret | None = None
     chatwoot_user_token: Secret | None = None
     chatwoot_bot_id: int | None = None
-    webhook_secrets: tuple[Secret, ...] = ()
+    webhook_secrets: tuple[WebhookSecret, ...] = ()
+    allow_unsigned_webhooks: bool = False
     outbound_token: Secret | None = None
     ops_token: Secret | None = None
     streams_path: Path = Path("streams.yaml")
@@ -67,6 +89,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         missing = [name.upper() for name in names if getattr(self, name) is None]
         if missing:
             raise ConfigError([f"{name} is required for this command" for name in missing])
+
+    def require_webhook_auth(self) -> None:
+        """No secret means anyone can post events: refuse unless that was asked for."""
+        if not self.webhook_secrets and not self.allow_unsigned_webhooks:
+            raise ConfigError([UNSIGNED_REFUSED])
 
 
 class _Reader:
@@ -89,7 +116,6 @@ class _Reader:
             return default
 
     def settings(self) -> Settings:
-        secrets = self.get("CHATWOOT_WEBHOOK_SECRETS") or ""
         settings = Settings(
             redis_url=self.parse("REDIS_URL", _url("redis", "rediss", "unix"), None),
             database_url=self.parse("DATABASE_URL", _url("postgres", "postgresql"), None),
@@ -97,7 +123,8 @@ class _Reader:
             chatwoot_api_token=_secret(self.get("CHATWOOT_API_TOKEN")),
             chatwoot_user_token=_secret(self.get("CHATWOOT_USER_TOKEN")),
             chatwoot_bot_id=self.parse("CHATWOOT_BOT_ID", _positive, None),
-            webhook_secrets=tuple(Secret(s.strip()) for s in secrets.split(",") if s.strip()),
+            webhook_secrets=self.parse("CHATWOOT_WEBHOOK_SECRETS", _webhook_secrets, ()),
+            allow_unsigned_webhooks=self.parse("ALLOW_UNSIGNED_WEBHOOKS", _flag, False),
             outbound_token=_secret(self.get("OUTBOUND_TOKEN")),
             ops_token=_secret(self.get("OPS_TOKEN")),
             streams_path=Path(self.get("SWITCHBOARD_STREAMS") or "streams.yaml"),
@@ -114,6 +141,34 @@ class _Reader:
 
 def _secret(value: str | None) -> Secret | None:
     return None if value is None else Secret(value)
+
+
+def _webhook_secrets(raw: str) -> tuple[WebhookSecret, ...]:
+    """Comma-separated, any one verifies (rotation); `N:secret` binds a secret to account N."""
+    secrets = []
+    for position, item in enumerate(raw.split(","), start=1):
+        item = item.strip()
+        if not item:
+            continue
+        bound = _ACCOUNT_BINDING.fullmatch(item)
+        if bound is None:
+            secrets.append(WebhookSecret(item))
+            continue
+        secret = bound.group(2).strip()
+        if not secret:
+            # Name the position, never the value: the rest of the list is secret.
+            raise ValueError(f"entry {position} binds account {bound.group(1)} to no secret")
+        secrets.append(WebhookSecret(secret, account=int(bound.group(1))))
+    return tuple(secrets)
+
+
+def _flag(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"must be 1 or 0, got {raw!r}")
 
 
 def _positive(raw: str) -> int:

@@ -1,14 +1,22 @@
-"""Chatwoot webhook signatures (pure): HMAC-SHA256 over "<timestamp>.<raw body>"."""
+"""Chatwoot webhook signatures (pure): HMAC-SHA256 over "<timestamp>.<raw body>".
+
+Headers arrive as whatever the client sent (any length, any characters): every check here works
+on bytes and ASCII-only patterns, so a strange header is a refusal, never an exception.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Sequence
 
 import msgspec
 
 PREFIX = "sha256="
+# ASCII digits only: `int()` also takes " 123", "+123" and Arabic-Indic digits.
+_TIMESTAMP = re.compile(rb"[0-9]{1,15}")
+_SIGNATURE = re.compile(rb"sha256=([0-9a-fA-F]{64})")
 
 
 class Check(msgspec.Struct, frozen=True, kw_only=True):
@@ -19,10 +27,30 @@ class Check(msgspec.Struct, frozen=True, kw_only=True):
     reason: str = ""
 
 
+class Key(msgspec.Struct, frozen=True, kw_only=True):
+    """A webhook secret; bound to one Chatwoot account, or (account None) valid for any."""
+
+    secret: bytes
+    account: int | None = None
+
+    def covers(self, accounts: frozenset[int]) -> bool:
+        """A bound secret signs only bodies whose every account id is its own: one account's
+        admin cannot sign an event that names another account anywhere."""
+        return self.account is None or accounts == {self.account}
+
+
 def sign_chatwoot(body: bytes, secret: str, timestamp: int | str) -> str:
     """The X-Chatwoot-Signature value Chatwoot sends for this body and timestamp."""
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return PREFIX + digest.hexdigest()
+    return PREFIX + _digest(body, secret.encode(), str(timestamp).encode()).hex()
+
+
+def _digest(body: bytes, secret: bytes, timestamp: bytes) -> bytes:
+    return hmac.new(secret, timestamp + b"." + body, hashlib.sha256).digest()
+
+
+def _header_bytes(value: str) -> bytes:
+    # Starlette decodes headers as latin-1; anything else a caller passes must not raise either.
+    return value.encode("utf-8", "surrogatepass")
 
 
 def verify_chatwoot(
@@ -30,28 +58,31 @@ def verify_chatwoot(
     *,
     timestamp: str | None,
     signature: str | None,
-    secrets: Sequence[str],
+    secrets: Sequence[Key],
     now: float,
+    accounts: frozenset[int] = frozenset(),
     tolerance_s: int = 300,
 ) -> Check:
     """Verify over the raw bytes (Chatwoot escapes <, >, & so re-serialised JSON never matches).
 
-    With no secret configured every request is accepted as unsigned. With secrets, any one of
-    them verifies (rotation), and a timestamp further than `tolerance_s` from `now` is a replay.
+    With no secret configured every request is accepted as unsigned (the app allows that only
+    with ALLOW_UNSIGNED_WEBHOOKS). With secrets, any one covering the body's `accounts`
+    verifies (rotation), and a timestamp further than `tolerance_s` from `now` is a replay.
     """
     if not secrets:
         return Check(ok=True, signed=False, reason="no secret configured")
     if not timestamp or not signature:
         return Check(ok=False, signed=False, reason="missing signature headers")
-    try:
-        sent_at = int(timestamp)
-    except ValueError:
+    stamp = _header_bytes(timestamp)
+    if _TIMESTAMP.fullmatch(stamp) is None:
         return Check(ok=False, signed=True, reason="timestamp is not a unix time")
-    if abs(now - sent_at) > tolerance_s:
+    if abs(now - int(stamp)) > tolerance_s:
         return Check(ok=False, signed=True, reason="timestamp outside tolerance")
-    if not signature.startswith(PREFIX):
+    match = _SIGNATURE.fullmatch(_header_bytes(signature))
+    if match is None:
         return Check(ok=False, signed=True, reason="signature is not sha256=<hex>")
-    for secret in secrets:
-        if hmac.compare_digest(sign_chatwoot(body, secret, timestamp), signature):
+    given = bytes.fromhex(match.group(1).decode("ascii"))
+    for key in secrets:
+        if key.covers(accounts) and hmac.compare_digest(_digest(body, key.secret, stamp), given):
             return Check(ok=True, signed=True)
     return Check(ok=False, signed=True, reason="signature does not match")

@@ -1,21 +1,39 @@
 """The local spool: where webhooks go while Redis is unreachable, fsync'd before the answer.
 
-An append-only file of length-prefixed records (the stream key and the entry's fields). The
-drainer replays it into Redis in order, then truncates it; a crash mid-drain replays some
-records twice, which the delivery-id dedup and persist's message-id uniqueness absorb.
+An append-only file of framed records: a magic, the payload's length, a CRC32 of length and
+payload, then the payload (the stream key and the entry's fields, msgpack). The magic lets a
+reader find the next good record after a damaged one. On open and before each drain the file is
+checked: a torn tail (a crash mid-append, never answered 200) is cut off, and damaged bytes in
+the middle are moved to `<spool>.quarantine` so the records after them still drain.
+
+The drainer replays the records present when it starts, without holding the append lock, then
+drops that prefix under the lock (keeping what was appended meanwhile). A crash mid-drain
+replays some records twice, which the delivery-id dedup and persist's message-id uniqueness
+absorb; no record is dropped before it was published.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import errno
 import os
 import struct
-from collections.abc import Awaitable, Callable
+import zlib
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import msgspec
+import structlog
 
-_HEADER = struct.Struct(">I")
+log = structlog.get_logger("spool")
+
+MAGIC = b"\xa5SB1"
+_HEADER = struct.Struct(">4sII")  # magic, payload length, crc32(length + payload)
+_LENGTH = struct.Struct(">I")
+_READ_CHUNK = 256 * 1024  # bytes of records read per step of a drain
+
+Write = Callable[[int, memoryview], int]
 
 
 class SpoolFull(Exception):
@@ -28,58 +46,262 @@ class Record(msgspec.Struct, frozen=True):
     delivery: str = ""
 
 
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(Record)
+
+
+def frame(record: Record) -> bytes:
+    payload = _encoder.encode(record)
+    length = _LENGTH.pack(len(payload))
+    return MAGIC + length + _LENGTH.pack(zlib.crc32(length + payload)) + payload
+
+
+def record_at(raw: bytes, offset: int) -> tuple[Record, int] | None:
+    """The record framed at `offset` and where it ends, or None if none is intact there."""
+    if len(raw) - offset < _HEADER.size:
+        return None
+    magic, length, crc = _HEADER.unpack_from(raw, offset)
+    end = offset + _HEADER.size + length
+    if magic != MAGIC or end > len(raw):
+        return None
+    payload = raw[offset + _HEADER.size : end]
+    if zlib.crc32(_LENGTH.pack(length) + payload) != crc:
+        return None
+    try:
+        return _decoder.decode(payload), end
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None  # a CRC collision on garbage: as damaged as any other
+
+
+class Scan(msgspec.Struct, frozen=True):
+    """What a spool file holds: its intact records' byte spans, the damaged spans between them,
+    and where a torn tail starts (None when the file ends on a whole record)."""
+
+    good: list[tuple[int, int]]
+    damaged: list[tuple[int, int]]
+    torn_at: int | None
+
+
+def scan(raw: bytes) -> Scan:
+    good: list[tuple[int, int]] = []
+    damaged: list[tuple[int, int]] = []
+    offset = 0
+    while offset < len(raw):
+        found = record_at(raw, offset)
+        if found is not None:
+            good.append((offset, found[1]))
+            offset = found[1]
+            continue
+        resume = _next_record(raw, offset + 1)
+        if resume is None:
+            if _is_torn(raw, offset):
+                return Scan(good=good, damaged=damaged, torn_at=offset)
+            damaged.append((offset, len(raw)))
+            break
+        damaged.append((offset, resume))
+        offset = resume
+    return Scan(good=good, damaged=damaged, torn_at=None)
+
+
+def _next_record(raw: bytes, start: int) -> int | None:
+    position = raw.find(MAGIC, start)
+    while position != -1:
+        if record_at(raw, position) is not None:
+            return position
+        position = raw.find(MAGIC, position + 1)
+    return None
+
+
+def _is_torn(raw: bytes, offset: int) -> bool:
+    """The last append stopped part way: a header's beginning, or a header whose payload runs
+    past the end. Anything else at the end (a whole record with a bad CRC) is damage."""
+    rest = raw[offset:]
+    if len(rest) < _HEADER.size:
+        return MAGIC.startswith(rest[: len(MAGIC)])
+    magic, length, _ = _HEADER.unpack_from(rest)
+    return bool(magic == MAGIC and _HEADER.size + length > len(rest))
+
+
 class Spool:
-    def __init__(self, path: Path, *, max_bytes: int) -> None:
+    def __init__(self, path: Path, *, max_bytes: int, write: Write = os.write) -> None:
         self.path = path
         self.max_bytes = max_bytes
-        self.lock = asyncio.Lock()
-        self._encoder = msgspec.msgpack.Encoder()
-        self._decoder = msgspec.msgpack.Decoder(Record)
+        self.quarantine = path.with_name(path.name + ".quarantine")
+        self.lock = asyncio.Lock()  # appends, checks and the drained prefix's cut
+        # One drain at a time: two would both cut `done` bytes, the second from records
+        # appended after the first cut.
+        self._draining = asyncio.Lock()
+        self._write_fn = write  # the OS seam: tests inject short writes
+        # Bytes known to be whole records (appended by us, or checked): -1 until checked.
+        self._checked = -1
 
     def size(self) -> int:
         try:
             return self.path.stat().st_size
-        except FileNotFoundError:
-            return 0
+        except OSError:
+            return 0  # absent, or unreachable (then appends fail too, and /ready says so)
+
+    def writable(self) -> bool:
+        """Whether an append could succeed now (directory reachable, file openable)."""
+        try:
+            if self.path.exists():
+                os.close(os.open(self.path, os.O_WRONLY | os.O_APPEND))
+            else:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                probe = self.path.with_name(self.path.name + ".probe")
+                os.close(os.open(probe, os.O_WRONLY | os.O_CREAT, 0o600))
+                probe.unlink()
+        except OSError:
+            return False
+        return True
 
     async def append(self, record: Record) -> None:
-        data = self._encoder.encode(record)
+        """Write and fsync one record; raises SpoolFull or OSError (nothing kept) otherwise."""
+        blob = frame(record)
         async with self.lock:
-            if self.size() + len(data) + _HEADER.size > self.max_bytes:
+            if self.size() + len(blob) > self.max_bytes:
                 raise SpoolFull(f"spool over {self.max_bytes} bytes")
-            await asyncio.to_thread(self._write, _HEADER.pack(len(data)) + data)
+            await asyncio.to_thread(self._append, blob)
 
-    def _write(self, blob: bytes) -> None:
+    def _append(self, blob: bytes) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, blob)
-            os.fsync(fd)  # on disk before the webhook is answered
+            start = os.fstat(fd).st_size
+            try:
+                view = memoryview(blob)
+                while view:  # os.write may write less than asked
+                    written = self._write_fn(fd, view)
+                    if written <= 0:
+                        raise OSError(errno.ENOSPC, "the spool accepted no more bytes")
+                    view = view[written:]
+                os.fsync(fd)  # on disk before the webhook is answered
+            except OSError:
+                # Leave no partial record behind; if even this fails, the next check moves it.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, start)
+                raise
+            if start == 0:
+                _fsync_dir(self.path.parent)  # the file's own name must survive a crash too
+            if self._checked == start:
+                self._checked = start + len(blob)
         finally:
             os.close(fd)
 
-    def _read(self) -> list[Record]:
+    async def check(self) -> int:
+        """Cut a torn tail and quarantine damage; returns the bytes of whole records."""
+        async with self.lock:
+            return await asyncio.to_thread(self._check)
+
+    def _check(self) -> int:
+        size = self.size()
+        if size == self._checked:
+            return size
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
-            return []
-        records, offset = [], 0
-        while offset + _HEADER.size <= len(raw):
-            (length,) = _HEADER.unpack_from(raw, offset)
-            end = offset + _HEADER.size + length
-            if end > len(raw):
-                break  # a torn last write (crash mid-append): it was never answered 200
-            records.append(self._decoder.decode(raw[offset + _HEADER.size : end]))
-            offset = end
+            raw = b""
+        found = scan(raw)
+        if found.damaged or found.torn_at is not None:
+            self._repair(raw, found)
+        self._checked = sum(end - start for start, end in found.good)
+        return self._checked
+
+    def _repair(self, raw: bytes, found: Scan) -> None:
+        if found.damaged:
+            with self.quarantine.open("ab") as out:
+                for start, end in found.damaged:
+                    out.write(raw[start:end])
+                out.flush()
+                os.fsync(out.fileno())
+            for start, end in found.damaged:
+                # Where and how much, never the bytes: they are webhook bodies.
+                log.error("spool.quarantined", offset=start, bytes=end - start,
+                          quarantine=str(self.quarantine))  # fmt: skip
+        if found.torn_at is not None:
+            log.warning("spool.torn_tail_cut", offset=found.torn_at,
+                        bytes=len(raw) - found.torn_at)  # fmt: skip
+        self._replace(b"".join(raw[start:end] for start, end in found.good))
+
+    def _replace(self, content: bytes) -> None:
+        """Swap the spool's content atomically: a crash leaves the old file or the new one."""
+        if not content:
+            self.path.unlink(missing_ok=True)
+            return
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        with temporary.open("wb") as out:
+            out.write(content)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, self.path)
+        _fsync_dir(self.path.parent)
+
+    def _read(self, offset: int, limit: int) -> list[tuple[Record, int]]:
+        """Whole records from `offset` (up to about a chunk of them), before `limit`."""
+        with self.path.open("rb") as source:
+            source.seek(offset)
+            raw = source.read(max(0, min(limit - offset, _READ_CHUNK)))
+            position, records = 0, []
+            while True:
+                found = record_at(raw, position)
+                if found is None:
+                    break
+                records.append((found[0], offset + found[1]))
+                position = found[1]
+            if not records and offset < limit:
+                # A record bigger than a chunk: read just it.
+                source.seek(offset)
+                header = source.read(_HEADER.size)
+                if len(header) == _HEADER.size:
+                    raw = header + source.read(_HEADER.unpack(header)[1])
+                    found = record_at(raw, 0)
+                    if found is not None:
+                        records.append((found[0], offset + found[1]))
+        if not records and offset < limit:
+            self._checked = -1  # changed under us: check it all again next time
+            raise OSError(errno.EIO, f"spool record at byte {offset} is not readable")
         return records
 
+    def _records(self, limit: int) -> Iterator[list[tuple[Record, int]]]:
+        offset = 0
+        while offset < limit:
+            batch = self._read(offset, limit)
+            yield batch
+            offset = batch[-1][1]
+
     async def drain(self, publish: Callable[[Record], Awaitable[None]]) -> int:
-        """Replay every record through `publish`, in order, then empty the spool. Appends wait
-        meanwhile, so nothing written during the drain jumps ahead of older records."""
-        async with self.lock:
-            records = await asyncio.to_thread(self._read)
-            for record in records:
-                await publish(record)
-            if records:
-                await asyncio.to_thread(self.path.unlink, missing_ok=True)
-        return len(records)
+        """Replay the records present now through `publish`, in order, then drop them.
+
+        The file is read and published without the lock, so webhooks appended meanwhile wait
+        only for the final cut; they land after `limit` and so stay behind the older records.
+        """
+        async with self._draining:
+            limit = await self.check()
+            done, count = 0, 0
+            nothing: list[tuple[Record, int]] = []
+            try:
+                batches = self._records(limit)
+                while batch := await asyncio.to_thread(next, batches, nothing):
+                    for record, end in batch:
+                        await publish(record)
+                        done, count = end, count + 1
+            finally:
+                if done:
+                    async with self.lock:
+                        await asyncio.to_thread(self._drop, done)
+            return count
+
+    def _drop(self, upto: int) -> None:
+        with self.path.open("rb") as source:
+            source.seek(upto)
+            rest = source.read()
+        self._replace(rest)
+        self._checked = self._checked - upto if self._checked >= upto else -1
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -51,6 +51,19 @@ class Routing(msgspec.Struct, kw_only=True):
                 return value
         return None
 
+    def account_ids(self) -> frozenset[int]:
+        """Every account id the body names anywhere we route on: a secret bound to one account
+        verifies only a body naming that account alone."""
+        candidates = [
+            self.account.id if self.account else None,
+            self.account_id,
+            self.conversation.account.id
+            if self.conversation and self.conversation.account
+            else None,
+            *(message.account_id for message in self.messages),
+        ]
+        return frozenset(v for c in candidates if (v := _as_int(c)) is not None)
+
     def conversation_id_int(self) -> int | None:
         if self.conversation is not None:
             return _as_int(self.conversation.id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -10,13 +12,15 @@ import httpx
 import pytest
 import redis.asyncio as aioredis
 from asgi_lifespan import LifespanManager
+from structlog.testing import capture_logs
 
 from ingress import events
 from ingress.app import create_app
+from ingress.errors import ConfigError
 from ingress.settings import Settings
 from ingress.topology import Topology
 from tests import chatwoot
-from tests.services import free_port
+from tests.services import ROOT, free_port
 
 Client = httpx.AsyncClient
 
@@ -80,7 +84,10 @@ async def test_signed_fixture_is_stored_with_routing_fields(
 @pytest.mark.parametrize(
     ("headers", "reason"),
     [
-        pytest.param({"x-chatwoot-signature": "sha256=00"}, "does not match", id="bad-signature"),
+        pytest.param(
+            {"x-chatwoot-signature": "sha256=" + "0" * 64}, "does not match", id="bad-signature"
+        ),
+        pytest.param({"x-chatwoot-signature": "sha256=00"}, "sha256=<hex>", id="short-signature"),
         pytest.param({"x-chatwoot-signature": ""}, "missing", id="unsigned"),
         pytest.param({"x-chatwoot-timestamp": str(int(time.time()) - 3600)}, "tolerance", id="old"),
     ],
@@ -127,16 +134,20 @@ async def test_odd_routing_types_are_kept(
     assert (entry.body, entry.account, entry.conversation) == (body, None, None)
 
 
-async def test_unsigned_accepted_only_without_secrets(
+async def test_unsigned_accepted_only_when_allowed(
     topology: Topology, redis: aioredis.Redis
 ) -> None:
-    """With no secret configured, an unsigned webhook is stored and marked signed=0."""
+    """With ALLOW_UNSIGNED_WEBHOOKS and no secret, an unsigned webhook is stored, signed=0."""
     body = chatwoot.rails_json(chatwoot.payload("contact_created__webwidget_visitor"))
-    async for client in client_for(Settings.from_env({}), topology, redis):
-        response = await client.post(
-            "/webhooks/chatwoot", content=body, headers=chatwoot.headers(body, secret=None)
-        )
-        assert response.status_code == 200
+    allowed = Settings.from_env({"ALLOW_UNSIGNED_WEBHOOKS": "1"})
+    with capture_logs() as logs:
+        async for client in client_for(allowed, topology, redis):
+            response = await client.post(
+                "/webhooks/chatwoot", content=body, headers=chatwoot.headers(body, secret=None)
+            )
+            assert response.status_code == 200
+    [warning] = [line for line in logs if line["event"] == "ingress.unsigned"]
+    assert warning["log_level"] == "warning"
     [(_, fields)] = await entries(redis, topology, "events")
     assert events.decode(events.EventEntry, fields).signed is False
 
@@ -219,7 +230,7 @@ async def test_outbound_refusals(
 
 async def test_outbound_is_off_without_a_token(topology: Topology, redis: aioredis.Redis) -> None:
     """Without OUTBOUND_TOKEN the endpoint says how to turn it on."""
-    async for client in client_for(Settings.from_env({}), topology, redis):
+    async for client in client_for(make_settings(OUTBOUND_TOKEN=""), topology, redis):
         response = await client.post("/outbound", json={})
         assert response.status_code == 404
         assert "OUTBOUND_TOKEN" in response.json()["error"]
@@ -252,3 +263,75 @@ async def test_metrics_show_the_pipeline(
     assert f'switchboard_stream_length{{stream="{topology.key("events")}"}} 1.0' in text
     assert 'switchboard_events_total{name="deliver.sent"} 3.0' in text
     assert "switchboard_redis_up 1.0" in text
+
+
+# -- who may sign -----------------------------------------------------------------------------
+
+
+def test_no_secret_refuses_to_create_the_app(topology: Topology) -> None:
+    """Unsigned by accident is impossible: no secret and no ALLOW_UNSIGNED_WEBHOOKS, no app."""
+    with pytest.raises(ConfigError, match="ALLOW_UNSIGNED_WEBHOOKS=1"):
+        create_app(Settings.from_env({"REDIS_URL": "redis://127.0.0.1:1"}), topology)
+
+
+def test_python_m_ingress_without_a_secret_exits_2_with_one_line(streams_file: Any) -> None:
+    """`python -m ingress` without a secret prints one line naming what to set, and exits 2."""
+    env = {"REDIS_URL": "redis://127.0.0.1:1", "SWITCHBOARD_STREAMS": str(streams_file),
+           "PATH": "/usr/bin:/bin"}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "ingress"], env=env, cwd=ROOT, capture_output=True, timeout=60
+    )
+    assert done.returncode == 2
+    [line] = done.stderr.decode().splitlines()
+    assert line.startswith("switchboard ingress: CHATWOOT_WEBHOOK_SECRETS is not set")
+
+
+@pytest.mark.parametrize(
+    "signature",
+    [
+        pytest.param("sha256=" + "é" * 64, id="latin1"),
+        pytest.param("sha256=" + "\u0663" * 64, id="arabic-digits-utf8"),
+        pytest.param("\U0001f600", id="emoji"),
+        pytest.param("sha256=" + "0" * 100_000, id="huge"),
+    ],
+)
+async def test_non_ascii_signature_header_is_401_not_500(
+    signature: str, client: Client, redis: aioredis.Redis, topology: Topology
+) -> None:
+    """A signature header in any encoding is refused with 401 (it used to raise a TypeError)."""
+    body = chatwoot.rails_json(chatwoot.payload("message_created__private_note"))
+    headers: dict[str, Any] = chatwoot.headers(body)
+    headers["x-chatwoot-signature"] = signature.encode("utf-8")
+    response = await client.post("/webhooks/chatwoot", content=body, headers=headers)
+    assert response.status_code == 401
+    assert await entries(redis, topology, "events") == []
+
+
+def account_body(*, account: int, conversation_account: int | None = None) -> bytes:
+    data = chatwoot.payload("message_created__private_note")
+    data["account"] = {"id": account, "name": "Acme"}
+    data["conversation"]["account"] = {"id": conversation_account or account}
+    return chatwoot.rails_json(data)
+
+
+@pytest.mark.parametrize(
+    ("secret", "body", "status"),
+    [
+        pytest.param("whsec_a", account_body(account=3), 200, id="own-account"),
+        pytest.param("whsec_b", account_body(account=7), 200, id="other-bound-own"),
+        pytest.param("whsec_a", account_body(account=7), 401, id="cross-account"),
+        pytest.param("whsec_a", account_body(account=3, conversation_account=7), 401,
+                     id="smuggled-account"),
+        pytest.param("whsec_plain", account_body(account=9), 200, id="plain-any"),
+    ],
+)  # fmt: skip
+async def test_per_account_secrets(
+    secret: str, body: bytes, status: int, topology: Topology, redis: aioredis.Redis
+) -> None:
+    """`N:secret` signs only account N's events; a plain secret signs any account's."""
+    settings = make_settings(CHATWOOT_WEBHOOK_SECRETS="3:whsec_a,7:whsec_b,whsec_plain")
+    async for client in client_for(settings, topology, redis):
+        sent = chatwoot.headers(body, secret=secret)
+        response = await client.post("/webhooks/chatwoot", content=body, headers=sent)
+        assert response.status_code == status
+    assert len(await entries(redis, topology, "events")) == (1 if status == 200 else 0)

@@ -85,3 +85,49 @@ def test_require_names_missing_settings() -> None:
     """A command that needs a setting says which variable to set."""
     with pytest.raises(ConfigError, match="CHATWOOT_BASE_URL is required"):
         Settings.from_env({}).require("chatwoot_base_url")
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        pytest.param("whsec_a", [("whsec_a", None)], id="plain"),
+        pytest.param("3:whsec_a,7:whsec_b,whsec_plain",
+                     [("whsec_a", 3), ("whsec_b", 7), ("whsec_plain", None)], id="per-account"),
+        pytest.param("3 :whsec_a", [("3 :whsec_a", None)], id="space-before-colon-is-plain"),
+        pytest.param("3:whsec:with:colons", [("whsec:with:colons", 3)], id="colons-in-secret"),
+        pytest.param("whsec:12:x", [("whsec:12:x", None)], id="colon-not-leading"),
+        pytest.param("٣:whsec_a", [("٣:whsec_a", None)], id="non-ascii-digits-are-plain"),
+        pytest.param("12", [("12", None)], id="digits-only-secret"),
+    ],
+)  # fmt: skip
+def test_webhook_secrets_forms(raw: str, expected: list[tuple[str, int | None]]) -> None:
+    """Only a leading ASCII `N:` binds a secret to account N; anything else is a plain secret."""
+    secrets = Settings.from_env({"CHATWOOT_WEBHOOK_SECRETS": raw}).webhook_secrets
+    assert [(s.reveal(), s.account) for s in secrets] == expected
+
+
+def test_a_bound_entry_without_a_secret_is_refused_without_echoing() -> None:
+    """`3:` alone is a mistake: the error names the entry, not the other secrets."""
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"CHATWOOT_WEBHOOK_SECRETS": "whsec_keep,3:"})
+    assert caught.value.problems == [
+        "CHATWOOT_WEBHOOK_SECRETS: entry 2 binds account 3 to no secret"
+    ]
+
+
+def test_no_secret_refuses_unless_unsigned_is_allowed() -> None:
+    """Without secrets the ingress refuses to start, with one line naming both variables."""
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({}).require_webhook_auth()
+    [line] = caught.value.problems
+    assert "CHATWOOT_WEBHOOK_SECRETS" in line and "ALLOW_UNSIGNED_WEBHOOKS=1" in line
+    Settings.from_env({"ALLOW_UNSIGNED_WEBHOOKS": "1"}).require_webhook_auth()
+    Settings.from_env({"CHATWOOT_WEBHOOK_SECRETS": "s"}).require_webhook_auth()
+    with pytest.raises(ConfigError):
+        Settings.from_env({"ALLOW_UNSIGNED_WEBHOOKS": "0"}).require_webhook_auth()
+
+
+def test_allow_unsigned_must_be_a_flag() -> None:
+    """A typo in ALLOW_UNSIGNED_WEBHOOKS is an error, not silently off (or on)."""
+    with pytest.raises(ConfigError, match="ALLOW_UNSIGNED_WEBHOOKS: must be 1 or 0"):
+        Settings.from_env({"ALLOW_UNSIGNED_WEBHOOKS": "sure"})

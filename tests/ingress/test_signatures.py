@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from ingress.signatures import sign_chatwoot, verify_chatwoot
+from ingress.signatures import Key, sign_chatwoot, verify_chatwoot
 
 VECTOR_BODY = (
     b'{"event":"message_created","id":918316,"content":"Ol\xc3\xa1 \\u003cb\\u003emundo'
@@ -30,6 +30,7 @@ def check(body: bytes = VECTOR_BODY, **overrides: Any) -> tuple[bool, bool, str]
         "now": STAMP + 10,
     }
     args.update(overrides)
+    args["secrets"] = [s if isinstance(s, Key) else Key(secret=s.encode()) for s in args["secrets"]]
     result = verify_chatwoot(body, **args)
     return result.ok, result.signed, result.reason
 
@@ -81,3 +82,75 @@ def test_reserialised_json_does_not_verify() -> None:
 def test_timestamp_is_part_of_the_signed_text() -> None:
     """A valid signature moved to another timestamp fails."""
     assert check(timestamp=str(STAMP + 1))[0] is False
+
+
+NOT_HEX = "sha256=" + "g" * 64
+BAD_HEADERS = [
+    pytest.param({"signature": "sha256=" + "é" * 64}, "signature is not sha256=<hex>",
+                 id="sig-latin1"),
+    pytest.param({"signature": "sha256=" + "\u0663" * 64}, "signature is not sha256=<hex>",
+                 id="sig-arabic-digits"),
+    pytest.param({"signature": VECTOR_SIGNATURE[:-1] + "\udc80"}, "signature is not sha256=<hex>",
+                 id="sig-lone-surrogate"),
+    pytest.param({"signature": NOT_HEX}, "signature is not sha256=<hex>", id="sig-not-hex"),
+    pytest.param({"signature": "sha256="}, "signature is not sha256=<hex>", id="sig-prefix-only"),
+    pytest.param({"signature": VECTOR_SIGNATURE + "00"}, "signature is not sha256=<hex>",
+                 id="sig-too-long"),
+    pytest.param({"signature": VECTOR_SIGNATURE + "\n"}, "signature is not sha256=<hex>",
+                 id="sig-trailing-newline"),
+    pytest.param({"signature": "sha256=" + "a" * 1_000_000}, "signature is not sha256=<hex>",
+                 id="sig-huge"),
+    pytest.param({"signature": ""}, "missing signature headers", id="sig-empty"),
+    pytest.param({"signature": "SHA256=" + VECTOR_SIGNATURE[7:]}, "signature is not sha256=<hex>",
+                 id="sig-prefix-case"),
+    pytest.param({"timestamp": ""}, "missing signature headers", id="ts-empty"),
+    pytest.param({"timestamp": f" {STAMP}"}, "timestamp is not a unix time", id="ts-space"),
+    pytest.param({"timestamp": f"{STAMP}\n"}, "timestamp is not a unix time", id="ts-newline"),
+    pytest.param({"timestamp": f"+{STAMP}"}, "timestamp is not a unix time", id="ts-plus"),
+    pytest.param({"timestamp": "-1"}, "timestamp is not a unix time", id="ts-negative"),
+    pytest.param({"timestamp": f"{STAMP}.0"}, "timestamp is not a unix time", id="ts-float"),
+    pytest.param({"timestamp": str(STAMP).translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩"))},
+                 "timestamp is not a unix time", id="ts-arabic-digits"),
+    pytest.param({"timestamp": "１７８１７７５９１１"}, "timestamp is not a unix time",
+                 id="ts-fullwidth-digits"),
+    pytest.param({"timestamp": "9" * 5000}, "timestamp is not a unix time", id="ts-huge"),
+    pytest.param({"timestamp": "é"}, "timestamp is not a unix time", id="ts-latin1"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("overrides", "reason"), BAD_HEADERS)
+def test_any_header_value_is_a_refusal_never_an_exception(
+    overrides: dict[str, Any], reason: str
+) -> None:
+    """Odd header values (non-ASCII, empty, huge, non-hex, non-ASCII digits) are refused with
+    a reason; none raises."""
+    ok, _, why = check(**overrides)
+    assert (ok, why) == (False, reason)
+
+
+def test_uppercase_hex_still_verifies() -> None:
+    """The hex digest is compared as bytes, so its letter case does not matter."""
+    assert check(signature=PREFIX_UPPER)[0] is True
+
+
+PREFIX_UPPER = "sha256=" + VECTOR_SIGNATURE[7:].upper()
+
+
+@pytest.mark.parametrize(
+    ("keys", "accounts", "ok"),
+    [
+        pytest.param([Key(secret=SECRET.encode(), account=3)], {3}, True, id="bound-own-account"),
+        pytest.param([Key(secret=SECRET.encode(), account=3)], {7}, False, id="bound-other"),
+        pytest.param([Key(secret=SECRET.encode(), account=3)], set(), False, id="bound-no-account"),
+        pytest.param([Key(secret=SECRET.encode(), account=3)], {3, 7}, False, id="bound-mixed"),
+        pytest.param([Key(secret=SECRET.encode())], {7}, True, id="plain-any-account"),
+        pytest.param([Key(secret=SECRET.encode())], set(), True, id="plain-no-account"),
+        pytest.param(
+            [Key(secret=b"other", account=7), Key(secret=SECRET.encode(), account=3)],
+            {3}, True, id="second-key-binds",
+        ),
+    ],
+)  # fmt: skip
+def test_account_bound_secrets(keys: list[Key], accounts: set[int], ok: bool) -> None:
+    """A secret bound to account N verifies only bodies naming account N alone; a plain one any."""
+    assert check(secrets=keys, accounts=frozenset(accounts))[0] is ok

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,14 +14,18 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 from asgi_lifespan import LifespanManager
+from structlog.testing import capture_logs
 
 from consumers.embedded import EmbeddedRedis
 from ingress import events
 from ingress.app import create_app
+from ingress.errors import PublishError
+from ingress.publish import Publisher
 from ingress.settings import Settings
-from ingress.spool import Record, Spool, SpoolFull
+from ingress.spool import Record, Spool, SpoolFull, frame, scan
 from ingress.topology import Topology
 from tests import chatwoot
+from tests.services import free_port
 
 
 @pytest.fixture
@@ -81,16 +87,326 @@ async def test_full_spool_is_503(tmp_path: Path) -> None:
         await spool.append(record)
 
 
-async def test_a_torn_last_record_is_ignored(tmp_path: Path) -> None:
+def record(topology: Topology, n: int) -> Record:
+    """A spooled webhook whose body carries its number (and a marker a log must not show)."""
+    body = b'{"event":"message_created","id":%d,"content":"SECRET-BODY-%d"}' % (n, n)
+    entry = events.EventEntry(
+        event="message_created", delivery=f"d-{n}", received_at=n, signed=True, body=body
+    )
+    return Record(topology.key("events"), events.encode(entry), f"d-{n}")
+
+
+async def stream_numbers(redis: aioredis.Redis, topology: Topology) -> list[int]:
+    rows: Any = await redis.xrange(topology.key("events"))
+    return [events.decode(events.EventEntry, fields).received_at for _, fields in rows]
+
+
+async def fill(spool: Spool, topology: Topology, numbers: range) -> None:
+    for n in numbers:
+        await spool.append(record(topology, n))
+
+
+async def test_a_torn_last_record_is_cut_and_never_replayed(tmp_path: Path) -> None:
     """A crash mid-append leaves a partial record: never answered 200, so never replayed."""
     spool = Spool(tmp_path / "s", max_bytes=10_000)
     await spool.append(Record("sb:events", {"n": b"1"}))
     with spool.path.open("ab") as torn:
-        torn.write(b"\x00\x00\x00\x50partial")
+        torn.write(frame(Record("sb:events", {"n": b"2"}))[:-3])
     replayed: list[Record] = []
 
     async def keep(record: Record) -> None:
         replayed.append(record)
 
-    assert await spool.drain(keep) == 1
+    assert await Spool(spool.path, max_bytes=10_000).drain(keep) == 1
     assert replayed == [Record("sb:events", {"n": b"1"})] and not spool.path.exists()
+    assert not spool.quarantine.exists()  # a torn tail is cut, not kept
+
+
+async def test_torn_record_then_more_then_restart_drains_every_intact_record_in_order(
+    tmp_path: Path, topology: Topology, redis: aioredis.Redis
+) -> None:
+    """Append, tear the last record, append more, restart: every intact record reaches the
+    stream in order (a torn record in the middle used to kill the drainer with DecodeError)."""
+    path = tmp_path / "events.spool"
+    spool = Spool(path, max_bytes=1_000_000)
+    await fill(spool, topology, range(1, 4))
+    os.truncate(path, path.stat().st_size - 7)  # record 3 torn
+    await fill(spool, topology, range(4, 6))
+    restarted = Publisher(redis, spool=Spool(path, max_bytes=1_000_000))
+    assert await restarted.drain_spool() == 4
+    assert await stream_numbers(redis, topology) == [1, 2, 4, 5]
+    assert not path.exists()
+
+
+async def test_a_corrupt_middle_record_is_quarantined_and_the_rest_drain(
+    tmp_path: Path, topology: Topology, redis: aioredis.Redis
+) -> None:
+    """A damaged record is moved to the quarantine file with a log line (no body in it), and
+    the records after it still drain, in order."""
+    path = tmp_path / "events.spool"
+    spool = Spool(path, max_bytes=1_000_000)
+    await fill(spool, topology, range(1, 5))
+    raw = bytearray(path.read_bytes())
+    second = len(frame(record(topology, 1)))
+    raw[second + 40] ^= 0xFF  # a flipped bit inside record 2's payload
+    path.write_bytes(bytes(raw))
+    restarted = Spool(path, max_bytes=1_000_000)
+    with capture_logs() as logs:
+        assert await Publisher(redis, spool=restarted).drain_spool() == 3
+    assert await stream_numbers(redis, topology) == [1, 3, 4]
+    assert restarted.quarantine.read_bytes() == bytes(raw[second : 2 * second])
+    [line] = [entry for entry in logs if entry["event"] == "spool.quarantined"]
+    assert line["bytes"] == second and line["offset"] == second
+    assert "SECRET-BODY" not in repr(logs)
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        pytest.param("short", id="short-write-then-zero"),
+        pytest.param("enospc", id="enospc-mid-record"),
+    ],
+)
+async def test_a_short_write_is_an_error_and_leaves_no_partial_record(
+    fault: str, tmp_path: Path, topology: Topology, redis: aioredis.Redis
+) -> None:
+    """A write the disk takes only in part is reported (the ingress answers 503), and the bytes
+    it did take are cut, so later records still drain."""
+    calls = 0
+
+    def failing_write(fd: int, data: memoryview) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return os.write(fd, data[:10])
+        if fault == "short":
+            return 0
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    path = tmp_path / "events.spool"
+    await fill(Spool(path, max_bytes=1_000_000), topology, range(1, 2))
+    size = path.stat().st_size
+    with pytest.raises(OSError):
+        await Spool(path, max_bytes=1_000_000, write=failing_write).append(record(topology, 2))
+    assert path.stat().st_size == size
+    spool = Spool(path, max_bytes=1_000_000)
+    await fill(spool, topology, range(3, 4))
+    assert await Publisher(redis, spool=spool).drain_spool() == 2
+    assert await stream_numbers(redis, topology) == [1, 3]
+
+
+async def test_a_write_the_spool_refuses_is_a_publish_error(
+    tmp_path: Path, topology: Topology
+) -> None:
+    """Redis down and the spool refusing the write: PublishError (503), never a 200."""
+
+    def no_space(fd: int, data: memoryview) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    dead = aioredis.Redis(port=free_port(), socket_connect_timeout=0.2)
+    spool = Spool(tmp_path / "s", max_bytes=1_000_000, write=no_space)
+    with pytest.raises(PublishError, match="spool refused"):
+        await Publisher(dead, spool=spool).publish(topology.key("events"), entry(1))
+    await dead.aclose()
+
+
+def entry(n: int) -> events.EventEntry:
+    return events.EventEntry(event="message_created", received_at=n, signed=True, body=b"{}")
+
+
+async def test_appends_do_not_wait_for_a_drain(
+    tmp_path: Path, topology: Topology, redis: aioredis.Redis
+) -> None:
+    """While the drainer publishes, a new record is appended at once and kept after the
+    drained ones; the next drain delivers it."""
+    spool = Spool(tmp_path / "s", max_bytes=1_000_000)
+    await fill(spool, topology, range(1, 3))
+    release = asyncio.Event()
+    published: list[Record] = []
+
+    async def slow(item: Record) -> None:
+        await release.wait()
+        published.append(item)
+
+    draining = asyncio.create_task(spool.drain(slow))
+    await asyncio.sleep(0.05)
+    await asyncio.wait_for(spool.append(record(topology, 3)), timeout=2)
+    release.set()
+    assert await draining == 2
+    assert published == [record(topology, 1), record(topology, 2)]
+    assert await Publisher(redis, spool=spool).drain_spool() == 1
+    assert await stream_numbers(redis, topology) == [3]
+
+
+async def test_a_drain_cut_short_keeps_what_it_did_not_publish(
+    tmp_path: Path, topology: Topology
+) -> None:
+    """Publishing fails part way: what was published is dropped, the rest stays, in order."""
+    spool = Spool(tmp_path / "s", max_bytes=1_000_000)
+    await fill(spool, topology, range(1, 5))
+    published: list[Record] = []
+
+    async def fail_third(item: Record) -> None:
+        if len(published) == 2:
+            raise ConnectionError("Redis went away")
+        published.append(item)
+
+    with pytest.raises(ConnectionError):
+        await spool.drain(fail_third)
+    rest: list[Record] = []
+
+    async def keep(item: Record) -> None:
+        rest.append(item)
+
+    assert await Spool(spool.path, max_bytes=1_000_000).drain(keep) == 2
+    assert rest == [record(topology, 3), record(topology, 4)]
+
+
+async def test_the_drainer_outlives_any_exception(
+    tmp_path: Path, topology: Topology, redis: aioredis.Redis
+) -> None:
+    """An unexpected failure (here the spool path is a directory) is logged and retried: the
+    drainer task goes on, and drains once the fault is gone (it used to die silently)."""
+    path = tmp_path / "events.spool"
+    path.mkdir()
+    (path / "x").write_bytes(b"x")
+    publisher = Publisher(redis, spool=Spool(path, max_bytes=1_000_000))
+    with capture_logs() as logs:
+        drainer = asyncio.create_task(publisher.keep_draining(every_s=0.05))
+        await asyncio.sleep(0.3)
+        assert not drainer.done()
+        assert any(entry["event"] == "spool.drain_failed" for entry in logs)
+    (path / "x").unlink()
+    path.rmdir()
+    await fill(Spool(path, max_bytes=1_000_000), topology, range(1, 3))
+    for _ in range(100):
+        if await stream_numbers(redis, topology) == [1, 2]:
+            break
+        await asyncio.sleep(0.1)
+    assert await stream_numbers(redis, topology) == [1, 2]
+    drainer.cancel()
+
+
+async def test_the_drainer_outlives_a_redis_error_reply(
+    tmp_path: Path, topology: Topology, redis: aioredis.Redis
+) -> None:
+    """A Redis error reply (WRONGTYPE here) is logged and retried; the record drains once the
+    key is fixed."""
+    await redis.set(topology.key("events"), "not a stream")
+    spool = Spool(tmp_path / "s", max_bytes=1_000_000)
+    await fill(spool, topology, range(1, 2))
+    with capture_logs() as logs:
+        drainer = asyncio.create_task(Publisher(redis, spool=spool).keep_draining(every_s=0.05))
+        await asyncio.sleep(0.3)
+        assert not drainer.done()
+        assert any(entry["event"] == "spool.drain_failed" for entry in logs)
+    await redis.delete(topology.key("events"))
+    for _ in range(100):
+        if not spool.path.exists():
+            break
+        await asyncio.sleep(0.1)
+    assert await stream_numbers(redis, topology) == [1]
+    drainer.cancel()
+
+
+async def ready_of(app: Any) -> httpx.Response:
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ingress") as client:
+            return await client.get("/ready")
+
+
+async def test_ready_is_503_when_the_spool_cannot_be_written(
+    tmp_path: Path, topology: Topology, redis: aioredis.Redis
+) -> None:
+    """A spool under a regular file (ENOTDIR, even for root) makes /ready unready, though Redis
+    answers: the next outage would lose webhooks."""
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    settings = Settings.from_env({"CHATWOOT_WEBHOOK_SECRETS": chatwoot.SECRET})
+    app = create_app(settings, topology, redis=redis, spool_path=blocker / "events.spool")
+    response = await ready_of(app)
+    assert response.status_code == 503
+    assert response.json()["spool"] == "spool not writable"
+
+
+async def test_ready_is_503_when_the_drainer_is_dead(
+    tmp_path: Path, topology: Topology, redis: aioredis.Redis
+) -> None:
+    """/ready is 200 with a live drainer and 503 once the drainer task has ended."""
+    settings = Settings.from_env({"CHATWOOT_WEBHOOK_SECRETS": chatwoot.SECRET})
+    app = create_app(settings, topology, redis=redis, spool_path=tmp_path / "events.spool")
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ingress") as client:
+            assert (await client.get("/ready")).status_code == 200
+            drainer = app.state.ingress.drainer
+            drainer.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await drainer
+            response = await client.get("/ready")
+    assert response.status_code == 503
+    assert response.json()["spool"] == "spool drainer stopped"
+
+
+async def test_concurrent_drains_lose_nothing(tmp_path: Path, topology: Topology) -> None:
+    """Two drains at once (the drainer and a shutdown drain, say) take turns: neither cuts
+    records appended after the other one's cut."""
+    spool = Spool(tmp_path / "s", max_bytes=1_000_000)
+    await fill(spool, topology, range(1, 3))
+    seen: list[int] = []
+    gate = asyncio.Event()
+
+    async def held(item: Record) -> None:
+        await gate.wait()
+        seen.append(events.decode(events.EventEntry, item.fields).received_at)
+
+    async def keep(item: Record) -> None:
+        seen.append(events.decode(events.EventEntry, item.fields).received_at)
+
+    first = asyncio.create_task(spool.drain(held))
+    await asyncio.sleep(0.05)
+    second = asyncio.create_task(spool.drain(keep))
+    await asyncio.sleep(0.05)
+    await spool.append(record(topology, 3))
+    gate.set()
+    await asyncio.gather(first, second)
+    await spool.drain(keep)
+    assert seen == [1, 2, 3]
+
+
+ONE = frame(Record("k", {"n": b"1"}))
+TWO = frame(Record("k", {"n": b"2", "body": b"\xa5SB1 a magic inside a payload"}))
+
+
+def flipped(blob: bytes, at: int) -> bytes:
+    return blob[:at] + bytes([blob[at] ^ 0x01]) + blob[at + 1 :]
+
+
+@pytest.mark.parametrize(
+    ("raw", "good", "damaged", "torn_at"),
+    [
+        pytest.param(b"", [], [], None, id="empty"),
+        pytest.param(ONE + TWO, [(0, len(ONE)), (len(ONE), len(ONE + TWO))], [], None, id="whole"),
+        pytest.param(ONE + TWO[:5], [(0, len(ONE))], [], len(ONE), id="torn-in-header"),
+        pytest.param(ONE + TWO[:-1], [(0, len(ONE))], [], len(ONE), id="torn-in-payload"),
+        pytest.param(ONE + b"\xa5S", [(0, len(ONE))], [], len(ONE), id="torn-in-magic"),
+        pytest.param(ONE + flipped(TWO, 20), [(0, len(ONE))], [(len(ONE), len(ONE + TWO))], None,
+                     id="bad-crc-at-end-is-damage"),
+        pytest.param(flipped(ONE, 20) + TWO, [(len(ONE), len(ONE + TWO))], [(0, len(ONE))], None,
+                     id="bad-crc-first"),
+        pytest.param(b"junk" + ONE, [(4, 4 + len(ONE))], [(0, 4)], None, id="junk-before"),
+        pytest.param(ONE + b"\x00" * 3, [(0, len(ONE))], [(len(ONE), len(ONE) + 3)], None,
+                     id="zeros-at-end-are-damage"),
+        pytest.param(flipped(ONE, 5) + ONE, [(len(ONE), 2 * len(ONE))], [(0, len(ONE))], None,
+                     id="huge-length"),
+        pytest.param(ONE[:8] + TWO, [(8, 8 + len(TWO))], [(0, 8)], None, id="torn-then-more"),
+    ],
+)  # fmt: skip
+def test_scan_finds_whole_records_damage_and_a_torn_tail(
+    raw: bytes, good: list[tuple[int, int]], damaged: list[tuple[int, int]], torn_at: int | None
+) -> None:
+    """The reader resyncs on the next magic whose checksum verifies; a magic inside a payload
+    is not mistaken for a record; only an unfinished last record counts as torn."""
+    found = scan(raw)
+    assert (found.good, found.damaged, found.torn_at) == (good, damaged, torn_at)
