@@ -1,4 +1,4 @@
-"""The `switchboard` command: up, ingress, consume, streams, dlq, replay, doctor."""
+"""The `switchboard` command: up, migrate, ingress, consume, streams, dlq, replay, doctor."""
 
 from __future__ import annotations
 
@@ -14,14 +14,12 @@ from redis.exceptions import RedisError
 
 from consumers import ops, service
 from consumers.errors import StoreError
-from consumers.local import LocalStack, project_root
-from consumers.store import Store
+from consumers.local import LocalStack, migrate
+from consumers.store import Store, schema
 from ingress import events, logs, topology
 from ingress.errors import ConfigError
 from ingress.settings import Settings
 from ingress.topology import Topology
-
-SCHEMA_VERSION = 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,6 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     up = sub.add_parser("up", help="run the whole pipeline locally (embedded servers if no URLs)")
     up.add_argument("--demo", action="store_true", help="add a fake Chatwoot and the echo agent")
+    sub.add_parser("migrate", help="bring the PostgreSQL schema to this version (idempotent)")
     ingress = sub.add_parser("ingress", help="serve the webhook ingress")
     ingress.add_argument("--host")
     ingress.add_argument("--port", type=int)
@@ -91,6 +90,11 @@ def _dispatch(args: argparse.Namespace, settings: Settings, topo: Topology) -> i
         groups = args.groups or service.group_names(topo)
         service.check_groups(topo, groups)
         asyncio.run(service.serve(settings, topo, groups))
+        return 0
+    if args.command == "migrate":
+        settings.require("database_url")
+        assert settings.database_url is not None
+        print(f"switchboard migrate: {asyncio.run(migrate(settings.database_url))}")  # noqa: T201
         return 0
     if args.command == "doctor":
         return asyncio.run(_doctor(settings, topo))
@@ -211,11 +215,9 @@ async def _doctor(settings: Settings, topo: Topology) -> int:
                 version = await store.schema_version()
             finally:
                 await store.close()
-            if version != SCHEMA_VERSION:
-                problems.append(
-                    f"postgres: schema version {version}, expected {SCHEMA_VERSION} "
-                    f"(apply {project_root() / 'schema.sql'})"
-                )
+            wrong = schema.problem(version)
+            if wrong is not None:
+                problems.append(f"postgres: {wrong}")
             else:
                 print(f"postgres: ok, schema version {version}")  # noqa: T201
         except StoreError as exc:
