@@ -214,3 +214,49 @@ def _dead_webhook(topology: Topology, fixture: str) -> dict[str, bytes]:
         original=events.encode(entry),
     )
     return events.encode(dead)
+
+
+async def test_replies_chatwoot_has_or_the_outbox_never_saw(
+    redis: aioredis.Redis,
+    store: Store,
+    topology: Topology,
+    fake: Fake,
+    client: ChatwootClient,
+    process_env: dict[str, str],
+) -> None:
+    """A failed reply whose echo came back (it landed after all) is not sent again; a reply
+    that never reached the outbox goes back on its stream under the ref it would have had,
+    so two copies of its dead letter still send it once."""
+    outbound = topology.key("outbound")
+    async with store.pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO outbound (ref, account_id, chatwoot_conversation_id, kind, status) "
+            "VALUES ('landed', 3, 1046, 'message', 'failed')"
+        )
+        await conn.execute(
+            "INSERT INTO messages (account_id, chatwoot_message_id, chatwoot_conversation_id, "
+            "direction, sender_kind, status, ext_ref) "
+            "VALUES (3, 77, 1046, 'outbound', 'agent_bot', 'sent', 'landed')"
+        )
+    landed = events.DeadEntry(stream=outbound, group="deliver", reason="max_attempts",
+                              original=_reply_fields() | {"ref": b"landed"})  # fmt: skip
+    unseen = events.DeadEntry(stream=outbound, group="deliver", id="5-0", reason="permanent",
+                              original=_reply_fields())  # fmt: skip
+    for dead in (landed, unseen, unseen):
+        await xadd(redis, topology.key("dead"), events.encode(dead))
+
+    done = run(process_env, "dlq", "replay", "--all")
+    assert done.stdout == (
+        "replayed 3: 2 re-published, 0 replies queued again, 1 replies left as they were\n"
+    ), done.stderr
+    republished = [f for _, f in await xrange(redis, outbound)]
+    assert [f[b"ref"] for f in republished] == [f"{outbound}:5-0".encode()] * 2
+    await Delivery(redis, store, topology, client).drain()
+    [message] = fake.messages()
+    assert message["content_attributes"]["ext_ref"] == f"{outbound}:5-0"
+    [row] = await rows(store, "SELECT status FROM outbound WHERE ref = 'landed'")
+    assert row["status"] == "failed"
+
+
+def _reply_fields() -> dict[str, bytes]:
+    return events.encode(msgspec.convert(REPLY, events.OutboundEntry))
