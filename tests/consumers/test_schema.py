@@ -250,3 +250,13 @@ async def _drop(server: str, name: str) -> None:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+def test_doctor_names_the_fix_for_a_missing_schema(
+    empty_database: str, process_env: dict[str, str]
+) -> None:
+    """`switchboard doctor` reports a database without the schema with the command to run."""
+    done = subprocess.run([SWITCHBOARD, "doctor"], env=_env(process_env, empty_database),
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 1
+    assert "problem: postgres: schema is missing: run switchboard migrate" in done.stderr
