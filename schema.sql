@@ -1,4 +1,7 @@
--- Switchboard's schema. Idempotent: applied by `switchboard up`, the tests and compose alike.
+-- Switchboard's full current schema (version 2), applied by `switchboard migrate` to a database
+-- that has none. A database at an earlier version is upgraded by the files of
+-- consumers/store/migrations/ instead; a fresh install and an upgraded one must end identical
+-- (tests/consumers/test_schema.py compares them), so a change here goes in an upgrade file too.
 -- Every Chatwoot-sourced row carries Chatwoot's own version so that a late, older event never
 -- overwrites a newer state (webhooks arrive in any order, sometimes twice).
 
@@ -6,7 +9,7 @@ CREATE TABLE IF NOT EXISTS schema_version (
     version     integer PRIMARY KEY,
     applied_at  timestamptz NOT NULL DEFAULT now()
 );
-INSERT INTO schema_version (version) VALUES (1) ON CONFLICT DO NOTHING;
+INSERT INTO schema_version (version) VALUES (2) ON CONFLICT DO NOTHING;
 
 CREATE TABLE IF NOT EXISTS contacts (
     account_id            bigint NOT NULL,
@@ -123,3 +126,5 @@ CREATE TABLE IF NOT EXISTS webhook_events (
 );
 CREATE INDEX IF NOT EXISTS webhook_events_received ON webhook_events (received_at);
 CREATE INDEX IF NOT EXISTS webhook_events_delivery ON webhook_events (delivery_id);
+-- `switchboard replay --outcome dead` and the ops views select by outcome over a time range.
+CREATE INDEX IF NOT EXISTS webhook_events_outcome ON webhook_events (outcome, received_at);

@@ -1,4 +1,4 @@
-"""The `switchboard` command: up, ingress, consume, streams, dlq, replay, doctor."""
+"""The `switchboard` command: up, migrate, ingress, consume, streams, dlq, replay, doctor."""
 
 from __future__ import annotations
 
@@ -7,21 +7,20 @@ import asyncio
 import datetime as dt
 import os
 import sys
+from collections import Counter
 from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from consumers import ops, service
+from consumers import dlq, ops, service
 from consumers.errors import StoreError
-from consumers.local import LocalStack, project_root
-from consumers.store import Store
+from consumers.local import LocalStack, migrate
+from consumers.store import Store, schema
 from ingress import events, logs, topology
 from ingress.errors import ConfigError
 from ingress.settings import Settings
 from ingress.topology import Topology
-
-SCHEMA_VERSION = 1
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,6 +28,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     up = sub.add_parser("up", help="run the whole pipeline locally (embedded servers if no URLs)")
     up.add_argument("--demo", action="store_true", help="add a fake Chatwoot and the echo agent")
+    sub.add_parser("migrate", help="bring the PostgreSQL schema to this version (idempotent)")
     ingress = sub.add_parser("ingress", help="serve the webhook ingress")
     ingress.add_argument("--host")
     ingress.add_argument("--port", type=int)
@@ -51,12 +51,22 @@ def _parser() -> argparse.ArgumentParser:
     dlq_sub = dlq.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = dlq_sub.add_parser("list", help="the oldest dead entries")
     listing.add_argument("--count", type=int, default=20)
-    for action, text in (("show", "one entry in full"), ("replay", "put it back on its stream")):
-        dlq_sub.add_parser(action, help=text).add_argument("id")
-    purge = dlq_sub.add_parser("purge", help="delete one dead entry, or all with --all")
-    purge.add_argument("id", nargs="?")
-    purge.add_argument("--all", action="store_true")
+    _selectors(listing)
+    dlq_sub.add_parser("show", help="one entry in full").add_argument("id")
+    for action, text in (
+        ("replay", "put entries back: webhooks on their stream, failed replies in the outbox"),
+        ("purge", "delete entries"),
+    ):
+        acting = dlq_sub.add_parser(action, help=f"{text} (one id, or a selection)")
+        acting.add_argument("id", nargs="?")
+        acting.add_argument("--all", action="store_true", help="every dead entry")
+        _selectors(acting)
     return parser
+
+
+def _selectors(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--since", type=_when, help="dead-lettered at or after this ISO time")
+    parser.add_argument("--reason", help="only this reason, e.g. permanent, max_attempts")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,10 +102,17 @@ def _dispatch(args: argparse.Namespace, settings: Settings, topo: Topology) -> i
         service.check_groups(topo, groups)
         asyncio.run(service.serve(settings, topo, groups))
         return 0
+    if args.command == "migrate":
+        settings.require("database_url")
+        assert settings.database_url is not None
+        print(f"switchboard migrate: {asyncio.run(migrate(settings.database_url))}")  # noqa: T201
+        return 0
     if args.command == "doctor":
         return asyncio.run(_doctor(settings, topo))
     if args.command == "replay":
         return asyncio.run(_replay(args, settings, topo))
+    if args.command == "dlq" and args.action == "replay":
+        return asyncio.run(_dlq_replay(args, settings, topo))
     return asyncio.run(_with_redis(settings, lambda redis: _redis_command(args, redis, topo)))
 
 
@@ -120,31 +137,83 @@ async def _redis_command(args: argparse.Namespace, redis: aioredis.Redis, topo: 
         out.write(ops.render(await ops.streams(redis, topo)) + "\n")
         return 0
     if args.action == "list":
-        for entry_id, fields in await ops.dead_entries(redis, topo, count=args.count):
-            meta = {k.decode(): fields.get(k, b"").decode(errors="replace") for k in ops.DEAD_META}
+        selection = dlq.Selection(since=args.since, reason=args.reason)
+        async for entry_id, dead in dlq.select(redis, topo, selection, limit=args.count):
             out.write(
-                f"{entry_id}  {meta['stream']}/{meta['group']} {meta['id']} "
-                f"x{meta['deliveries']} {meta['reason']}: {meta['error'][:120]}\n"
+                f"{entry_id}  {dead.stream}/{dead.group} {dead.id} "
+                f"x{dead.deliveries if dead.deliveries is not None else '-'} "
+                f"{dead.reason}: {dead.error[:120]}\n"
             )
         return 0
     if args.action == "show":
-        shown = await ops.dead_entry(redis, topo, args.id)
-        if shown is None:
-            out.write(f"no dead entry {args.id}\n")
-            return 1
-        for key, value in shown.items():
-            out.write(f"{key.decode()}: {value.decode(errors='replace')}\n")
-        return 0
-    if args.action == "replay":
-        new_id = await ops.replay_dead(redis, topo, args.id)
-        out.write(f"replayed as {new_id}\n" if new_id else f"no dead entry {args.id}\n")
-        return 0 if new_id else 1
-    if args.id is None and not args.all:
-        out.write("name an entry id, or --all\n")
+        async for entry_id, dead in dlq.select(redis, topo, dlq.Selection(id=args.id)):
+            out.write(_shown(entry_id, dead))
+            return 0
+        out.write(f"no dead entry {args.id}\n")
+        return 1
+    chosen = _selection(args)
+    if chosen is None:
         return 2
-    removed = await ops.purge_dead(redis, topo, None if args.all else args.id)
-    out.write(f"purged {removed}\n")
+    out.write(f"purged {await dlq.purge(redis, topo, chosen)}\n")
     return 0
+
+
+def _shown(entry_id: str, dead: events.DeadEntry) -> str:
+    lines = [f"dead entry: {entry_id}"]
+    lines += [f"{name}: {getattr(dead, name) if getattr(dead, name) is not None else ''}"
+              for name in events.DEAD_META]  # fmt: skip
+    lines += [f"{k}: {v.decode(errors='replace')}" for k, v in dead.original.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _selection(args: argparse.Namespace) -> dlq.Selection | None:
+    """One id, or --all / --since / --reason; None (and a line saying so) when neither."""
+    bulk = args.all or args.since is not None or args.reason is not None
+    if (args.id is None) == (not bulk):
+        sys.stdout.write("name an entry id, or select with --all, --since or --reason\n")
+        return None
+    return dlq.Selection(id=args.id, since=args.since, reason=args.reason)
+
+
+async def _dlq_replay(args: argparse.Namespace, settings: Settings, topo: Topology) -> int:
+    """A replayed reply is queued again in the outbox, hence PostgreSQL as well as Redis."""
+    selection = _selection(args)
+    if selection is None:
+        return 2
+    settings.require("redis_url", "database_url")
+    assert settings.redis_url is not None and settings.database_url is not None
+    redis = aioredis.Redis.from_url(settings.redis_url)
+    store = await Store.connect(settings.database_url, max_size=1)
+    counts: Counter[dlq.Outcome] = Counter()
+    last: dlq.Replayed | None = None
+    try:
+        replayer = dlq.Replayer(redis, store, topo)
+        async for entry_id, dead in dlq.select(redis, topo, selection):
+            last = await replayer.replay(entry_id, dead)
+            counts[last.outcome] += 1
+    finally:
+        await store.close()
+        await redis.aclose()
+    out = sys.stdout
+    if args.id is not None:
+        out.write(_replayed_one(args.id, last))
+        return 0 if last is not None else 1
+    out.write(
+        f"replayed {counts.total()}: {counts[dlq.Outcome.REPUBLISHED]} re-published, "
+        f"{counts[dlq.Outcome.REQUEUED]} replies queued again, "
+        f"{counts[dlq.Outcome.LEFT]} replies left as they were\n"
+    )
+    return 0
+
+
+def _replayed_one(entry_id: str, done: dlq.Replayed | None) -> str:
+    if done is None:
+        return f"no dead entry {entry_id}\n"
+    if done.outcome is dlq.Outcome.REPUBLISHED:
+        return f"replayed as {done.detail}\n"
+    if done.outcome is dlq.Outcome.REQUEUED:
+        return f"reply {done.detail} queued again: the deliver group sends it\n"
+    return f"reply {done.detail}: nothing to send\n"
 
 
 def _when(text: str) -> dt.datetime:
@@ -211,11 +280,9 @@ async def _doctor(settings: Settings, topo: Topology) -> int:
                 version = await store.schema_version()
             finally:
                 await store.close()
-            if version != SCHEMA_VERSION:
-                problems.append(
-                    f"postgres: schema version {version}, expected {SCHEMA_VERSION} "
-                    f"(apply {project_root() / 'schema.sql'})"
-                )
+            wrong = schema.problem(version)
+            if wrong is not None:
+                problems.append(f"postgres: {wrong}")
             else:
                 print(f"postgres: ok, schema version {version}")  # noqa: T201
         except StoreError as exc:

@@ -275,13 +275,13 @@ class Retrier(PollingWorker):
     async def _dead_letter(self, ref: str, reply: events.OutboundEntry, failure: str) -> None:
         """A retried reply that failed for good: its fields to the dead stream, as an entry's."""
         reason, _, error = failure.partition(": ")
-        fields = events.encode(reply) | {
-            "stream": self.deliverer.stream_key.encode(),
-            "group": b"deliver",
-            "id": b"",
-            "deliveries": b"",
-            "reason": reason.encode(),
-            "error": error.encode(),
-        }
+        dead = events.DeadEntry(
+            stream=self.deliverer.stream_key,
+            group="deliver",
+            reason=reason,
+            error=error,
+            original=events.encode(reply),  # holds the ref: replay finds the outbound row by it
+        )
+        fields = events.encode(dead)
         await self.deliverer.redis.xadd(self.deliverer.topology.key("dead"), fields)  # type: ignore[arg-type]
         log.error("reply.dead_lettered", ref=ref, reason=reason)

@@ -22,7 +22,7 @@ from consumers.embedded import (
     redis_binary,
 )
 from consumers.runner import ensure_group
-from consumers.store import Store
+from consumers.store import Store, schema
 from ingress.errors import ConfigError
 from ingress.settings import Settings
 from ingress.topology import Topology
@@ -54,13 +54,18 @@ def schema_sql() -> str:
         raise ConfigError([f"cannot read {path}: run Switchboard from its checkout"]) from exc
 
 
-async def prepare(redis_url: str, database_url: str, topology: Topology) -> None:
-    """Apply the schema and create every group (both idempotent)."""
+async def migrate(database_url: str) -> str:
+    """`switchboard migrate`: the schema at this code's version; one line saying what was done."""
     store = await Store.connect(database_url, max_size=1)
     try:
-        await store.apply_schema(schema_sql())
+        return await schema.migrate(store, schema_sql())
     finally:
         await store.close()
+
+
+async def prepare(redis_url: str, database_url: str, topology: Topology) -> None:
+    """Migrate the schema and create every group (both idempotent)."""
+    print(f"switchboard up: {await migrate(database_url)}", flush=True)  # noqa: T201
     redis = aioredis.Redis.from_url(redis_url)
     try:
         for group, spec in topology.groups.items():

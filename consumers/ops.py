@@ -1,4 +1,4 @@
-"""What ops look at and do by hand: stream and group health, the dead-letter stream."""
+"""What ops look at: stream and group health (the dead letters are in `dlq`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ from redis.exceptions import ResponseError
 from ingress.topology import Topology
 
 LAG_SCAN_LIMIT = 10_000
-DEAD_META = (b"stream", b"group", b"id", b"deliveries", b"reason", b"error")
 
 
 class GroupStatus(msgspec.Struct, kw_only=True):
@@ -78,42 +77,6 @@ def render(statuses: list[StreamStatus]) -> str:
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
     )
-
-
-# -- dead letters ------------------------------------------------------------------------------
-
-
-async def dead_entries(
-    redis: aioredis.Redis, topology: Topology, *, count: int = 20
-) -> list[tuple[str, dict[bytes, bytes]]]:
-    rows: Any = await redis.xrange(topology.key("dead"), count=count)
-    return [(_text(i), f) for i, f in rows]
-
-
-async def dead_entry(
-    redis: aioredis.Redis, topology: Topology, entry_id: str
-) -> dict[bytes, bytes] | None:
-    rows: Any = await redis.xrange(topology.key("dead"), min=entry_id, max=entry_id)
-    return dict(rows[0][1]) if rows else None
-
-
-async def replay_dead(redis: aioredis.Redis, topology: Topology, entry_id: str) -> str | None:
-    """Put a dead entry back on its stream (as a new entry) and remove it from the dead stream."""
-    fields = await dead_entry(redis, topology, entry_id)
-    if fields is None:
-        return None
-    original = {k: v for k, v in fields.items() if k not in DEAD_META}
-    new_id = await redis.xadd(_text(fields[b"stream"]), original)  # type: ignore[arg-type]
-    await redis.xdel(topology.key("dead"), entry_id)
-    return _text(new_id)
-
-
-async def purge_dead(redis: aioredis.Redis, topology: Topology, entry_id: str | None) -> int:
-    if entry_id is None:
-        length = int(await redis.xlen(topology.key("dead")))
-        await redis.delete(topology.key("dead"))
-        return length
-    return int(await redis.xdel(topology.key("dead"), entry_id))
 
 
 def _text(value: bytes | str) -> str:

@@ -20,6 +20,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from consumers import delivery
 from consumers.counters import Counters
 from consumers.errors import Outage
+from ingress import events
 from ingress.topology import GroupSpec
 
 log = structlog.get_logger("runner")
@@ -259,16 +260,16 @@ class Runner:
             pass  # Redis is the outage: nobody can reclaim it either
 
     async def _dead_letter(self, entry: StreamEntry, dead: delivery.Dead) -> None:
-        fields: dict[bytes, bytes] = dict(entry.fields)
-        fields.update(
-            {
-                b"stream": self.key.encode(),
-                b"group": self.group.encode(),
-                b"id": entry.id.encode(),
-                b"deliveries": str(entry.deliveries).encode(),
-                b"reason": dead.reason.encode(),
-                b"error": dead.error.encode(),
-            }
+        fields = events.encode(
+            events.DeadEntry(
+                stream=self.key,
+                group=self.group,
+                id=entry.id,
+                deliveries=entry.deliveries,
+                reason=dead.reason,
+                error=dead.error,
+                original=events.plain(entry.fields),
+            )
         )
         # XADD before XACK: a crash between the two dead-letters twice, never loses the entry.
         await self.redis.xadd(self.dead_key, fields)  # type: ignore[arg-type]

@@ -17,7 +17,7 @@ from consumers.errors import StoreError
 from consumers.persist import Persister
 from consumers.retention import Retention
 from consumers.runner import Runner, by_conversation
-from consumers.store import Store
+from consumers.store import Store, schema
 from consumers.turns import TurnEmitter
 from ingress.errors import ConfigError
 from ingress.settings import Settings
@@ -55,6 +55,8 @@ async def connections(settings: Settings) -> AsyncIterator[tuple[aioredis.Redis,
     redis = aioredis.Redis.from_url(settings.redis_url)
     store = await _connect(settings.database_url)
     try:
+        # On an unknown schema every entry would be dead-lettered: refuse, naming the fix.
+        await schema.require_current(store)
         yield redis, store
     finally:
         await store.close()

@@ -75,3 +75,11 @@ def from_chatwoot(status: str | None) -> Outbound | None:
         return Outbound(status) if status in ("sent", "delivered", "read", "failed") else None
     except ValueError:
         return None
+
+
+def requeue(current: Outbound) -> Outbound:
+    """An operator's replay of a reply that failed for good (`switchboard dlq replay`): the one
+    move backwards, explicit and named so that nothing else can make it. Only `failed` may."""
+    if current is not Outbound.FAILED:
+        raise IllegalTransition(f"only a failed reply can be queued again, not a {current} one")
+    return Outbound.QUEUED

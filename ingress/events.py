@@ -11,7 +11,7 @@ import enum
 import functools
 import typing
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import msgspec
 
@@ -110,8 +110,59 @@ class OutboundEntry(Entry, frozen=True, kw_only=True, forbid_unknown_fields=True
             raise ValueError(f"a `{self.kind}` needs an existing `conversation`")
 
 
+class DeadEntry(Entry, frozen=True, kw_only=True):
+    """`sb:dead`: an entry a group gave up on, why, and the original entry's fields.
+
+    On the wire the original fields sit flat beside the meta fields, so that `XRANGE sb:dead`
+    reads like the entry itself. An original field named like a meta field (or starting with
+    `_`) is written with a `_` in front, so it can neither clobber the meta nor be lost.
+    """
+
+    stream: str = ""  # the stream the entry came from, and goes back to on replay
+    group: str = ""
+    id: str = ""  # the original entry's id; empty for a reply that failed in a retry
+    deliveries: int | None = None
+    reason: str = ""
+    error: str = ""
+    original: dict[str, bytes] = {}
+
+
+DEAD_META = ("stream", "group", "id", "deliveries", "reason", "error")
+
+
+def plain(fields: Mapping[bytes, bytes] | Mapping[str, bytes]) -> Fields:
+    """A field map with text keys, as read from Redis (bytes) or built by us (text)."""
+    return {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}
+
+
+def _escaped(name: str) -> str:
+    return f"_{name}" if name in DEAD_META or name.startswith("_") else name
+
+
+def _encode_dead(entry: DeadEntry) -> Fields:
+    out: Fields = {_escaped(k): v for k, v in entry.original.items()}
+    for name in DEAD_META:
+        out[name] = _encode_value(getattr(entry, name))
+    return out
+
+
+def _decode_dead(fields: Fields) -> DeadEntry:
+    # Never fails: whatever lies in the dead stream, ops must be able to see and purge it.
+    meta = {name: fields.get(name, b"").decode(errors="replace") for name in DEAD_META}
+    deliveries = meta.pop("deliveries")
+    return DeadEntry(
+        **meta,
+        deliveries=int(deliveries) if deliveries.isdecimal() else None,
+        original={
+            (k[1:] if k.startswith("_") else k): v for k, v in fields.items() if k not in DEAD_META
+        },
+    )
+
+
 def encode(entry: Entry) -> Fields:
     """An entry as the field map XADD takes."""
+    if isinstance(entry, DeadEntry):
+        return _encode_dead(entry)
     out: Fields = {}
     for name in entry.__struct_fields__:
         out[name] = _encode_value(getattr(entry, name))
@@ -120,10 +171,12 @@ def encode(entry: Entry) -> Fields:
 
 def decode(kind: type[S], fields: Mapping[bytes, bytes] | Mapping[str, bytes]) -> S:
     """A field map read from Redis as an entry; EntryDecodeError names what is wrong."""
-    plain = {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}
+    text_keyed = plain(fields)
+    if kind is DeadEntry:
+        return cast(S, _decode_dead(text_keyed))
     values: dict[str, Any] = {}
     for name, hint in _hints(kind).items():
-        raw = plain.get(name)
+        raw = text_keyed.get(name)
         if raw is None:
             continue  # missing: the Struct's default applies, or its error names the field
         try:

@@ -41,13 +41,27 @@ def redis_url(workdir: Path) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def database_url(workdir: Path) -> Iterator[str]:
-    schema = (services.ROOT / "schema.sql").read_text()
+def postgres_server(workdir: Path) -> Iterator[str]:
+    """A PostgreSQL server URL; each user of it creates its own database."""
     with services.postgres_url(workdir) as server:
-        name = f"sbtest_{RUN}"
-        url = asyncio.run(services.create_database(server, name, schema))
-        yield url
-        asyncio.run(_drop_database(server, name))
+        yield server
+
+
+@pytest.fixture(scope="session")
+def database_url(postgres_server: str) -> Iterator[str]:
+    name = f"sbtest_{RUN}"
+    url = asyncio.run(services.create_database(postgres_server, name))
+    yield url
+    asyncio.run(_drop_database(postgres_server, name))
+
+
+@pytest.fixture
+def empty_database(postgres_server: str) -> Iterator[str]:
+    """A database of its own with no schema at all, dropped after the test."""
+    name = f"sbempty_{RUN}_{uuid.uuid4().hex[:8]}"
+    url = asyncio.run(services.create_database(postgres_server, name, migrate=False))
+    yield url
+    asyncio.run(_drop_database(postgres_server, name))
 
 
 async def _drop_database(server: str, name: str) -> None:

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from consumers import local
 from consumers.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from consumers.store import Store
 
@@ -78,14 +79,13 @@ def with_database(url: str, name: str) -> str:
     return urlunsplit(parts._replace(path=f"/{name}"))
 
 
-async def create_database(server_url: str, name: str, schema: str) -> str:
+async def create_database(server_url: str, name: str, *, migrate: bool = True) -> str:
+    """A database of its own, built by `switchboard migrate`'s code: every test runs on exactly
+    the schema users get (`migrate=False`: empty, for the tests of migrate itself)."""
     await Store.ensure_database(server_url, name)
     url = with_database(server_url, name)
-    store = await Store.connect(url, max_size=1)
-    try:
-        await store.apply_schema(schema)
-    finally:
-        await store.close()
+    if migrate:
+        await local.migrate(url)
     return url
 
 

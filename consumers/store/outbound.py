@@ -188,3 +188,25 @@ class OutboundSQL(SQL):
             conversation_id,
             through,
         )
+
+    async def requeue_outbound(self, ref: str, now: dt.datetime) -> statuses.Outbound | None:
+        """An operator's replay of a reply that failed for good: `queued` again with its
+        attempts reset, due `now` (`last_error` stays, for history). Any other status is left
+        as it is: a reply already sent, or still on its way, is never sent twice. Returns the
+        status found (`sent` when its echo shows Chatwoot has it), None when no such reply."""
+        row = await self.lock_outbound(ref)
+        if row is None:
+            return None
+        found = statuses.Outbound(row.status)
+        if found is not statuses.Outbound.FAILED:
+            return found
+        # Failed after ambiguous attempts, yet it landed (its echo came back): leave it failed.
+        if await self.conn.fetchval("SELECT true FROM messages WHERE ext_ref = $1 LIMIT 1", ref):
+            return statuses.Outbound.SENT
+        await self.conn.execute(
+            "UPDATE outbound SET status = $2, attempts = 0, next_attempt_at = $3 WHERE ref = $1",
+            ref,
+            str(statuses.requeue(found)),
+            now,
+        )
+        return found

@@ -66,3 +66,13 @@ def test_from_chatwoot() -> None:
         None,
         None,
     ]
+
+
+def test_only_a_failed_reply_can_be_queued_again() -> None:
+    """`requeue` is the one named move backwards (an operator's replay), from `failed` only."""
+    from consumers.statuses import requeue
+
+    assert requeue(F) is Q
+    for status in (Q, SI, S, D, R, X):
+        with pytest.raises(IllegalTransition):
+            requeue(status)
