@@ -9,9 +9,10 @@ The REST forms differ from the webhook's (chatwoot.md §2, §4): int `message_ty
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from consumers.chatwoot import ApiMessage, ListedConversation
+if TYPE_CHECKING:  # the shapes only: this module calls nothing
+    from consumers.chatwoot import ApiMessage, ListedConversation
 
 ACTIVITY = 2  # "Assigned to …", "Conversation was resolved …": never a webhook, never stored
 MESSAGE_TYPES = {0: "incoming", 1: "outgoing", 3: "template"}

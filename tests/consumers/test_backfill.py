@@ -20,10 +20,11 @@ import structlog
 from consumers import service, synthetic
 from consumers.backfill import Backfiller, opened
 from consumers.chatwoot import ChatwootClient
+from consumers.errors import ChatwootError
 from consumers.store import Store
 from ingress import events
 from ingress.settings import Secret, Settings
-from ingress.topology import Topology
+from ingress.topology import RateLimit, Topology
 from tests.conftest import BOT_TOKEN, USER_TOKEN, Fake
 from tests.pipeline import emit_turns, persist_runner, rows, xadd, xrange
 
@@ -290,3 +291,51 @@ async def test_switchboard_backfill_as_a_user_runs_it(
         f"2 events published to {topology.key('events')}\n"
     )
     assert int(await redis.xlen(topology.key("events"))) == 2
+
+
+@pytest.mark.usefixtures("clean")
+async def test_an_account_another_process_scans_is_left_alone(
+    fake: Fake, redis: aioredis.Redis, store: Store, topology: Topology, client: ChatwootClient
+) -> None:
+    """While another scan holds the account's lease, no Chatwoot call is made for it."""
+    conversation(fake, 1)
+    say(fake, 1, "hi")
+    async with store.pool.acquire() as conn:
+        await conn.execute(
+            "INSERT INTO backfill_watermarks (account_id, lease_owner, lease_until) "
+            "VALUES ($1, 'other-host-1', now() + interval '1 minute')",
+            ACCOUNT,
+        )
+    report = await worker(store, redis, client, topology).round(accounts=[ACCOUNT])
+    assert (report.busy, report.conversations, report.published) == (1, 0, 0)
+    assert calls(fake, "/conversations") == []
+    async with store.pool.acquire() as conn:  # the holder died: its lease runs out
+        await conn.execute("UPDATE backfill_watermarks SET lease_until = now() - interval '1 s'")
+    assert (await worker(store, redis, client, topology).round(accounts=[ACCOUNT])).published == 1
+
+
+@pytest.mark.usefixtures("clean")
+async def test_each_call_takes_a_token_of_the_shared_chatwoot_limits(
+    fake: Fake, redis: aioredis.Redis, store: Store, topology: Topology, client: ChatwootClient
+) -> None:
+    """The host and account buckets the deliverers use lose one token per backfill call."""
+    conversation(fake, 1)
+    say(fake, 1, "hi")
+    slow = RateLimit(per_minute=6, burst=100)  # refills 0.1 a second: the count shows
+    delivery = msgspec.structs.replace(topology.delivery, host_limit=slow, account_limit=slow)
+    limited = msgspec.structs.replace(topology, delivery=delivery)
+    await worker(store, redis, client, limited).round(accounts=[ACCOUNT])
+    tag = f"{{{topology.key('outbound')}}}:limit"
+    for key in (f"{tag}:host:{topology.prefix}.test", f"{tag}:account:{ACCOUNT}"):
+        tokens = float(await redis.hget(key, "tokens") or 0)  # type: ignore[misc]
+        assert 98 <= tokens < 98.5, key  # two calls: the list and the messages
+
+
+async def test_lists_need_a_user_token_as_in_chatwoot(fake: Fake) -> None:
+    """The fake, like Chatwoot, answers 401 to a bot token on both lists."""
+    conversation(fake, 1)
+    async with ChatwootClient(fake.url, Secret(BOT_TOKEN), user_token=Secret(BOT_TOKEN)) as bot:
+        for call in (bot.list_conversations(ACCOUNT, 1), bot.message_page(ACCOUNT, 1, after=0)):
+            with pytest.raises(ChatwootError) as failed:
+                await call
+            assert failed.value.status == 401 and not failed.value.retryable
