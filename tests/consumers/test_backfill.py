@@ -327,7 +327,7 @@ async def test_each_call_takes_a_token_of_the_shared_chatwoot_limits(
     await worker(store, redis, client, limited).round(accounts=[ACCOUNT])
     tag = f"{{{topology.key('outbound')}}}:limit"
     for key in (f"{tag}:host:{topology.prefix}.test", f"{tag}:account:{ACCOUNT}"):
-        tokens = float(await redis.hget(key, "tokens") or 0)  # type: ignore[misc]
+        tokens = float(await redis.hget(key, "tokens") or 0)
         assert 98 <= tokens < 98.5, key  # two calls: the list and the messages
 
 
