@@ -243,7 +243,8 @@ class FakeChatwoot:
         page = max(1, int(request.query_params.get("page") or 1))
         mine = [c for (a, _), c in self.conversations.items() if a == account]
         chosen = [c for c in mine if status == "all" or c.status == status]
-        chosen.sort(key=lambda c: (int(c.last_activity_at), c.conversation), reverse=True)
+        # Chatwoot sorts on the full-precision time; it renders whole seconds.
+        chosen.sort(key=lambda c: (c.last_activity_at, c.conversation), reverse=True)
         listed = [self._listed(c) for c in chosen[(page - 1) * 25 : page * 25]]
         meta = {
             "mine_count": sum(1 for c in chosen if c.assignee_type == "User"),
