@@ -55,6 +55,10 @@ return id
 OFF_REASON = "CHATWOOT_USER_TOKEN is not set: bot tokens cannot list conversations or messages"
 
 
+class _Stopped(Exception):
+    """SIGTERM mid-scan: the scan ends where it is, its watermark unmoved."""
+
+
 class Report(msgspec.Struct, kw_only=True):
     """What a round did, summed over its accounts."""
 
@@ -174,6 +178,8 @@ class Backfiller:
                 start = await self._first_start(account, now)
             reached = await self._scan(account, start - self.spec.overlap_s, report)
             reached = max(reached or start, start)
+        except _Stopped:
+            reached = None  # what was published stays published; the next scan repeats it
         except ChatwootError as exc:
             report.failed = 1
             reached = None  # the watermark stays: the next round covers this one's span
@@ -276,8 +282,14 @@ class Backfiller:
         return 0 if added is None else 1
 
     async def _token(self, account: int) -> None:
-        """One token of the shared Chatwoot buckets per call."""
-        while (wait := await self.limits.wait_for_token(self.host, account)) > 0:
+        """One token of the shared Chatwoot buckets per call (checked before each call, so
+        a stop does not wait for a long scan to end)."""
+        while True:
+            if self._stopping.is_set():
+                raise _Stopped
+            wait = await self.limits.wait_for_token(self.host, account)
+            if wait <= 0:
+                return
             await self.sleep(wait)
 
 

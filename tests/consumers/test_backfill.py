@@ -339,3 +339,19 @@ async def test_lists_need_a_user_token_as_in_chatwoot(fake: Fake) -> None:
             with pytest.raises(ChatwootError) as failed:
                 await call
             assert failed.value.status == 401 and not failed.value.retryable
+
+
+@pytest.mark.usefixtures("clean")
+async def test_a_stop_ends_a_scan_with_its_watermark_unmoved(
+    fake: Fake, redis: aioredis.Redis, store: Store, topology: Topology, client: ChatwootClient
+) -> None:
+    """SIGTERM mid-scan: no further call, the lease given back, the watermark where it was."""
+    conversation(fake, 1)
+    say(fake, 1, "hi")
+    backfill = worker(store, redis, client, topology)
+    backfill.stop()
+    report = await backfill.scan(ACCOUNT, since=None, periodic=False)
+    assert (report.conversations, report.published, report.failed) == (0, 0, 0)
+    assert calls(fake, "/conversations") == []
+    [row] = await rows(store, "SELECT last_activity_at, lease_owner FROM backfill_watermarks")
+    assert row == {"last_activity_at": None, "lease_owner": None}
