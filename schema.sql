@@ -128,3 +128,15 @@ CREATE INDEX IF NOT EXISTS webhook_events_received ON webhook_events (received_a
 CREATE INDEX IF NOT EXISTS webhook_events_delivery ON webhook_events (delivery_id);
 -- `switchboard replay --outcome dead` and the ops views select by outcome over a time range.
 CREATE INDEX IF NOT EXISTS webhook_events_outcome ON webhook_events (outcome, received_at);
+
+-- Backfill (issue #9): per account, the newest `last_activity_at` (Chatwoot's clock, epoch
+-- seconds) a finished scan covered, and a lease so that one `consume` process scans an account
+-- at a time. The lease is taken and released in short transactions: the Chatwoot calls of a
+-- scan run with no transaction open and no row locked.
+CREATE TABLE IF NOT EXISTS backfill_watermarks (
+    account_id        bigint PRIMARY KEY,
+    last_activity_at  double precision,
+    scanned_at        timestamptz,
+    lease_owner       text,
+    lease_until       timestamptz
+);

@@ -39,6 +39,62 @@ class _Created(msgspec.Struct):
     id: int
 
 
+class ApiMessage(msgspec.Struct, kw_only=True):
+    """A message as the REST list renders it: int `message_type` (2: activity), epoch
+    `created_at`, a `sender` with `type` (contact, user, agent_bot), none for activity."""
+
+    id: int
+    content: str | None = None
+    content_type: str | None = None
+    content_attributes: dict[str, Any] | None = None
+    message_type: int
+    private: bool = False
+    status: str | None = None
+    source_id: str | None = None
+    created_at: float
+    sender: dict[str, Any] | None = None
+    attachments: list[dict[str, Any]] = []
+    additional_attributes: dict[str, Any] | None = None
+
+
+class ListedConversation(msgspec.Struct, kw_only=True):
+    """A conversation of the list: what a webhook snapshot of it needs, epoch times."""
+
+    id: int
+    inbox_id: int | None = None
+    status: str | None = None
+    labels: list[str] = []
+    meta: dict[str, Any] = {}
+    contact_inbox: dict[str, Any] | None = None  # not in the list of stock Chatwoot
+    custom_attributes: dict[str, Any] = {}
+    additional_attributes: dict[str, Any] = {}
+    created_at: float | None = None
+    updated_at: float | None = None
+    timestamp: float | None = None
+    last_activity_at: float | None = None
+
+    @property
+    def activity(self) -> float:
+        """When something last happened in it (epoch seconds)."""
+        return self.last_activity_at or self.timestamp or self.updated_at or 0.0
+
+
+class _ConversationData(msgspec.Struct):
+    payload: list[ListedConversation] = []
+
+
+class _ConversationList(msgspec.Struct):
+    data: _ConversationData
+
+
+class _ApiMessageList(msgspec.Struct):
+    payload: list[ApiMessage] = []
+
+
+CONVERSATIONS_PER_PAGE = 25
+MESSAGES_PER_PAGE = 100
+
+
 class _MessageList(msgspec.Struct):
     payload: list[ListedMessage] = []
 
@@ -122,6 +178,29 @@ class ChatwootClient:
         headers = {"api_access_token": self.user_token.reveal()}
         response = await self._call("GET", path, params=params, headers=headers)
         return _decode(response, _MessageList).payload
+
+    async def list_conversations(self, account: int, page: int) -> list[ListedConversation]:
+        """One page (25) of every conversation, by last activity, newest first (user token)."""
+        params = {"status": "all", "sort_by": "last_activity_at_desc", "page": str(page)}
+        path = f"/api/v1/accounts/{account}/conversations"
+        response = await self._call("GET", path, params=params, headers=self._user_headers())
+        return _decode(response, _ConversationList).data.payload
+
+    async def message_page(
+        self, account: int, conversation: int, *, after: int
+    ) -> list[ApiMessage]:
+        """Up to 100 messages with ids above `after`, ascending (user token): page on with
+        the last id until a page comes back short."""
+        path = f"/api/v1/accounts/{account}/conversations/{conversation}/messages"
+        response = await self._call(
+            "GET", path, params={"after": str(after)}, headers=self._user_headers()
+        )
+        return _decode(response, _ApiMessageList).payload
+
+    def _user_headers(self) -> dict[str, str]:
+        if self.user_token is None:
+            raise ChatwootError("listing needs CHATWOOT_USER_TOKEN", retryable=False)
+        return {"api_access_token": self.user_token.reveal()}
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:

@@ -1,4 +1,5 @@
-"""The `switchboard` command: up, migrate, ingress, consume, streams, dlq, replay, doctor."""
+"""The `switchboard` command: up, migrate, ingress, consume, streams, dlq, replay, backfill,
+doctor."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from collections.abc import Awaitable, Callable
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from consumers import dlq, ops, service
+from consumers import backfill, dlq, ops, service
 from consumers.errors import StoreError
 from consumers.local import LocalStack, migrate
 from consumers.store import Store, schema
@@ -47,6 +48,13 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--outcome", choices=["applied", "duplicate", "ignored", "dead"])
     replay.add_argument("--limit", type=int, default=10_000)
     replay.add_argument("--dry-run", action="store_true", help="count, publish nothing")
+    fill = sub.add_parser(
+        "backfill", help="fetch from Chatwoot the messages its webhooks never brought"
+    )
+    fill.add_argument("--since", type=_when, help="scan from this ISO time, not the watermark")
+    fill.add_argument(
+        "--account", type=int, action="append", default=[], help="only this account (repeatable)"
+    )
     dlq = sub.add_parser("dlq", help="inspect and act on dead-lettered entries")
     dlq_sub = dlq.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = dlq_sub.add_parser("list", help="the oldest dead entries")
@@ -113,6 +121,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings, topo: Topology) -> i
         return asyncio.run(_replay(args, settings, topo))
     if args.command == "dlq" and args.action == "replay":
         return asyncio.run(_dlq_replay(args, settings, topo))
+    if args.command == "backfill":
+        return asyncio.run(_backfill(args, settings, topo))
     return asyncio.run(_with_redis(settings, lambda redis: _redis_command(args, redis, topo)))
 
 
@@ -251,6 +261,19 @@ async def _replay(args: argparse.Namespace, settings: Settings, topo: Topology) 
     verb = "would replay" if args.dry_run else "replayed"
     sys.stdout.write(f"{verb} {len(found)} webhooks to {topo.key('events')}\n")
     return 0
+
+
+async def _backfill(args: argparse.Namespace, settings: Settings, topo: Topology) -> int:
+    settings.require("chatwoot_base_url", "chatwoot_user_token")
+    async with (
+        service.connections(settings) as (redis, store),
+        backfill.opened(settings, topo, redis, store) as worker,
+    ):
+        assert worker is not None
+        since = args.since.timestamp() if args.since else None
+        report = await worker.round(since=since, accounts=args.account)
+    sys.stdout.write(f"backfill: {report.line()} to {topo.key('events')}\n")
+    return 1 if report.failed else 0
 
 
 async def _doctor(settings: Settings, topo: Topology) -> int:

@@ -11,6 +11,7 @@ from typing import Protocol
 import redis.asyncio as aioredis
 import structlog
 
+from consumers import backfill
 from consumers.chatwoot import ChatwootClient
 from consumers.deliver import Deliverer, Retrier
 from consumers.errors import StoreError
@@ -26,6 +27,7 @@ from ingress.topology import Topology
 log = structlog.get_logger("consumers")
 
 TURNS = "turns"
+BACKFILL = "backfill"
 
 
 class Worker(Protocol):
@@ -35,8 +37,9 @@ class Worker(Protocol):
 
 
 def group_names(topology: Topology) -> list[str]:
-    """Every group a `consume` with no names runs: the stream groups, plus the turns worker."""
-    return [*topology.groups, TURNS]
+    """Every group a `consume` with no names runs: the stream groups, plus the turns and
+    backfill workers."""
+    return [*topology.groups, TURNS, BACKFILL]
 
 
 def check_groups(topology: Topology, groups: Sequence[str]) -> None:
@@ -79,6 +82,12 @@ async def workers(
         for group in groups:
             if group == TURNS:
                 built.append(TurnEmitter(store, redis, topology))
+                continue
+            if group == BACKFILL:
+                worker = await stack.enter_async_context(
+                    backfill.opened(settings, topology, redis, store)
+                )
+                built.extend([worker] if worker is not None else [])
                 continue
             spec = topology.groups[group]
             key = topology.key(spec.stream)

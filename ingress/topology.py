@@ -91,6 +91,27 @@ class DeliverySpec(_Spec, frozen=True, kw_only=True):
             raise ValueError("`jitter` must be at least 0 and below 1")
 
 
+class BackfillSpec(_Spec, frozen=True, kw_only=True):
+    """How often the backfill worker asks Chatwoot for what its webhooks never brought."""
+
+    every_s: int = 300
+    # First scan of an account (no watermark, no webhook stored): this far back.
+    lookback_s: int = 86_400
+    # Conversation pages (25 each) at most per account and round.
+    max_pages: int = 40
+    # Activity this much older than the watermark is scanned again (clock skew, races).
+    overlap_s: int = 60
+    # A scan owns its account this long; past it, its process is presumed dead.
+    lease_s: int = 300
+
+    def __post_init__(self) -> None:
+        for name in ("every_s", "max_pages", "lease_s"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be at least 1")
+        if self.lookback_s < 0 or self.overlap_s < 0:
+            raise ValueError("`lookback_s` and `overlap_s` must not be negative")
+
+
 Superseded = Literal["drop", "deliver"]
 Unassigned = Literal["bot", "human"]
 
@@ -142,6 +163,7 @@ class Topology(_Spec, frozen=True, kw_only=True):
     retention: RetentionSpec = RetentionSpec()
     turns: TurnsSpec = TurnsSpec()
     delivery: DeliverySpec = DeliverySpec()
+    backfill: BackfillSpec = BackfillSpec()
     routes: tuple[Route, ...] = ()
 
     def __post_init__(self) -> None:

@@ -7,7 +7,10 @@ nothing was stored or replied twice, and every customer got an answer.
 
 Scenarios: none, kill-consumers (SIGKILL a consumer process every few seconds and start a new
 one), restart-redis and restart-postgres (stopped mid-load, started again), chatwoot-faults
-(20% of replies answered 500, 5% time out after Chatwoot saved them, bursts of 429).
+(20% of replies answered 500, 5% time out after Chatwoot saved them, bursts of 429),
+ingress-down (the ingress SIGKILLed for 10 s mid-run while Chatwoot drops 20% of its webhooks
+for the whole run: only the backfill, every 2 s here, can bring those messages; every customer
+message must end up stored once).
 Uses embedded Redis and PostgreSQL in a temporary folder; the fake Chatwoot plays the customers.
 """
 
@@ -37,7 +40,9 @@ from consumers.embedded import EmbeddedPostgres, EmbeddedRedis, free_port  # noq
 from consumers.store import Store  # noqa: E402
 
 SECRET, TOKEN, USER_TOKEN, PREFIX = "chaos-secret", "chaos-bot", "chaos-user", "chaos"
-SCENARIOS = ("none", "kill-consumers", "restart-redis", "restart-postgres", "chatwoot-faults")
+SCENARIOS = ("none", "kill-consumers", "restart-redis", "restart-postgres", "chatwoot-faults",
+             "ingress-down")  # fmt: skip
+DROP_WEBHOOKS, INGRESS_DOWN_S = 0.2, 10.0
 FAULTS = [
     {"path": "/messages", "method": "POST", "status": 500, "probability": 0.2},
     {"path": "/messages", "method": "POST", "delay_ms": 1500, "after": True, "probability": 0.0625},
@@ -45,10 +50,12 @@ FAULTS = [
 BURST_429 = {"path": "/messages", "method": "POST", "status": 429, "retry_after": 1, "times": 15}
 
 
-def streams_yaml(workdir: Path) -> Path:
+def streams_yaml(workdir: Path, scenario: str) -> Path:
     """The repository's topology, tuned to notice failures within seconds, not minutes."""
     text = (ROOT / "streams.yaml").read_text()
+    backfill = "every_s: 2" if scenario == "ingress-down" else "every_s: 300"
     for old, new in (
+        ("every_s: 300", backfill),
         ("prefix: sb", f"prefix: {PREFIX}"),
         ("claim_idle_ms: 30000", "claim_idle_ms: 2000"),
         ("claim_idle_ms: 15000", "claim_idle_ms: 2000"),
@@ -83,8 +90,11 @@ class Process:
 
 
 class Stack:
-    def __init__(self, workdir: Path, *, consumers: int, user_token: bool) -> None:
+    def __init__(
+        self, workdir: Path, *, consumers: int, user_token: bool, scenario: str = "none"
+    ) -> None:
         self.workdir = workdir
+        self.scenario = scenario
         self.redis = EmbeddedRedis(workdir / "redis")
         self.postgres = EmbeddedPostgres(workdir / "postgres")
         self.ingress_port, self.fake_port = free_port(), free_port()
@@ -93,6 +103,7 @@ class Stack:
         self.user_token = user_token
         self.consumers: list[Process] = []
         self.others: list[Process] = []
+        self.ingress: Process | None = None
         self.env: dict[str, str] = {}
 
     def start(self) -> None:
@@ -103,7 +114,8 @@ class Stack:
         asyncio.run(_apply_schema(database))
         self.env = dict(
             os.environ, REDIS_URL=self.redis.url, DATABASE_URL=database, LOG_FORMAT="json",
-            SWITCHBOARD_STREAMS=str(streams_yaml(self.workdir)), PORT=str(self.ingress_port),
+            SWITCHBOARD_STREAMS=str(streams_yaml(self.workdir, self.scenario)),
+            PORT=str(self.ingress_port),
             SWITCHBOARD_HOME=str(self.workdir / "home"), CHATWOOT_BASE_URL=self.fake,
             CHATWOOT_API_TOKEN=TOKEN, CHATWOOT_WEBHOOK_SECRETS=SECRET, CHATWOOT_BOT_ID="1",
         )  # fmt: skip
@@ -114,8 +126,10 @@ class Stack:
             py, "scripts/fake_chatwoot.py", "--port", str(self.fake_port), "--token", TOKEN,
             "--user-token", USER_TOKEN, "--secret", SECRET,
             "--webhook-url", f"http://127.0.0.1:{self.ingress_port}/webhooks/chatwoot",
+            *(["--drop-webhooks", str(DROP_WEBHOOKS), "--seed", "3"]
+              if self.scenario == "ingress-down" else []),
         ]))  # fmt: skip
-        self.others.append(self.spawn("ingress", [py, "-m", "ingress"]))
+        self.ingress = self.spawn("ingress", [py, "-m", "ingress"])
         self.others.append(self.spawn("echo-agent", [py, "scripts/echo_agent.py",
                                                      "--prefix", PREFIX]))  # fmt: skip
         for _ in range(self.consumer_count):
@@ -130,8 +144,16 @@ class Stack:
         n = len(self.consumers)
         self.consumers.append(self.spawn(f"consumers-{n}", [sys.executable, "-m", "consumers"]))
 
+    def restart_ingress(self, down_s: float) -> None:
+        assert self.ingress is not None
+        self.ingress.stop(signal.SIGKILL)
+        time.sleep(down_s)
+        self.ingress = self.spawn("ingress", [sys.executable, "-m", "ingress"])
+        _wait_http(f"http://127.0.0.1:{self.ingress_port}/health")
+
     def stop(self) -> None:
-        for process in [*self.consumers, *self.others]:
+        ingress = [self.ingress] if self.ingress else []
+        for process in [*self.consumers, *ingress, *self.others]:
             process.stop()
         self.postgres.stop()
         self.redis.stop()
@@ -187,6 +209,11 @@ class Chaos(threading.Thread):
                 server.start()
                 self.actions[f"{server.name} restarts"] += 1
                 self.done.wait(self.seconds)
+            elif self.scenario == "ingress-down":
+                self.done.wait(self.seconds / 3)
+                self.stack.restart_ingress(INGRESS_DOWN_S)
+                self.actions[f"ingress kills ({INGRESS_DOWN_S:g} s down)"] += 1
+                self.done.wait(self.seconds)
             elif self.scenario == "chatwoot-faults":
                 self.done.wait(4)
                 httpx.post(f"{self.stack.fake}/_fake/faults",
@@ -237,10 +264,18 @@ def count(stack: Stack, customer_ids: list[int]) -> dict[str, Any]:
     r = redis.Redis.from_url(stack.env["REDIS_URL"])
     dead = int(r.xlen(f"{PREFIX}:dead"))
     r.close()
+    lost_on_the_way = Counter(str(w["status"]) for w in webhooks
+                              if w["id"] in sent and w["status"] not in (200, 202))  # fmt: skip
     return {
         "webhooks sent": len(sent),
         "answered 2xx": len(answered),
+        "webhooks never received": ", ".join(
+            f"{k}: {n}" for k, n in sorted(lost_on_the_way.items())
+        )
+        or "0",
         "messages stored": len(stored & sent),
+        "customer messages not stored": len(sent - stored),
+        "events applied from backfill": rows["backfilled"],
         "lost (answered 2xx, not stored)": len(answered - stored),
         "duplicates stored": rows["duplicate_rows"],
         "entries dead": dead,
@@ -267,12 +302,17 @@ async def _rows(database: str) -> dict[str, Any]:
             answered = await conn.fetch("SELECT chatwoot_conversation_id AS c, answered_through "
                                         "AS a FROM conversations")  # fmt: skip
             grouped = await conn.fetch("SELECT status, count(*) AS n FROM outbound GROUP BY 1")
+            backfilled = await conn.fetchval(
+                "SELECT count(*) FROM webhook_events "
+                "WHERE source = 'backfill' AND outcome = 'applied'"
+            )
             statuses: dict[str, int] = {r["status"]: r["n"] for r in grouped}
     finally:
         await store.close()
     return {
         "stored": {r["chatwoot_message_id"] for r in ids},
         "duplicate_rows": int(dup),
+        "backfilled": int(backfilled),
         "answered": {r["c"]: r["a"] for r in answered},
         "suppressed": statuses.get("suppressed", 0),
         "failed": statuses.get("failed", 0),
@@ -280,9 +320,12 @@ async def _rows(database: str) -> dict[str, Any]:
     }
 
 
-def settled(figures: dict[str, Any]) -> bool:
+def settled(figures: dict[str, Any], scenario: str) -> bool:
+    # With lost webhooks, only the backfill brings every message: require all of them.
+    everything = scenario != "ingress-down" or figures["customer messages not stored"] == 0
     return bool(
-        figures["messages stored"] >= figures["answered 2xx"]
+        everything
+        and figures["messages stored"] >= figures["answered 2xx"]
         and figures["replies still pending"] == 0
         and figures["conversations unanswered"] == 0
     )
@@ -307,7 +350,8 @@ def main() -> int:
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="sb-chaos-"))
     workdir.chmod(0o755)
-    stack = Stack(workdir, consumers=args.consumers, user_token=not args.no_user_token)
+    stack = Stack(workdir, consumers=args.consumers, user_token=not args.no_user_token,
+                  scenario=args.scenario)  # fmt: skip
     try:
         stack.start()
         chaos = Chaos(stack, args.scenario, args.seconds)
@@ -319,7 +363,7 @@ def main() -> int:
         chaos.join()
         loaded = time.monotonic()
         figures = count(stack, ids)
-        while not settled(figures) and time.monotonic() - loaded < args.settle:
+        while not settled(figures, args.scenario) and time.monotonic() - loaded < args.settle:
             time.sleep(1)
             figures = count(stack, ids)
         figures["seconds to settle after the load"] = round(time.monotonic() - loaded, 1)
@@ -332,7 +376,7 @@ def main() -> int:
         figures["lost (answered 2xx, not stored)"] == 0
         and figures["duplicates stored"] == 0
         and figures["duplicate replies"] == 0
-        and settled(figures)
+        and settled(figures, args.scenario)
     )
     print(f"scenario: {args.scenario} ({args.seconds:g} s at {achieved:.1f} messages/s, "
           f"{args.conversations} conversations, {args.consumers} consumer processes, "

@@ -15,12 +15,20 @@ Play the people around the bot (JSON bodies; `account` defaults to 1):
   POST /_fake/agent    {"conversation": 7, "content": "hello"}  a human agent's reply
   POST /_fake/assign   {"conversation": 7, "assignee_type": "AgentBot"}   (or "User", null)
   POST /_fake/status   {"conversation": 7, "status": "resolved"}
-Inspect and steer: GET /_fake/requests, GET /_fake/messages, POST /_fake/reset,
+Inspect and steer: GET /_fake/requests, GET /_fake/messages, GET /_fake/webhooks, POST /_fake/reset,
 POST /_fake/faults {"rules": [{"path": "messages", "status": 500, "times": 2}, ...]}.
 A rule matches requests whose path contains `path` (and `method`, if given), `times` times
 (default: always) with `probability` (default 1): it answers `status` (with `retry_after`),
 or, with `delay_ms`, waits first; `after: true` applies the request's effect before failing
 (the ambiguous case: Chatwoot saved it, the client never heard).
+
+Lost webhooks (Chatwoot never retries one): `--drop-webhooks P` drops each webhook with
+probability P (seeded by --seed), and POST /_fake/drop {"probability": P, "events": [...],
+"times": N} sets the rule at run time; each dropped webhook is listed in GET /_fake/webhooks
+with status "dropped", so a test can count them. The lists a user token may read (bots get
+401, as in Chatwoot): GET /api/v1/accounts/{id}/conversations?status=all&page=N (25 a page, by
+last activity, newest first) and GET .../conversations/{id}/messages?after=ID (100 a page,
+ascending; without `after`, the latest 20).
 """
 
 from __future__ import annotations
@@ -67,6 +75,14 @@ class Faults(msgspec.Struct):
     rules: list[Rule] = []
 
 
+class Drop(msgspec.Struct, kw_only=True):
+    """Webhooks lost on the way: each one (of `events`, default all) with `probability`."""
+
+    probability: float = 0.0
+    events: list[str] | None = None
+    times: int | None = None
+
+
 class Conversation(msgspec.Struct, kw_only=True):
     account: int = 1
     conversation: int = 1
@@ -79,6 +95,8 @@ class Conversation(msgspec.Struct, kw_only=True):
     )
     source_id: str | None = None
     updated_at: float = 0.0
+    created_at: float = 0.0
+    last_activity_at: float = 0.0
 
 
 class Said(msgspec.Struct, kw_only=True):
@@ -111,6 +129,7 @@ class FakeChatwoot:
         secret: str | None,
         echo: bool = True,
         seed: int = 0,
+        drop: Drop | None = None,
     ) -> None:
         self.tokens = tokens
         self.user_tokens = user_tokens
@@ -118,6 +137,9 @@ class FakeChatwoot:
         self.secret = secret
         self.echo = echo
         self.random = random.Random(seed)
+        # Its own dice, so that dropping webhooks does not change which requests fail.
+        self.drop_random = random.Random(seed + 1)
+        self.initial_drop = drop or Drop()
         self.reset()
 
     def reset(self) -> None:
@@ -127,12 +149,16 @@ class FakeChatwoot:
         self.rules: list[Rule] = []
         self.next_id = 1000
         self.webhooks: list[dict[str, Any]] = []  # what the receiver answered, per webhook
+        self.drop = msgspec.structs.replace(self.initial_drop)
         self.tasks: set[asyncio.Task[None]] = set()
 
     def conversation(self, account: int, conversation: int) -> Conversation:
         key = (account, conversation)
         if key not in self.conversations:
-            self.conversations[key] = Conversation(account=account, conversation=conversation)
+            now = time.time()
+            self.conversations[key] = Conversation(
+                account=account, conversation=conversation, created_at=now, last_activity_at=now
+            )
         return self.conversations[key]
 
     def touch(self, conv: Conversation, **changes: Any) -> None:
@@ -183,6 +209,8 @@ class FakeChatwoot:
         return JSONResponse({"id": number, "account_id": account, "inbox_id": conv.inbox})
 
     def _apply(self, request: Request, body: dict[str, Any], token: str) -> Response:
+        if "conversation" not in request.path_params:
+            return self._list_conversations(request, token)
         conv = self.conversation(
             int(request.path_params["account"]), int(request.path_params["conversation"])
         )
@@ -192,12 +220,7 @@ class FakeChatwoot:
             message = self._create(conv, body, sender=sender)
             return JSONResponse(message)
         if path.endswith("/messages"):
-            if token not in self.user_tokens:
-                return JSONResponse({"error": "bots cannot list messages"}, status_code=401)
-            after = int(request.query_params.get("after") or 0)
-            key = (conv.account, conv.conversation)
-            listed = [m for m in self.messages.get(key, []) if m["id"] > after][:100]
-            return JSONResponse({"meta": {}, "payload": listed})
+            return self._list_messages(request, conv, token)
         if path.endswith("/toggle_status"):
             self._set_status(conv, body.get("status", "open"))
             return JSONResponse(
@@ -210,6 +233,84 @@ class FakeChatwoot:
                 }
             )
         return JSONResponse({})  # toggle_typing_status
+
+    def _list_conversations(self, request: Request, token: str) -> Response:
+        """Chatwoot's conversation list: 25 a page, by last activity, newest first."""
+        if token not in self.user_tokens:
+            return JSONResponse({"error": "bots cannot list conversations"}, status_code=401)
+        account = int(request.path_params["account"])
+        status = request.query_params.get("status") or "open"
+        page = max(1, int(request.query_params.get("page") or 1))
+        mine = [c for (a, _), c in self.conversations.items() if a == account]
+        chosen = [c for c in mine if status == "all" or c.status == status]
+        # Chatwoot sorts on the full-precision time; it renders whole seconds.
+        chosen.sort(key=lambda c: (c.last_activity_at, c.conversation), reverse=True)
+        listed = [self._listed(c) for c in chosen[(page - 1) * 25 : page * 25]]
+        meta = {
+            "mine_count": sum(1 for c in chosen if c.assignee_type == "User"),
+            "assigned_count": sum(1 for c in chosen if c.assignee_type == "User"),
+            "unassigned_count": sum(1 for c in chosen if c.assignee_type != "User"),
+            "all_count": len(chosen),
+        }
+        return JSONResponse({"data": {"meta": meta, "payload": listed}})
+
+    def _listed(self, conv: Conversation) -> dict[str, Any]:
+        """A conversation as the list renders it (conversations/partials/_conversation.json):
+        the contact and channel in `meta`, a human assignee only, no `contact_inbox`."""
+        key = (conv.account, conv.conversation)
+        stored = self.messages.get(key, [])
+        last = [self._api_message(conv, m) for m in stored[-1:]]
+        spoken = [m for m in stored if m["message_type"] != 2]
+        contact = {"email": None, "phone_number": None, "identifier": None, "thumbnail": "",
+                   "additional_attributes": {}, "custom_attributes": {}, **conv.contact,
+                   "type": "contact"}  # fmt: skip
+        meta: dict[str, Any] = {"sender": contact, "channel": conv.channel, "hmac_verified": False}
+        if conv.assignee_type == "User":
+            meta["assignee"] = {**HUMAN, "available_name": HUMAN["name"],
+                                "availability_status": "online"}  # fmt: skip
+        return {
+            "meta": meta, "id": conv.conversation, "messages": last,
+            "account_id": conv.account, "uuid": str(uuid.uuid5(uuid.NAMESPACE_URL, str(key))),
+            "additional_attributes": {}, "agent_last_seen_at": 0, "assignee_last_seen_at": 0,
+            "can_reply": True, "contact_last_seen_at": 0, "custom_attributes": {},
+            "inbox_id": conv.inbox, "labels": [], "muted": False, "snoozed_until": None,
+            "status": conv.status, "created_at": int(conv.created_at),
+            "updated_at": conv.updated_at, "timestamp": int(conv.last_activity_at),
+            "first_reply_created_at": 0, "unread_count": 0,
+            "last_non_activity_message": self._api_message(conv, spoken[-1]) if spoken else None,
+            "last_activity_at": int(conv.last_activity_at), "priority": None,
+            "waiting_since": 0, "sla_policy_id": None,
+        }  # fmt: skip
+
+    def _list_messages(self, request: Request, conv: Conversation, token: str) -> Response:
+        """Messages after an id, ascending, 100 at most; without `after`, the latest 20."""
+        if token not in self.user_tokens:
+            return JSONResponse({"error": "bots cannot list messages"}, status_code=401)
+        stored = self.messages.get((conv.account, conv.conversation), [])
+        after = request.query_params.get("after")
+        if after:
+            listed = [m for m in stored if m["id"] > int(after)][:100]
+        else:
+            listed = stored[-20:]
+        contact = {**conv.contact, "type": "contact"}
+        assignee = HUMAN if conv.assignee_type == "User" else None
+        meta: dict[str, Any] = {"labels": [], "additional_attributes": {}, "contact": contact,
+                "assignee": assignee, "agent_last_seen_at": None,
+                "assignee_last_seen_at": None}  # fmt: skip
+        payload = [self._api_message(conv, m) for m in listed]
+        return JSONResponse({"meta": meta, "payload": payload})
+
+    def _api_message(self, conv: Conversation, m: dict[str, Any]) -> dict[str, Any]:
+        """A message as the REST API renders it: int type, epoch time, typed sender."""
+        out = {key: value for key, value in m.items() if key != "sender"}
+        out["created_at"] = int(m["created_at"])
+        sender = m.get("sender")
+        if sender is not None:
+            kind = sender.get("type") or "contact"
+            out["sender"] = {**sender, "type": kind}
+            out["sender_type"] = {"contact": "Contact", "user": "User"}.get(kind, "AgentBot")
+            out["sender_id"] = sender.get("id")
+        return out
 
     def _create(
         self, conv: Conversation, body: dict[str, Any], *, sender: dict[str, Any]
@@ -238,12 +339,13 @@ class FakeChatwoot:
         content: str | None,
         *,
         message_type: int,
-        sender: dict[str, Any],
+        sender: dict[str, Any] | None,
         private: bool = False,
         attributes: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         self.next_id += 1
         self.touch(conv)
+        conv.last_activity_at = conv.updated_at
         message = {
             "id": self.next_id, "content": content, "conversation_id": conv.conversation,
             "inbox_id": conv.inbox, "message_type": message_type, "content_type": "text",
@@ -251,11 +353,15 @@ class FakeChatwoot:
             "created_at": conv.updated_at, "private": private, "source_id": None,
             "sender": sender,
         }  # fmt: skip
+        if sender is None:
+            del message["sender"]  # activity messages have none
         self.messages.setdefault((conv.account, conv.conversation), []).append(message)
         return message
 
     def _set_status(self, conv: Conversation, status: str) -> None:
         self.touch(conv, status=status)
+        if status == "resolved":  # Chatwoot writes an activity message, never sent as a webhook
+            self._message(conv, "Conversation was marked resolved", message_type=2, sender=None)
         self._send("conversation_status_changed", self._conversation_event(conv, None))
 
     def _rule_for(self, request: Request) -> Rule | None:
@@ -290,7 +396,9 @@ class FakeChatwoot:
 
     def _snapshot(self, conv: Conversation) -> dict[str, Any]:
         key = (conv.account, conv.conversation)
-        public = [m for m in self.messages.get(key, []) if not m["private"]]
+        public = [
+            m for m in self.messages.get(key, []) if not m["private"] and m["message_type"] != 2
+        ]
         contact = {"email": None, "phone_number": None, "identifier": None, **conv.contact}
         assignee = {"User": HUMAN, "AgentBot": BOT}.get(conv.assignee_type or "")
         latest = [{"id": m["id"], "message_type": m["message_type"], "status": m["status"],
@@ -302,8 +410,9 @@ class FakeChatwoot:
             "contact_inbox": {"source_id": conv.source_id or f"src-{contact['id']}"},
             "meta": {"sender": contact, "assignee": assignee, "assignee_type": conv.assignee_type,
                      "team": None},
-            "messages": latest, "labels": [], "created_at": int(conv.updated_at),
-            "updated_at": conv.updated_at,
+            "messages": latest, "labels": [], "created_at": int(conv.created_at),
+            "updated_at": conv.updated_at, "last_activity_at": int(conv.last_activity_at),
+            "timestamp": int(conv.last_activity_at),
         }  # fmt: skip
 
     def _message_event(self, conv: Conversation, message: dict[str, Any]) -> dict[str, Any]:
@@ -325,8 +434,25 @@ class FakeChatwoot:
         return {**self._snapshot(conv), "changed_attributes": changed}
 
     def _send(self, event: str, payload: dict[str, Any]) -> None:
-        if self.webhook_url:
-            self._spawn(self._webhook({**payload, "event": event}))
+        if not self.webhook_url:
+            return
+        if self._dropped(event):
+            # Lost on the way, like a webhook Chatwoot sent while the receiver was down.
+            self.webhooks.append({"event": event, "id": payload.get("id"), "status": "dropped"})
+            return
+        self._spawn(self._webhook({**payload, "event": event}))
+
+    def _dropped(self, event: str) -> bool:
+        drop = self.drop
+        if drop.events is not None and event not in drop.events:
+            return False
+        if drop.times is not None and drop.times <= 0:
+            return False
+        if drop.probability <= 0 or self.drop_random.random() >= drop.probability:
+            return False
+        if drop.times is not None:
+            drop.times -= 1
+        return True
 
     async def _webhook(self, payload: dict[str, Any]) -> None:
         assert self.webhook_url is not None
@@ -364,6 +490,8 @@ class FakeChatwoot:
     async def define(self, request: Request) -> Response:
         conv = msgspec.json.decode(await request.body(), type=Conversation)
         self.touch(conv)
+        conv.created_at = conv.created_at or conv.updated_at
+        conv.last_activity_at = conv.last_activity_at or conv.updated_at
         self.conversations[(conv.account, conv.conversation)] = conv
         return JSONResponse({"conversation": conv.conversation})
 
@@ -428,6 +556,10 @@ class FakeChatwoot:
         self.rules = msgspec.json.decode(await request.body(), type=Faults).rules
         return JSONResponse({"rules": len(self.rules)})
 
+    async def set_drop(self, request: Request) -> Response:
+        self.drop = msgspec.json.decode(await request.body(), type=Drop)
+        return JSONResponse({"probability": self.drop.probability})
+
     async def reset_all(self, request: Request) -> Response:
         self.reset()
         return JSONResponse({"reset": True})
@@ -436,6 +568,7 @@ class FakeChatwoot:
         return Starlette(routes=[
             Route("/api/v1/accounts/{account:int}/conversations", self.start,
                   methods=["POST"]),
+            Route("/api/v1/accounts/{account:int}/conversations", self.api, methods=["GET"]),
             Route(API + "/messages", self.api, methods=["GET", "POST"]),
             Route(API + "/toggle_status", self.api, methods=["POST"]),
             Route(API + "/toggle_typing_status", self.api, methods=["POST"]),
@@ -448,6 +581,7 @@ class FakeChatwoot:
             Route("/_fake/messages", self.list_messages, methods=["GET"]),
             Route("/_fake/webhooks", self.list_webhooks, methods=["GET"]),
             Route("/_fake/faults", self.set_faults, methods=["POST"]),
+            Route("/_fake/drop", self.set_drop, methods=["POST"]),
             Route("/_fake/reset", self.reset_all, methods=["POST"]),
         ])  # fmt: skip
 
@@ -471,6 +605,10 @@ def main() -> None:
     )
     parser.add_argument("--faults", default="", help='initial fault rules, JSON: {"rules": [...]}')
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault dice")
+    parser.add_argument(
+        "--drop-webhooks", type=float, default=0.0, metavar="P",
+        help="drop each webhook with probability P (lost, never retried, like Chatwoot's)",
+    )  # fmt: skip
     args = parser.parse_args()
     fake = FakeChatwoot(
         tokens=set(args.token) or {"demo-bot-token"},
@@ -479,6 +617,7 @@ def main() -> None:
         secret=args.secret,
         echo=not args.no_echo,
         seed=args.seed,
+        drop=Drop(probability=args.drop_webhooks),
     )
     if args.faults:
         fake.rules = msgspec.json.decode(args.faults, type=Faults).rules

@@ -22,7 +22,14 @@ from tests import services
 
 RUN = uuid.uuid4().hex[:8]
 PREFIX = f"sbt{RUN}"
-TABLES = ("contacts", "conversations", "messages", "outbound", "webhook_events")
+TABLES = (
+    "contacts",
+    "conversations",
+    "messages",
+    "outbound",
+    "webhook_events",
+    "backfill_watermarks",
+)
 BOT_TOKEN = "test-bot-token"
 USER_TOKEN = "test-user-token"
 

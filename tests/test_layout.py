@@ -30,6 +30,7 @@ PURE = [
     "consumers/statuses.py",
     "consumers/clock.py",
     "consumers/gates.py",
+    "consumers/synthetic.py",
 ]
 ONLY_IN = {"asyncpg": "consumers/store/", "httpx": "consumers/chatwoot.py"}
 

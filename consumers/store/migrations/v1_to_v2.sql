@@ -4,4 +4,14 @@
 -- `switchboard replay --outcome dead` and the ops views select by outcome over a time range.
 CREATE INDEX IF NOT EXISTS webhook_events_outcome ON webhook_events (outcome, received_at);
 
+-- Backfill: per account, the newest `last_activity_at` a finished scan covered, and a lease so
+-- that one `consume` process scans an account at a time.
+CREATE TABLE IF NOT EXISTS backfill_watermarks (
+    account_id        bigint PRIMARY KEY,
+    last_activity_at  double precision,
+    scanned_at        timestamptz,
+    lease_owner       text,
+    lease_until       timestamptz
+);
+
 INSERT INTO schema_version (version) VALUES (2) ON CONFLICT DO NOTHING;
