@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 import redis.asyncio as aioredis
 import structlog
 
+from consumers import backoff, gates, statuses
 from consumers import conversation as cv
-from consumers import delivery, gates, statuses
 from consumers.chatwoot import ChatwootClient
 from consumers.clock import utcnow
 from consumers.counters import Counters
@@ -229,7 +229,7 @@ class Deliverer:
                 await self.counters.add("deliver.failed")
                 log.warning("reply.failed", reason=reason, error=str(exc), status=exc.status)
                 return f"{reason}: {exc}"
-            wait = delivery.backoff(
+            wait = backoff.backoff(
                 attempt, self.spec.retry_ms, jitter=self.spec.jitter, rand=self.rand(),
                 retry_after=exc.retry_after,
             )  # fmt: skip
