@@ -67,7 +67,7 @@ async def test_a_failed_check_after_an_ambiguous_post_holds_the_reply(
         )
         retrier = Retrier(deliverer)
         reply = events.OutboundEntry(account=3, conversation=1046, content="hi", ref="amb-1")
-        fields = events.encode(reply)
+        fields = {k.encode(): v for k, v in events.encode(reply).items()}
         entry_id = await xadd(redis, topo.key("outbound"), fields)
         await deliverer(StreamEntry(id=entry_id, fields=fields, deliveries=1))
         assert chatwoot.calls == ["POST"]
