@@ -7,10 +7,6 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 
-# asyncpg's client-side "invalid input for query argument" (the public `DataError` name is
-# the server's SQLSTATE 22000 class).
-from asyncpg.exceptions._base import DataError as ArgumentError
-
 from consumers import faults
 from consumers.errors import StoreError
 from consumers.faults import Fault
@@ -28,13 +24,11 @@ COMMAND_TIMEOUT_S = 30.0
 def _translate(exc: BaseException) -> StoreError:
     """A driver error as a StoreError whose flags say its fault (see consumers/faults.py).
 
-    A server error carries its SQLSTATE; anything else from the driver (a connection lost,
-    refused or reset, a timeout, the pool closed under us) is an outage."""
+    A server error carries its SQLSTATE (asyncpg gives a value it cannot encode, an int
+    outside int64, SQLSTATE 22000: the data's fault); anything else from the driver (a
+    connection lost, refused or reset, a timeout, the pool closed under us) is an outage."""
     sqlstate = getattr(exc, "sqlstate", None) if isinstance(exc, asyncpg.PostgresError) else None
     fault = faults.of_sqlstate(sqlstate) if sqlstate else Fault.OUTAGE
-    if isinstance(exc, ArgumentError):
-        # Raised before sending: a value the driver cannot encode (an int outside int64).
-        fault = Fault.PERMANENT
     text = f"{type(exc).__name__}: {exc}"
     if sqlstate:
         text = f"{text} (SQLSTATE {sqlstate})"
