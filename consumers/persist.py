@@ -66,6 +66,9 @@ class Persister:
     async def __call__(self, entry: StreamEntry) -> None:
         event = events.decode(events.EventEntry, entry.fields)
         structlog.contextvars.bind_contextvars(delivery=event.delivery, webhook_event=event.event)
+        for name, value in (("account.id", event.account), ("conversation.id", event.conversation)):
+            if value is not None and _int64(value) is None:
+                raise PermanentError(f"{name} {value} is outside int64")
         async with self.store.transaction() as tx:
             if not await tx.record_event(entry.id, event):
                 log.info("event.skipped", reason="entry already processed")
