@@ -19,13 +19,15 @@ from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 import structlog
+from redis.exceptions import RedisError
 
-from consumers import backoff, gates, statuses
+from consumers import backoff, faults, gates, statuses
 from consumers import conversation as cv
 from consumers.chatwoot import ChatwootClient
 from consumers.clock import utcnow
 from consumers.counters import Counters
 from consumers.errors import ChatwootError, PermanentError, StoreError
+from consumers.faults import Fault
 from consumers.limits import Limits
 from consumers.polling import PollingWorker
 from consumers.runner import StreamEntry
@@ -272,6 +274,8 @@ class Retrier(PollingWorker):
                     reply = await tx.outbound_entry(ref)
                 failure = await deliverer.attempt(ref, reply)
             except Exception as exc:  # noqa: BLE001 - one reply's failure must not stop the rest
+                if isinstance(exc, RedisError) or faults.of_error(exc) is Fault.OUTAGE:
+                    raise  # PostgreSQL or Redis down: the worker loop waits it out
                 await self._held(ref, exc)
                 continue
             self._failures.pop(ref, None)

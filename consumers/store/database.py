@@ -35,9 +35,23 @@ def _translate(exc: BaseException) -> StoreError:
     return StoreError(text, retryable=fault is not Fault.PERMANENT, outage=fault is Fault.OUTAGE)
 
 
-_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+# InternalClientError: the protocol left in a bad state by a connection cut mid-statement
+# (seen when a failover terminates backends); like a lost connection, an outage.
+_DRIVER_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
 # What a statement itself raises: the server's answer, the connection lost, a timeout.
-_STATEMENT_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError, TimeoutError)
+_STATEMENT_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    ConnectionError,
+    TimeoutError,
+)
 
 
 class Store:
