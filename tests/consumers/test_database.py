@@ -201,3 +201,27 @@ async def test_a_read_only_server_is_waited_out(
         assert row["outcome"] == "applied"
     finally:
         await store.close()
+
+
+async def test_a_plan_invalidated_by_a_migration_is_an_outage_that_passes(
+    own_database: tuple[str, asyncpg.Connection],
+) -> None:
+    """0A000 (a cached statement whose result type a migration changed) inside a transaction
+    is an outage; asyncpg re-prepares, so the next try succeeds."""
+    url, _ = own_database
+    store = await Store.connect(url, max_size=1)
+    try:
+        async with store.pool.acquire() as conn:
+            await conn.execute("CREATE TABLE t (a int); INSERT INTO t VALUES (1)")
+        async with store.transaction() as tx:
+            assert await tx.conn.fetch("SELECT * FROM t") == [(1,)]
+        async with store.pool.acquire() as conn:
+            await conn.execute("ALTER TABLE t ADD COLUMN b int")  # from another session, say
+        with pytest.raises(StoreError) as caught:
+            async with store.transaction() as tx:
+                await tx.conn.fetch("SELECT * FROM t")
+        assert "SQLSTATE 0A000" in str(caught.value) and caught.value.outage
+        async with store.transaction() as tx:
+            assert await tx.conn.fetch("SELECT * FROM t") == [(1, None)]
+    finally:
+        await store.close()
