@@ -214,7 +214,7 @@ async def test_a_plan_invalidated_by_a_migration_is_an_outage_that_passes(
         async with store.pool.acquire() as conn:
             await conn.execute("CREATE TABLE t (a int); INSERT INTO t VALUES (1)")
         async with store.transaction() as tx:
-            assert await tx.conn.fetch("SELECT * FROM t") == [(1,)]
+            assert [tuple(r) for r in await tx.conn.fetch("SELECT * FROM t")] == [(1,)]
         async with store.pool.acquire() as conn:
             await conn.execute("ALTER TABLE t ADD COLUMN b int")  # from another session, say
         with pytest.raises(StoreError) as caught:
@@ -222,6 +222,6 @@ async def test_a_plan_invalidated_by_a_migration_is_an_outage_that_passes(
                 await tx.conn.fetch("SELECT * FROM t")
         assert "SQLSTATE 0A000" in str(caught.value) and caught.value.outage
         async with store.transaction() as tx:
-            assert await tx.conn.fetch("SELECT * FROM t") == [(1, None)]
+            assert [tuple(r) for r in await tx.conn.fetch("SELECT * FROM t")] == [(1, None)]
     finally:
         await store.close()
