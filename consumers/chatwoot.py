@@ -12,7 +12,9 @@ from typing import Any, Self, TypeVar
 import httpx
 import msgspec
 
+from consumers import faults
 from consumers.errors import ChatwootError
+from consumers.faults import Fault
 from ingress.settings import Secret
 
 T = TypeVar("T")
@@ -226,8 +228,11 @@ def _error_for(method: str, path: str, response: httpx.Response) -> ChatwootErro
         return ChatwootError(
             message, status=status, retryable=True, retry_after=_retry_after(response)
         )
-    if status in PERMANENT or 400 <= status < 500:
+    if faults.of_http_status(status) is Fault.PERMANENT:
         return ChatwootError(message, status=status, retryable=False)
+    if status in {408, 409, 425}:
+        # Timed out, conflicting or too early: worth another try, and (408) maybe applied.
+        return ChatwootError(message, status=status, retryable=True, ambiguous=status == 408)
     # A 5xx may come after Rails saved the message (a gateway timeout surely can).
     return ChatwootError(message, status=status, retryable=True, ambiguous=status in {502, 504})
 

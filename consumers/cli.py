@@ -266,7 +266,7 @@ async def _replay(args: argparse.Namespace, settings: Settings, topo: Topology) 
 async def _backfill(args: argparse.Namespace, settings: Settings, topo: Topology) -> int:
     settings.require("chatwoot_base_url", "chatwoot_user_token")
     async with (
-        service.connections(settings) as (redis, store),
+        service.connections(settings, topo) as (redis, store),
         backfill.opened(settings, topo, redis, store) as worker,
     ):
         assert worker is not None

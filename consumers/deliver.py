@@ -19,13 +19,15 @@ from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 import structlog
+from redis.exceptions import RedisError
 
+from consumers import backoff, faults, gates, statuses
 from consumers import conversation as cv
-from consumers import delivery, gates, statuses
 from consumers.chatwoot import ChatwootClient
 from consumers.clock import utcnow
 from consumers.counters import Counters
-from consumers.errors import ChatwootError, PermanentError
+from consumers.errors import ChatwootError, PermanentError, StoreError
+from consumers.faults import Fault
 from consumers.limits import Limits
 from consumers.polling import PollingWorker
 from consumers.runner import StreamEntry
@@ -229,7 +231,7 @@ class Deliverer:
                 await self.counters.add("deliver.failed")
                 log.warning("reply.failed", reason=reason, error=str(exc), status=exc.status)
                 return f"{reason}: {exc}"
-            wait = delivery.backoff(
+            wait = backoff.backoff(
                 attempt, self.spec.retry_ms, jitter=self.spec.jitter, rand=self.rand(),
                 retry_after=exc.retry_after,
             )  # fmt: skip
@@ -255,6 +257,8 @@ class Retrier(PollingWorker):
         self.deliverer = deliverer
         self.batch = batch
         self.poll_s = deliverer.spec.poll_ms / 1000
+        # Consecutive failed attempts per reply, for the backoff of `_held` (this process).
+        self._failures: dict[str, int] = {}
 
     async def step(self) -> int:
         return await self.run_due()
@@ -265,12 +269,38 @@ class Retrier(PollingWorker):
             refs = await tx.due_outbound(deliverer.clock(), self.batch)
         for ref in refs:
             structlog.contextvars.clear_contextvars()
-            async with deliverer.store.transaction() as tx:
-                reply = await tx.outbound_entry(ref)
-            failure = await deliverer.attempt(ref, reply)
+            try:
+                async with deliverer.store.transaction() as tx:
+                    reply = await tx.outbound_entry(ref)
+                failure = await deliverer.attempt(ref, reply)
+            except Exception as exc:  # noqa: BLE001 - one reply's failure must not stop the rest
+                if isinstance(exc, RedisError) or faults.of_error(exc) is Fault.OUTAGE:
+                    raise  # PostgreSQL or Redis down: the worker loop waits it out
+                await self._held(ref, exc)
+                continue
+            self._failures.pop(ref, None)
             if failure is not None:
                 await self._dead_letter(ref, reply, failure)
         return len(refs)
+
+    async def _held(self, ref: str, exc: Exception) -> None:
+        """An attempt that raised (say the check after an ambiguous POST failed: whether the
+        reply landed is unknown) is held with backoff, so it neither blocks the other due
+        replies nor comes back at once."""
+        failures = self._failures[ref] = self._failures.get(ref, 0) + 1
+        spec = self.deliverer.spec
+        after = exc.retry_after if isinstance(exc, ChatwootError) else None
+        wait = backoff.backoff(failures, spec.retry_ms, jitter=spec.jitter,
+                               rand=self.deliverer.rand(), retry_after=after)  # fmt: skip
+        log.warning("reply.attempt_failed", ref=ref, error_class=type(exc).__name__,
+                    error=str(exc)[:500], wait_s=round(wait, 2))  # fmt: skip
+        await self.deliverer.counters.add("deliver.attempt_failed")
+        until = self.deliverer.clock() + dt.timedelta(seconds=wait)
+        try:
+            async with self.deliverer.store.transaction() as tx:
+                await tx.hold_until(ref, until, error=f"{type(exc).__name__}: {exc}"[:2000])
+        except StoreError as store_exc:
+            log.warning("reply.hold_failed", ref=ref, error=str(store_exc))
 
     async def _dead_letter(self, ref: str, reply: events.OutboundEntry, failure: str) -> None:
         """A retried reply that failed for good: its fields to the dead stream, as an entry's."""

@@ -9,8 +9,8 @@ import msgspec
 import redis.asyncio as aioredis
 import structlog
 
+from consumers.backoff import Breaker
 from consumers.counters import Counters
-from consumers.delivery import Breaker
 from ingress.topology import DeliverySpec, RateLimit
 
 log = structlog.get_logger("limits")

@@ -14,12 +14,13 @@ import msgspec
 import structlog
 
 from consumers import conversation as cv
-from consumers import statuses
+from consumers import decisions, statuses
 from consumers.clock import utcnow
 from consumers.errors import PermanentError
 from consumers.runner import StreamEntry
 from consumers.store import ConversationRow, MessageRow, Store, Tx
 from ingress import events, views
+from ingress.errors import EntryDecodeError
 from ingress.topology import Topology
 
 log = structlog.get_logger("persist")
@@ -65,6 +66,9 @@ class Persister:
     async def __call__(self, entry: StreamEntry) -> None:
         event = events.decode(events.EventEntry, entry.fields)
         structlog.contextvars.bind_contextvars(delivery=event.delivery, webhook_event=event.event)
+        for name, value in (("account.id", event.account), ("conversation.id", event.conversation)):
+            if value is not None and _int64(value) is None:
+                raise PermanentError(f"{name} {value} is outside int64")
         async with self.store.transaction() as tx:
             if not await tx.record_event(entry.id, event):
                 log.info("event.skipped", reason="entry already processed")
@@ -75,6 +79,15 @@ class Persister:
                 raise PermanentError(f"{event.event} body does not fit its view: {exc}") from exc
             await tx.set_outcome(entry.id, outcome, detail)
         log.info("event.persisted", outcome=outcome, detail=detail)
+
+    async def dead(self, entry: StreamEntry, dead: decisions.Dead) -> None:
+        """The runner's `on_dead`: the audit row of a webhook it dead-letters, with the reason,
+        in a transaction of its own (the handler's rolled back), so `switchboard replay
+        --outcome dead` finds it once the cause is fixed."""
+        detail = f"{dead.reason}: {dead.error}".replace("\x00", "\ufffd")
+        async with self.store.transaction() as tx:
+            await tx.record_dead(entry.id, salvage(entry), detail)
+        log.info("event.dead_recorded", reason=dead.reason)
 
     async def _apply(self, tx: Tx, event: events.EventEntry) -> Outcome:
         name = event.event
@@ -152,6 +165,9 @@ class Persister:
         account = _account(msg.account, event)
         if account is None or msg.conversation is None:
             raise PermanentError("message event without account or conversation")
+        _check_time("message.created_at", msg.created_at)
+        for embedded in msg.conversation.messages:
+            _check_time("conversation.messages[].updated_at", embedded.updated_at)
         conv = await self._conversation(tx, account, msg.conversation, event=event.event)
         who = cv.speaker(msg)
         if who.kind is cv.SenderKind.CONTACT and msg.sender and msg.sender.id is not None:
@@ -213,6 +229,52 @@ class Persister:
         )
 
 
+def salvage(entry: StreamEntry) -> events.EventEntry:
+    """What can be kept of a dead entry for its audit row, whatever is wrong with it: fields
+    that do not decode or do not fit a column are left empty; the raw body is kept as is."""
+    try:
+        event = events.decode(events.EventEntry, entry.fields)
+    except EntryDecodeError:
+        raw = {k.decode(errors="replace"): v for k, v in entry.fields.items()}
+        event = events.EventEntry(
+            source=_text(raw.get("source")) or "chatwoot",
+            event=_text(raw.get("event")),
+            delivery=_text(raw.get("delivery")),
+            received_at=0,
+            signed=raw.get("signed") == b"1",
+            body=raw.get("body", b""),
+        )
+    sane = views.EPOCH_MIN * 1000 <= event.received_at <= views.EPOCH_MAX * 1000
+    return msgspec.structs.replace(
+        event,
+        source=_text(event.source),
+        event=_text(event.event),
+        delivery=_text(event.delivery),
+        account=_int64(event.account),
+        conversation=_int64(event.conversation),
+        # The stream id starts with the ms Redis stored it at: as good a receipt time.
+        received_at=event.received_at if sane else int(entry.id.split("-")[0]),
+    )
+
+
+def _check_time(name: str, value: str | int | float | None) -> None:
+    """ISO times are checked here (numeric ones by the views' bounds): a time the database
+    or `datetime` cannot hold, or that cannot be right, is the payload's fault."""
+    seconds = cv.epoch(value)
+    if seconds is not None and not views.EPOCH_MIN <= seconds <= views.EPOCH_MAX:
+        raise PermanentError(f"{name} {value!r} is outside 2000-01-01..2200-01-01")
+
+
+def _text(value: str | bytes | None) -> str:
+    if isinstance(value, bytes):
+        value = value.decode(errors="replace")
+    return (value or "").replace("\x00", "\ufffd")
+
+
+def _int64(value: int | None) -> int | None:
+    return value if value is not None and views.INT64_MIN <= value <= views.INT64_MAX else None
+
+
 def _account(ref: views.Ref | None, event: events.EventEntry) -> int | None:
     if ref is not None and isinstance(ref.id, int):
         return ref.id
@@ -224,7 +286,9 @@ def _contact_version(contact: views.Contact, event: events.EventEntry) -> int:
     for item in contact.changed_attributes or []:
         change = item.get("updated_at")
         if isinstance(change, dict):
-            seconds = cv.epoch(change.get("current_value"))
+            value = change.get("current_value")
+            seconds = cv.epoch(value) if isinstance(value, str | int | float) else None
+            _check_time("changed_attributes.updated_at", seconds)
             if seconds is not None:
                 return int(seconds * 1000)
     return event.received_at

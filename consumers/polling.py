@@ -7,18 +7,24 @@ import asyncio
 import structlog
 from redis.exceptions import RedisError
 
-from consumers.errors import StoreError
+from consumers import faults, supervise
+from consumers.counters import Counters
+from consumers.faults import Fault
+from consumers.runner import redis_fault
 
 log = structlog.get_logger("polling")
 
 
 class PollingWorker:
     """Runs `step()` until stopped: again at once while it finds a full batch of work, else
-    after `poll_s`. A store or Redis outage is logged and waited out, never fatal."""
+    after `poll_s`. No exception ends the loop: an outage (PostgreSQL, Redis) is logged and
+    waited out; any other failure is logged with its traceback, counted, and backed off."""
 
     name = "worker"
     batch = 50
     poll_s = 0.25
+    # Set by whoever wires the worker (service.py) to count failures in the metrics hash.
+    counters: Counters | None = None
 
     def __init__(self) -> None:
         self._stopping = asyncio.Event()
@@ -32,18 +38,33 @@ class PollingWorker:
 
     async def run(self) -> None:
         log.info("runner.started", group=self.name)
+        failures = 0
         while not self._stopping.is_set():
+            wait = self.poll_s
             try:
                 done = await self.step()
-            except (StoreError, RedisError) as exc:
-                log.warning("worker.unavailable", group=self.name, error=str(exc))
+                failures = 0
+            except Exception as exc:  # noqa: BLE001 - logged and backed off just below
+                failures += 1
                 done = 0
+                wait = max(wait, supervise.wait_after(failures))
+                await self._failed(exc, failures)
             if done < self.batch:
                 try:
-                    await asyncio.wait_for(self._stopping.wait(), timeout=self.poll_s)
+                    await asyncio.wait_for(self._stopping.wait(), timeout=wait)
                 except TimeoutError:
                     pass
         log.info("runner.stopped", group=self.name)
+
+    async def _failed(self, exc: Exception, failures: int) -> None:
+        if isinstance(exc, RedisError):
+            outage = redis_fault(exc) is Fault.OUTAGE
+        else:
+            outage = faults.of_error(exc) is Fault.OUTAGE
+        if outage:
+            log.warning("worker.unavailable", group=self.name, error=str(exc))
+            return
+        await supervise.step_failed(self.name, exc, self.counters, failures=failures)
 
     async def drain(self) -> int:
         """Do everything due now, then return how much was done (for tests)."""

@@ -17,9 +17,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from consumers import delivery
+from consumers import decisions, faults, supervise
 from consumers.counters import Counters
 from consumers.errors import Outage
+from consumers.faults import Fault
 from ingress import events
 from ingress.topology import GroupSpec
 
@@ -33,6 +34,19 @@ class StreamEntry(msgspec.Struct, frozen=True, kw_only=True):
 
 
 Handler = Callable[[StreamEntry], Awaitable[None]]
+# Called with an entry the runner is about to dead-letter (its handler's transaction rolled
+# back), to leave a trace of it elsewhere; a failure here never stops the dead letter.
+OnDead = Callable[[StreamEntry, "decisions.Dead"], Awaitable[None]]
+
+
+def redis_fault(exc: RedisError) -> Fault:
+    """A Redis error by what it is: a connection or timeout, or an error reply about the
+    server's state (OOM, READONLY, LOADING, ...), is an outage; any other reply is a bug."""
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        return Fault.OUTAGE
+    if isinstance(exc, ResponseError):
+        return faults.of_redis_reply(exc.status_code, str(exc))
+    return Fault.BUG
 
 
 async def ensure_group(redis: aioredis.Redis, key: str, group: str) -> None:
@@ -75,6 +89,7 @@ class Runner:
         consumer: str | None = None,
         metrics_key: str | None = None,
         partition: Callable[[StreamEntry], bytes] | None = None,
+        on_dead: OnDead | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.redis = redis
@@ -88,6 +103,7 @@ class Runner:
         self.counters = Counters(redis, metrics_key=metrics_key)
         # Entries with the same partition key are handled in stream order, others concurrently.
         self.partition = partition
+        self.on_dead = on_dead
         self._stopping = asyncio.Event()
         self._next_claim = 0.0
         self._claim_cursor = "0-0"
@@ -112,9 +128,13 @@ class Runner:
                 failures = 0
             except RedisError as exc:
                 failures += 1
-                wait = min(5.0, 0.1 * 2**failures)
+                wait = supervise.wait_after(failures + 1)
                 log.warning("runner.redis_unavailable", group=self.group, error=str(exc), wait=wait)
                 await self._sleep(wait)
+            except Exception as exc:  # noqa: BLE001 - one batch's failure must not end the group
+                failures += 1
+                await supervise.step_failed(self.group, exc, self.counters, failures=failures)
+                await self._sleep(supervise.wait_after(failures))
         await self._forget_if_idle()
         structlog.contextvars.clear_contextvars()
         log.info("runner.stopped", group=self.group, consumer=self.consumer)
@@ -192,51 +212,58 @@ class Runner:
         for entry in entries:
             key = self.partition(entry) if self.partition else b""
             partitions.setdefault(key, []).append(entry)
-        finished = await asyncio.gather(*(self._in_order(p) for p in partitions.values()))
-        done = [entry_id for ids in finished for entry_id in ids]
+        finished = await asyncio.gather(
+            *(self._in_order(p) for p in partitions.values()), return_exceptions=True
+        )
+        # What the other partitions finished is acknowledged even when one of them failed.
+        done = [entry_id for ids in finished if isinstance(ids, list) for entry_id in ids]
         if done:
             await self.redis.xack(self.key, self.group, *done)
             await self.counters.add(f"{self.group}.handled", len(done))
+        for result in finished:
+            if isinstance(result, BaseException):
+                raise result
 
     async def _in_order(self, entries: list[StreamEntry]) -> list[str]:
         done: list[str] = []
         for entry in entries:
             decision = await self._handle(entry)
             wait = 0.1
-            while isinstance(decision, delivery.Retry) and decision.outage:
+            while isinstance(decision, decisions.Retry) and decision.outage:
                 if self._stopping.is_set():
                     break  # stays pending: reclaimed once things are back
                 await self._sleep(wait)
                 wait = min(wait * 2, 5.0)
                 await self._hold(entry)
                 decision = await self._handle(entry)
-            if isinstance(decision, delivery.Dead):
+            if isinstance(decision, decisions.Dead):
                 await self._dead_letter(entry, decision)
-            if not isinstance(decision, delivery.Retry):
+            if not isinstance(decision, decisions.Retry):
                 done.append(entry.id)
         return done
 
-    async def _handle(self, entry: StreamEntry) -> delivery.Decision:
+    async def _handle(self, entry: StreamEntry) -> decisions.Decision:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(group=self.group, entry=entry.id)
         if not entry.fields:
-            return delivery.Ack()  # trimmed from the stream while pending: nothing left to do
-        exhausted = delivery.exhausted(entry.deliveries, self.spec.max_deliveries)
+            return decisions.Ack()  # trimmed from the stream while pending: nothing left to do
+        exhausted = decisions.exhausted(entry.deliveries, self.spec.max_deliveries)
         if exhausted is not None:
             return exhausted
         started = time.perf_counter()
         error: BaseException | None = None
         try:
             await self.handler(entry)
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            error = Outage(f"Redis: {exc}")
+        except RedisError as exc:
+            fault = redis_fault(exc)
+            error = Outage(f"Redis: {type(exc).__name__}: {exc}") if fault is Fault.OUTAGE else exc
         except Exception as exc:  # noqa: BLE001 - every failure is decided on just below
             error = exc
-        decision = delivery.decide(
+        decision = decisions.decide(
             error, deliveries=entry.deliveries, max_deliveries=self.spec.max_deliveries
         )
         ms = round((time.perf_counter() - started) * 1000, 2)
-        if isinstance(decision, delivery.Ack):
+        if isinstance(decision, decisions.Ack):
             log.debug("entry.handled", ms=ms)
         else:
             log.warning(
@@ -259,7 +286,7 @@ class Runner:
         except RedisError:
             pass  # Redis is the outage: nobody can reclaim it either
 
-    async def _dead_letter(self, entry: StreamEntry, dead: delivery.Dead) -> None:
+    async def _dead_letter(self, entry: StreamEntry, dead: decisions.Dead) -> None:
         fields = events.encode(
             events.DeadEntry(
                 stream=self.key,
@@ -271,10 +298,24 @@ class Runner:
                 original=events.plain(entry.fields),
             )
         )
+        if self.on_dead is not None:
+            await self._record_dead(entry, dead)
         # XADD before XACK: a crash between the two dead-letters twice, never loses the entry.
         await self.redis.xadd(self.dead_key, fields)  # type: ignore[arg-type]
         await self.counters.add(f"{self.group}.dead_lettered")
         log.error("entry.dead_lettered", reason=dead.reason, error=dead.error)
+
+    async def _record_dead(self, entry: StreamEntry, dead: decisions.Dead) -> None:
+        assert self.on_dead is not None
+        try:
+            await self.on_dead(entry, dead)
+        except Exception as exc:  # noqa: BLE001 - the dead letter itself must still be written
+            log.error(
+                "entry.dead_record_failed",
+                error_class=type(exc).__name__,
+                error=str(exc)[:500],
+            )
+            await self.counters.add(f"{self.group}.dead_record_failed")
 
     async def _forget_if_idle(self) -> None:
         """Remove this consumer from the group on a clean stop, unless it still owns entries."""

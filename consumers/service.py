@@ -6,19 +6,21 @@ import asyncio
 import contextlib
 import signal
 from collections.abc import AsyncIterator, Sequence
-from typing import Protocol
 
 import redis.asyncio as aioredis
 import structlog
 
 from consumers import backfill
 from consumers.chatwoot import ChatwootClient
+from consumers.counters import Counters
 from consumers.deliver import Deliverer, Retrier
 from consumers.errors import StoreError
 from consumers.persist import Persister
+from consumers.polling import PollingWorker
 from consumers.retention import Retention
 from consumers.runner import Runner, by_conversation
 from consumers.store import Store, schema
+from consumers.supervise import Worker, supervise
 from consumers.turns import TurnEmitter
 from ingress.errors import ConfigError
 from ingress.settings import Settings
@@ -28,12 +30,6 @@ log = structlog.get_logger("consumers")
 
 TURNS = "turns"
 BACKFILL = "backfill"
-
-
-class Worker(Protocol):
-    async def run(self) -> None: ...
-
-    def stop(self) -> None: ...
 
 
 def group_names(topology: Topology) -> list[str]:
@@ -51,11 +47,24 @@ def check_groups(topology: Topology, groups: Sequence[str]) -> None:
         )
 
 
+def redis_timeouts(topology: Topology) -> tuple[float, float]:
+    """Socket timeouts for the consumers' Redis client. A read must outlast the longest
+    XREADGROUP BLOCK (else every idle block would end as a timeout), yet a Redis that stops
+    answering must end a call, as an outage waited out, rather than hang a worker forever."""
+    longest_block_s = max((g.block_ms for g in topology.groups.values()), default=0) / 1000
+    return longest_block_s + 5.0, 3.0  # (socket_timeout, socket_connect_timeout)
+
+
 @contextlib.asynccontextmanager
-async def connections(settings: Settings) -> AsyncIterator[tuple[aioredis.Redis, Store]]:
+async def connections(
+    settings: Settings, topology: Topology
+) -> AsyncIterator[tuple[aioredis.Redis, Store]]:
     settings.require("redis_url", "database_url")
     assert settings.redis_url is not None and settings.database_url is not None
-    redis = aioredis.Redis.from_url(settings.redis_url)
+    read_s, connect_s = redis_timeouts(topology)
+    redis = aioredis.Redis.from_url(
+        settings.redis_url, socket_timeout=read_s, socket_connect_timeout=connect_s
+    )
     store = await _connect(settings.database_url)
     try:
         # On an unknown schema every entry would be dead-lettered: refuse, naming the fix.
@@ -76,6 +85,7 @@ async def workers(
 ) -> AsyncIterator[list[Worker]]:
     """The workers of `groups`, with the Chatwoot client open while they exist."""
     check_groups(topology, groups)
+    counters = Counters(redis, metrics_key=topology.key("metrics"))
     async with contextlib.AsyncExitStack() as stack:
         # Every consume process also keeps memory bounded (idempotent, so any number may).
         built: list[Worker] = [Retention(store, redis, topology)]
@@ -84,10 +94,10 @@ async def workers(
                 built.append(TurnEmitter(store, redis, topology))
                 continue
             if group == BACKFILL:
-                worker = await stack.enter_async_context(
+                backfiller = await stack.enter_async_context(
                     backfill.opened(settings, topology, redis, store)
                 )
-                built.extend([worker] if worker is not None else [])
+                built.extend([backfiller] if backfiller is not None else [])
                 continue
             spec = topology.groups[group]
             key = topology.key(spec.stream)
@@ -119,8 +129,12 @@ async def workers(
                     metrics_key=topology.key("metrics"),
                     partition=by_conversation,
                     handler=handler,
+                    on_dead=handler.dead if isinstance(handler, Persister) else None,
                 )
             )
+        for worker in built:
+            if isinstance(worker, PollingWorker):
+                worker.counters = counters
         yield built
 
 
@@ -137,6 +151,10 @@ async def _connect(dsn: str, *, patience_s: float = 30.0) -> Store:
             log.warning("store.unavailable", error=str(exc), retry_in=wait)
             await asyncio.sleep(wait)
             wait = min(wait * 2, 5.0)
+
+
+def _name(worker: Worker) -> str:
+    return str(getattr(worker, "group", None) or getattr(worker, "name", type(worker).__name__))
 
 
 class _Stop:
@@ -159,12 +177,20 @@ async def serve(settings: Settings, topology: Topology, groups: Sequence[str]) -
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop)
     async with (
-        connections(settings) as (redis, store),
+        connections(settings, topology) as (redis, store),
         workers(settings, topology, groups, redis, store) as running,
     ):
         stop.workers.extend(running)
         if stop.requested:
             return
         log.info("consumers.started", groups=list(groups))
-        await asyncio.gather(*(w.run() for w in running))
+        counters = Counters(redis, metrics_key=topology.key("metrics"))
+        # Supervised: one worker's exit or exception restarts that worker, never ends the
+        # others (a bare gather would cancel nothing but leave the process half-alive).
+        await asyncio.gather(
+            *(
+                supervise(_name(w), w.run, stopping=lambda: stop.requested, counters=counters)
+                for w in running
+            )
+        )
         log.info("consumers.stopped")

@@ -6,33 +6,55 @@ every field has a default and unknown fields are ignored. The raw body is always
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
-Id = int | str | None
+# Bounds at the door (see docs/reliability.md): a value the database cannot hold, or one that
+# cannot be right, fails the view with the field's path, so its entry is dead-lettered with
+# that reason instead of failing deeper down as something that looks like an outage.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+EPOCH_MIN, EPOCH_MAX = 946_684_800, 7_258_118_400  # 2000-01-01 and 2200-01-01, UTC
+
+Int64 = Annotated[int, msgspec.Meta(ge=INT64_MIN, le=INT64_MAX)]
+# Epoch seconds (an infinite or NaN value fails these bounds too).
+Epoch = Annotated[float, msgspec.Meta(ge=EPOCH_MIN, le=EPOCH_MAX)]
+EpochInt = Annotated[int, msgspec.Meta(ge=EPOCH_MIN, le=EPOCH_MAX)]
+# Identity and label text: PostgreSQL text cannot hold NUL, and dropping it would make
+# `a\x00b@x.io` the same customer as `ab@x.io`. (Message content is free text: persist
+# replaces its NULs, the raw body keeps them.)
+Text = Annotated[str, msgspec.Meta(pattern="^[^\x00]*$")]
+
+Id = Int64 | Text | None
+# The ingress routes whatever arrives (Chatwoot does not resend): its view takes any id and
+# treats one out of range as absent; persist dead-letters the entry with the reason.
+_AnyId = int | str | None
 
 
 class Ref(msgspec.Struct, kw_only=True):
     id: Id = None
 
 
+class _RoutingRef(msgspec.Struct, kw_only=True):
+    id: _AnyId = None
+
+
 class _AccountOf(msgspec.Struct, kw_only=True):
-    account_id: Id = None
+    account_id: _AnyId = None
 
 
 class _RoutingConversation(msgspec.Struct, kw_only=True):
-    id: Id = None
-    account: Ref | None = None
+    id: _AnyId = None
+    account: _RoutingRef | None = None
 
 
 class Routing(msgspec.Struct, kw_only=True):
     """What the ingress reads of a webhook: just enough to route and inspect it."""
 
     event: str = ""
-    id: Id = None
-    account: Ref | None = None
-    account_id: Id = None
+    id: _AnyId = None
+    account: _RoutingRef | None = None
+    account_id: _AnyId = None
     conversation: _RoutingConversation | None = None
     messages: list[_AccountOf] = []
 
@@ -72,78 +94,80 @@ class Routing(msgspec.Struct, kw_only=True):
         return None
 
 
-def _as_int(value: Id) -> int | None:
+def _as_int(value: _AnyId) -> int | None:
+    """An id the routing fields can carry: out of int64 is no id (persist says why)."""
+    number: int | None = None
     if isinstance(value, int) and not isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
-    return None
+        number = value
+    elif isinstance(value, str) and value.isascii() and value.isdigit():
+        number = int(value)
+    return number if number is not None and INT64_MIN <= number <= INT64_MAX else None
 
 
 class Person(msgspec.Struct, kw_only=True):
     """A message sender or conversation assignee. Contacts have no `type` key."""
 
-    id: int | None = None
-    name: str | None = None
-    email: str | None = None
-    phone_number: str | None = None
-    identifier: str | None = None
-    type: str | None = None
+    id: Int64 | None = None
+    name: Text | None = None
+    email: Text | None = None
+    phone_number: Text | None = None
+    identifier: Text | None = None
+    type: Text | None = None
 
 
 class ContactInbox(msgspec.Struct, kw_only=True):
-    source_id: str | None = None
+    source_id: Text | None = None
 
 
 class Team(msgspec.Struct, kw_only=True):
-    id: int | None = None
+    id: Int64 | None = None
 
 
 class Meta(msgspec.Struct, kw_only=True):
     sender: Person | None = None
     assignee: Person | None = None
-    assignee_type: str | None = None
+    assignee_type: Text | None = None
     team: Team | None = None
 
 
 class EmbeddedMessage(msgspec.Struct, kw_only=True):
     """A message inside `conversation.messages[]`: int types, epoch times, and a status."""
 
-    id: int
-    message_type: int | None = None
-    status: str | None = None
-    updated_at: str | None = None
+    id: Int64
+    message_type: Int64 | None = None
+    status: Text | None = None
+    updated_at: Text | None = None
 
 
 class Conversation(msgspec.Struct, kw_only=True):
-    id: int
-    inbox_id: int | None = None
-    channel: str | None = None
-    status: str | None = None
-    labels: list[str] = []
+    id: Int64
+    inbox_id: Int64 | None = None
+    channel: Text | None = None
+    status: Text | None = None
+    labels: list[Text] = []
     contact_inbox: ContactInbox | None = None
     meta: Meta | None = None
     messages: list[EmbeddedMessage] = []
-    created_at: int | float | None = None
-    updated_at: float | None = None
+    created_at: Epoch | None = None
+    updated_at: Epoch | None = None
     account: Ref | None = None
 
 
 class ConversationEvent(Conversation, kw_only=True):
-    event: str
+    event: Text
     changed_attributes: list[dict[str, Any]] | None = None
 
 
 class Message(msgspec.Struct, kw_only=True):
-    event: str
-    id: int
-    content: str | None = None
-    content_type: str | None = None
+    event: Text
+    id: Int64
+    content: str | None = None  # free text: NULs replaced at persist
+    content_type: Text | None = None
     content_attributes: dict[str, Any] | None = None
-    message_type: str | int | None = None
+    message_type: Text | Int64 | None = None
     private: bool = False
-    source_id: str | None = None
-    created_at: str | int | None = None
+    source_id: Text | None = None
+    created_at: Text | EpochInt | None = None
     sender: Person | None = None
     inbox: Ref | None = None
     account: Ref | None = None
@@ -157,12 +181,12 @@ class Message(msgspec.Struct, kw_only=True):
 
 
 class Contact(msgspec.Struct, kw_only=True):
-    event: str
-    id: int
-    name: str | None = None
-    email: str | None = None
-    phone_number: str | None = None
-    identifier: str | None = None
+    event: Text
+    id: Int64
+    name: Text | None = None
+    email: Text | None = None
+    phone_number: Text | None = None
+    identifier: Text | None = None
     account: Ref | None = None
     changed_attributes: list[dict[str, Any]] | None = None
 

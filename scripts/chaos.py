@@ -10,7 +10,9 @@ one), restart-redis and restart-postgres (stopped mid-load, started again), chat
 (20% of replies answered 500, 5% time out after Chatwoot saved them, bursts of 429),
 ingress-down (the ingress SIGKILLed for 10 s mid-run while Chatwoot drops 20% of its webhooks
 for the whole run: only the backfill, every 2 s here, can bring those messages; every customer
-message must end up stored once).
+message must end up stored once),
+postgres-failover (PostgreSQL turns read-only and drops every connection, as after a failover
+to a replica, then is writable again a few seconds later).
 Uses embedded Redis and PostgreSQL in a temporary folder; the fake Chatwoot plays the customers.
 """
 
@@ -31,6 +33,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import redis
 
@@ -41,7 +44,7 @@ from consumers.store import Store  # noqa: E402
 
 SECRET, TOKEN, USER_TOKEN, PREFIX = "chaos-secret", "chaos-bot", "chaos-user", "chaos"
 SCENARIOS = ("none", "kill-consumers", "restart-redis", "restart-postgres", "chatwoot-faults",
-             "ingress-down")  # fmt: skip
+             "ingress-down", "postgres-failover")  # fmt: skip
 DROP_WEBHOOKS, INGRESS_DOWN_S = 0.2, 10.0
 FAULTS = [
     {"path": "/messages", "method": "POST", "status": 500, "probability": 0.2},
@@ -214,6 +217,13 @@ class Chaos(threading.Thread):
                 self.stack.restart_ingress(INGRESS_DOWN_S)
                 self.actions[f"ingress kills ({INGRESS_DOWN_S:g} s down)"] += 1
                 self.done.wait(self.seconds)
+            elif self.scenario == "postgres-failover":
+                self.done.wait(self.seconds / 3)
+                asyncio.run(_read_only(self.stack.env["DATABASE_URL"], on=True))
+                time.sleep(4)  # read-only for four seconds under load
+                asyncio.run(_read_only(self.stack.env["DATABASE_URL"], on=False))
+                self.actions["failovers (read-only, connections cut)"] += 1
+                self.done.wait(self.seconds)
             elif self.scenario == "chatwoot-faults":
                 self.done.wait(4)
                 httpx.post(f"{self.stack.fake}/_fake/faults",
@@ -221,6 +231,26 @@ class Chaos(threading.Thread):
                 self.actions["429 bursts"] += 1
             else:
                 self.done.wait(1)
+
+
+async def _read_only(database: str, *, on: bool) -> None:
+    """What consumers see of a failover: the server read-only (25006 on every write) and
+    every connection cut; or writable again. Needs a superuser (the embedded server's)."""
+    conn = await asyncpg.connect(database)
+    try:
+        await conn.execute("SET default_transaction_read_only = off")  # this session writes
+        if on:
+            await conn.execute("ALTER SYSTEM SET default_transaction_read_only = on")
+        else:
+            await conn.execute("ALTER SYSTEM RESET default_transaction_read_only")
+        await conn.execute("SELECT pg_reload_conf()")
+        if on:
+            await conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+    finally:
+        await conn.close()
 
 
 def load(stack: Stack, *, seconds: float, rate: float, conversations: int) -> list[int]:
@@ -367,6 +397,10 @@ def main() -> int:
             time.sleep(1)
             figures = count(stack, ids)
         figures["seconds to settle after the load"] = round(time.monotonic() - loaded, 1)
+        # A consumer process must outlive every fault (the killed ones were replaced).
+        figures["consumer processes exited"] = sum(
+            1 for p in stack.consumers if p.popen.poll() is not None
+        )
         figures.update(chaos.actions)
     finally:
         stack.stop()
@@ -376,6 +410,8 @@ def main() -> int:
         figures["lost (answered 2xx, not stored)"] == 0
         and figures["duplicates stored"] == 0
         and figures["duplicate replies"] == 0
+        and figures["consumer processes exited"] == 0
+        and (args.scenario != "postgres-failover" or figures["entries dead"] == 0)
         and settled(figures, args.scenario)
     )
     print(f"scenario: {args.scenario} ({args.seconds:g} s at {achieved:.1f} messages/s, "

@@ -31,6 +31,29 @@ class AuditSQL(SQL):
         )
         return bool(inserted)
 
+    async def record_dead(self, stream_id: str, entry: events.EventEntry, detail: str) -> None:
+        """The audit row of a dead-lettered entry: inserted, or the existing row marked dead
+        (an entry recorded `applied` whose later work failed for good)."""
+        await self.conn.execute(
+            """
+            INSERT INTO webhook_events (stream_id, delivery_id, received_at, source, event,
+                account_id, chatwoot_conversation_id, signed, outcome, detail, body)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'dead', $9, $10)
+            ON CONFLICT (stream_id) DO UPDATE SET outcome = 'dead', detail = EXCLUDED.detail,
+                processed_at = now()
+            """,
+            stream_id,
+            entry.delivery,
+            dt.datetime.fromtimestamp(entry.received_at / 1000, dt.UTC),
+            entry.source,
+            entry.event,
+            entry.account,
+            entry.conversation,
+            entry.signed,
+            detail,
+            entry.body,
+        )
+
     async def set_outcome(self, stream_id: str, outcome: str, detail: str | None = None) -> None:
         await self.conn.execute(
             "UPDATE webhook_events SET outcome = $2, detail = $3 WHERE stream_id = $1",

@@ -7,45 +7,51 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 
+from consumers import faults
 from consumers.errors import StoreError
+from consumers.faults import Fault
 from consumers.store.audit import AuditSQL
 from consumers.store.conversations import ConversationSQL
 from consumers.store.messages import MessageSQL
 from consumers.store.outbound import OutboundSQL
 from consumers.store.turns import TurnSQL
 
-_OUTAGES = (
-    OSError,
-    TimeoutError,
-    asyncpg.exceptions.ConnectionDoesNotExistError,
-    asyncpg.exceptions.InterfaceError,
-    asyncpg.exceptions.PostgresConnectionError,
-    asyncpg.exceptions.CannotConnectNowError,
-    asyncpg.exceptions.AdminShutdownError,
-)
+# Longer than any statement we run (they are short, by design) and shorter than what waits on
+# them: a statement stuck behind a lock or a dying server ends as an outage, waited out.
+COMMAND_TIMEOUT_S = 30.0
 
 
 def _translate(exc: BaseException) -> StoreError:
-    # Connection trouble and serialization conflicts pass; bad data does not.
-    outage = isinstance(exc, _OUTAGES)
-    retryable = outage or isinstance(
-        exc,
-        OSError
-        | asyncpg.exceptions.ConnectionDoesNotExistError
-        | asyncpg.exceptions.InterfaceError
-        | asyncpg.exceptions.PostgresConnectionError
-        | asyncpg.exceptions.SerializationError
-        # Two consumers racing to insert the same row: the retry takes the update path.
-        | asyncpg.exceptions.UniqueViolationError
-        | asyncpg.exceptions.DeadlockDetectedError
-        | asyncpg.exceptions.CannotConnectNowError
-        | asyncpg.exceptions.AdminShutdownError
-        | TimeoutError,
-    )
-    return StoreError(f"{type(exc).__name__}: {exc}", retryable=retryable, outage=outage)
+    """A driver error as a StoreError whose flags say its fault (see consumers/faults.py).
+
+    A server error carries its SQLSTATE (asyncpg gives a value it cannot encode, an int
+    outside int64, SQLSTATE 22000: the data's fault); anything else from the driver (a
+    connection lost, refused or reset, a timeout, the pool closed under us) is an outage."""
+    sqlstate = getattr(exc, "sqlstate", None) if isinstance(exc, asyncpg.PostgresError) else None
+    fault = faults.of_sqlstate(sqlstate) if sqlstate else Fault.OUTAGE
+    text = f"{type(exc).__name__}: {exc}"
+    if sqlstate:
+        text = f"{text} (SQLSTATE {sqlstate})"
+    return StoreError(text, retryable=fault is not Fault.PERMANENT, outage=fault is Fault.OUTAGE)
 
 
-_DRIVER_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, TimeoutError)
+# InternalClientError: the protocol left in a bad state by a connection cut mid-statement
+# (seen when a failover terminates backends); like a lost connection, an outage.
+_DRIVER_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    OSError,
+    TimeoutError,
+)
+# What a statement itself raises: the server's answer, the connection lost, a timeout.
+_STATEMENT_ERRORS = (
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
+    ConnectionError,
+    TimeoutError,
+)
 
 
 class Store:
@@ -57,7 +63,9 @@ class Store:
     @classmethod
     async def connect(cls, dsn: str, *, min_size: int = 1, max_size: int = 10) -> Store:
         try:
-            pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+            pool = await asyncpg.create_pool(
+                dsn, min_size=min_size, max_size=max_size, command_timeout=COMMAND_TIMEOUT_S
+            )
         except _DRIVER_ERRORS as exc:
             raise _translate(exc) from exc
         return cls(pool)
@@ -103,10 +111,18 @@ class Store:
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
+        in_body = False
         try:
             async with self.pool.acquire() as conn, conn.transaction():
+                in_body = True
                 yield Tx(conn)
+                in_body = False
         except _DRIVER_ERRORS as exc:
+            # An OSError raised by the caller's own code inside the transaction (say
+            # `datetime.fromtimestamp` on a huge value) is its bug, not a lost connection:
+            # translating it into an outage would hold its entry forever.
+            if in_body and not isinstance(exc, _STATEMENT_ERRORS):
+                raise
             raise _translate(exc) from exc
 
 

@@ -331,11 +331,13 @@ async def test_resolve_returns_to_the_bot(
     redis: aioredis.Redis, store: Store, topology: Topology
 ) -> None:
     """A human-handled conversation resolved later is the bot's again."""
-    await persist(redis, store, topology, conversation_update(100.0, assignee="User"))
+    base = 1781775787.0
+    await persist(redis, store, topology, conversation_update(base + 100, assignee="User"))
     assert await handler(store) == "human"
-    await persist(redis, store, topology, conversation_update(200.0, status="resolved"))
+    await persist(redis, store, topology, conversation_update(base + 200, status="resolved"))
     assert await handler(store) == "bot"
-    await persist(redis, store, topology, conversation_update(150.0, assignee="User"))  # late
+    late = conversation_update(base + 150, assignee="User")
+    await persist(redis, store, topology, late)
     assert await handler(store) == "bot"
 
 

@@ -261,3 +261,40 @@ async def test_partitions_keep_order_and_run_side_by_side(
     assert [n for n in seen if n.startswith(b"a")] == [b"a1", b"a2", b"a3"]
     assert seen.index(b"b1") < seen.index(b"a1")
     assert await pending(redis, topology) == 0
+
+
+async def test_a_redis_oom_reply_is_waited_out_without_counting(
+    redis: aioredis.Redis, topology: Topology, redis_url: str
+) -> None:
+    """Redis answering OOM (maxmemory reached) to the handler's write is an outage: the entry
+    is held without counting a delivery, and applied once Redis has room again."""
+    admin = aioredis.Redis.from_url(redis_url)
+    before: Any = await admin.config_get("maxmemory")
+    written: list[str] = []
+
+    async def handler(entry: StreamEntry) -> None:
+        if not written:
+            await admin.config_set("maxmemory", 1)  # full from now on: writes answer OOM
+            written.append("oom")
+        await redis.set(f"{topology.prefix}:oom-test", "x" * 100)
+        written.append("stored")
+
+    await runner(redis, topology, Recorder()).ensure_group()
+    await add(redis, topology, 1)
+    r = runner(redis, topology, handler)
+    task = asyncio.create_task(r.run())
+    try:
+        await asyncio.sleep(0.5)
+        assert written == ["oom"]  # still trying
+    finally:
+        await admin.config_set("maxmemory", before["maxmemory"])
+    for _ in range(100):
+        if not await pending(redis, topology):
+            break
+        await asyncio.sleep(0.05)
+    r.stop()
+    await asyncio.wait_for(task, timeout=5)
+    await admin.aclose()
+    assert written == ["oom", "stored"]
+    assert await dead(redis, topology) == []
+    assert await pending(redis, topology) == 0

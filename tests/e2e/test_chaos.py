@@ -15,7 +15,14 @@ pytestmark = pytest.mark.e2e
 
 @pytest.mark.parametrize(
     "scenario",
-    ["kill-consumers", "restart-redis", "restart-postgres", "chatwoot-faults", "ingress-down"],
+    [
+        "kill-consumers",
+        "restart-redis",
+        "restart-postgres",
+        "chatwoot-faults",
+        "ingress-down",
+        "postgres-failover",
+    ],
 )
 def test_chaos_scenario(scenario: str) -> None:
     """Under load and faults: lost 0, duplicates 0, every conversation answered (and with

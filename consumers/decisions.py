@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
-from consumers.errors import HandlerError
+from consumers import faults
+from consumers.faults import Fault
 from ingress.errors import EntryDecodeError
 
 
@@ -35,13 +36,14 @@ def decide(error: BaseException | None, *, deliveries: int, max_deliveries: int)
     if error is None:
         return Ack()
     text = f"{type(error).__name__}: {error}"[:2000]
-    if isinstance(error, EntryDecodeError):
-        return Dead(reason="undecodable", error=text)
-    if isinstance(error, HandlerError) and error.outage:
+    fault = faults.of_error(error)
+    if fault is Fault.OUTAGE:
         return Retry(error=text, outage=True)  # not the entry's fault: never counts
-    retryable = error.retryable if isinstance(error, HandlerError) else True
-    if not retryable:
-        return Dead(reason="permanent", error=text)
+    if fault is Fault.BUG:
+        return Dead(reason="bug", error=faults.where(error)[:2000])
+    if fault is Fault.PERMANENT:
+        undecodable = isinstance(error, EntryDecodeError)
+        return Dead(reason="undecodable" if undecodable else "permanent", error=text)
     if deliveries >= max_deliveries:
         return Dead(reason="max_deliveries", error=text)
     return Retry(error=text)
@@ -55,40 +57,3 @@ def exhausted(deliveries: int, max_deliveries: int) -> Dead | None:
     if deliveries > max_deliveries:
         return Dead(reason="max_deliveries", error=f"delivered {deliveries} times")
     return None
-
-
-# -- replies: when to try again ------------------------------------------------------------------
-
-
-def backoff(
-    attempt: int,
-    schedule: tuple[int, ...],
-    *,
-    jitter: float,
-    rand: float,
-    retry_after: float | None,
-) -> float:
-    """Seconds to wait after failed attempt number `attempt` (1-based): the schedule's delay
-    (its last one repeating) spread by ±`jitter` using `rand` in [0, 1), and never sooner
-    than Chatwoot's Retry-After."""
-    base = schedule[min(attempt, len(schedule)) - 1] / 1000
-    spread = base * (1 + jitter * (2 * rand - 1))
-    return max(spread, retry_after or 0.0)
-
-
-class Breaker(msgspec.Struct, frozen=True, kw_only=True):
-    """One account's circuit breaker: consecutive failures, and until when it stays open."""
-
-    failures: int = 0
-    open_until: float = 0.0
-
-    def state(self, now: float) -> str:
-        if not self.open_until:
-            return "closed"
-        return "open" if now < self.open_until else "half-open"
-
-    def failed(self, now: float, *, threshold: int, open_s: float) -> Breaker:
-        failures = self.failures + 1
-        if failures >= threshold:
-            return Breaker(failures=failures, open_until=now + open_s)
-        return Breaker(failures=failures, open_until=self.open_until)
