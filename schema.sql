@@ -123,3 +123,8 @@ CREATE TABLE IF NOT EXISTS webhook_events (
 );
 CREATE INDEX IF NOT EXISTS webhook_events_received ON webhook_events (received_at);
 CREATE INDEX IF NOT EXISTS webhook_events_delivery ON webhook_events (delivery_id);
+
+-- deliver (issue #8): an agent-started conversation's create call is recorded before it is
+-- made, so that after an ambiguous failure the deliverer looks for the conversation Chatwoot
+-- may have created instead of creating a second one. Fold into the 1→2 upgrade.
+ALTER TABLE outbound ADD COLUMN IF NOT EXISTS create_started_at timestamptz;

@@ -13,7 +13,7 @@ import redis.asyncio as aioredis
 import structlog
 
 from consumers.clock import utcnow
-from consumers.conversation import turn_id
+from consumers.conversation import Handler, turn_id
 from consumers.polling import PollingWorker
 from consumers.store import Store
 from ingress import events
@@ -54,7 +54,7 @@ class TurnEmitter(PollingWorker):
                     account=turn.account_id, inbox=turn.inbox_id, channel=turn.channel
                 )
                 # A human took the conversation while the burst was waiting: no turn.
-                messages = await tx.turn_messages(turn) if turn.handler == "bot" else []
+                messages = await tx.turn_messages(turn) if turn.handler is Handler.BOT else []
                 if route is not None and messages:
                     entry = events.TurnEntry(
                         turn=turn_id(

@@ -30,6 +30,8 @@ PURE = [
     "consumers/statuses.py",
     "consumers/clock.py",
     "consumers/gates.py",
+    "consumers/steps.py",
+    "consumers/echoes.py",
 ]
 ONLY_IN = {"asyncpg": "consumers/store/", "httpx": "consumers/chatwoot.py"}
 
