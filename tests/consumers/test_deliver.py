@@ -560,3 +560,59 @@ async def test_echoes_and_deliveries_in_one_conversation_do_not_deadlock(
     assert sorted(r["chatwoot_message_id"] for r in replies) == list(range(940000, 940000 + count))
     [conv] = await rows(store, "SELECT answered_through FROM conversations")
     assert conv["answered_through"] == 930000 + count - 1
+
+
+CREATE = "/api/v1/accounts/3/conversations"
+OUTREACH = {"conversation": None, "inbox": 12, "source_id": "+15550001111", "contact": 77,
+            "ref": "outreach"}  # fmt: skip
+
+
+def creates(fake: Fake) -> list[dict[str, Any]]:
+    return [r for r in fake.requests() if r["method"] == "POST" and r["path"] == CREATE]
+
+
+async def test_a_conversation_created_ambiguously_is_found_not_created_again(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake
+) -> None:
+    """Chatwoot created the conversation but the answer timed out: the next attempt finds it
+    among the contact's conversations and posts into it: one conversation, one message."""
+    fake.faults({"path": CREATE, "method": "POST", "delay_ms": 1500, "after": True,
+                 "times": 1})  # fmt: skip
+    async with ChatwootClient(
+        fake.url, Secret(BOT_TOKEN), user_token=Secret(USER_TOKEN), timeout=0.5
+    ) as client:
+        delivery = deliver_runner(redis, store, topology, client)
+        await reply(redis, topology, **OUTREACH)
+        await deliver(delivery, rounds=3)
+    assert len(creates(fake)) == 1
+    [message] = fake.messages()
+    [row] = await rows(store, "SELECT status, chatwoot_conversation_id FROM outbound")
+    assert row == {"status": "sent", "chatwoot_conversation_id": message["conversation"]}
+
+
+async def test_without_a_user_token_an_ambiguous_create_fails_clearly(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake, client: ChatwootClient
+) -> None:
+    """With no way to look the conversation up, the reply fails with the reason rather than
+    risk a second conversation."""
+    fake.faults({"path": CREATE, "method": "POST", "delay_ms": 1500, "after": True,
+                 "times": 1})  # fmt: skip
+    await reply(redis, topology, **OUTREACH)
+    await deliver(deliver_runner(redis, store, topology, client), rounds=3, step_s=0.4)
+    assert len(creates(fake)) == 1 and fake.messages() == []
+    [row] = await rows(store, "SELECT status, last_error FROM outbound")
+    assert row["status"] == "failed" and "a second conversation" in row["last_error"]
+    [(_, fields)] = await xrange(redis, topology.key("dead"))
+    assert fields[b"reason"] == b"permanent" and fields[b"ref"] == b"outreach"
+
+
+async def test_a_create_that_surely_failed_is_made_again(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake, client: ChatwootClient
+) -> None:
+    """A create refused outright (a 500 before anything was saved) is simply retried."""
+    fake.faults({"path": CREATE, "method": "POST", "status": 500, "times": 1})
+    await reply(redis, topology, **OUTREACH)
+    await deliver(deliver_runner(redis, store, topology, client), rounds=3)
+    assert len(creates(fake)) == 2 and len(fake.messages()) == 1
+    [row] = await rows(store, "SELECT status FROM outbound")
+    assert row["status"] == "sent"
