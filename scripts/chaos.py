@@ -7,7 +7,11 @@ nothing was stored or replied twice, and every customer got an answer.
 
 Scenarios: none, kill-consumers (SIGKILL a consumer process every few seconds and start a new
 one), restart-redis and restart-postgres (stopped mid-load, started again), chatwoot-faults
-(20% of replies answered 500, 5% time out after Chatwoot saved them, bursts of 429).
+(20% of replies answered 500, 5% time out after Chatwoot saved them, bursts of 429),
+chatwoot-list-failures (15% of replies time out after Chatwoot saved them, while the message
+list the deliverer checks before sending again fails in phases: 500s and timeouts, then 401s,
+then nothing; with a user token and no echo webhooks, so that only the list can prove a reply
+landed; expected: nothing dead, no consumer process exits).
 Uses embedded Redis and PostgreSQL in a temporary folder; the fake Chatwoot plays the customers.
 """
 
@@ -37,12 +41,25 @@ from consumers.embedded import EmbeddedPostgres, EmbeddedRedis, free_port  # noq
 from consumers.store import Store  # noqa: E402
 
 SECRET, TOKEN, USER_TOKEN, PREFIX = "chaos-secret", "chaos-bot", "chaos-user", "chaos"
-SCENARIOS = ("none", "kill-consumers", "restart-redis", "restart-postgres", "chatwoot-faults")
+SCENARIOS = ("none", "kill-consumers", "restart-redis", "restart-postgres", "chatwoot-faults",
+             "chatwoot-list-failures")  # fmt: skip
 FAULTS = [
     {"path": "/messages", "method": "POST", "status": 500, "probability": 0.2},
     {"path": "/messages", "method": "POST", "delay_ms": 1500, "after": True, "probability": 0.0625},
 ]  # fmt: skip  (0.0625 of the 80% left: 5% of all replies)
 BURST_429 = {"path": "/messages", "method": "POST", "status": 429, "retry_after": 1, "times": 15}
+# Replies that land but whose answer never comes (the client gives up after timeout_ms).
+AMBIGUOUS_POSTS = {"path": "/messages", "method": "POST", "delay_ms": 1500, "after": True,
+                   "probability": 0.15}  # fmt: skip
+LIST_PHASES = [
+    ("list 500s and timeouts", [
+        {"path": "/messages", "method": "GET", "status": 500, "probability": 0.5},
+        {"path": "/messages", "method": "GET", "delay_ms": 1500, "probability": 0.5},
+    ]),
+    ("list 401s", [{"path": "/messages", "method": "GET", "status": 401,
+                    "body": '{"error": "Unauthorized"}'}]),
+    ("list answering", []),
+]  # fmt: skip
 
 
 def streams_yaml(workdir: Path) -> Path:
@@ -83,7 +100,9 @@ class Process:
 
 
 class Stack:
-    def __init__(self, workdir: Path, *, consumers: int, user_token: bool) -> None:
+    def __init__(
+        self, workdir: Path, *, consumers: int, user_token: bool, echo: bool = True
+    ) -> None:
         self.workdir = workdir
         self.redis = EmbeddedRedis(workdir / "redis")
         self.postgres = EmbeddedPostgres(workdir / "postgres")
@@ -91,6 +110,7 @@ class Stack:
         self.fake = f"http://127.0.0.1:{self.fake_port}"
         self.consumer_count = consumers
         self.user_token = user_token
+        self.echo = echo
         self.consumers: list[Process] = []
         self.others: list[Process] = []
         self.env: dict[str, str] = {}
@@ -114,6 +134,7 @@ class Stack:
             py, "scripts/fake_chatwoot.py", "--port", str(self.fake_port), "--token", TOKEN,
             "--user-token", USER_TOKEN, "--secret", SECRET,
             "--webhook-url", f"http://127.0.0.1:{self.ingress_port}/webhooks/chatwoot",
+            *([] if self.echo else ["--no-echo"]),
         ]))  # fmt: skip
         self.others.append(self.spawn("ingress", [py, "-m", "ingress"]))
         self.others.append(self.spawn("echo-agent", [py, "scripts/echo_agent.py",
@@ -170,6 +191,9 @@ class Chaos(threading.Thread):
         pick = random.Random(7)
         if self.scenario == "chatwoot-faults":
             httpx.post(f"{self.stack.fake}/_fake/faults", json={"rules": FAULTS})
+        if self.scenario == "chatwoot-list-failures":
+            self._list_failures(start)
+            return
         while not self.done.is_set() and time.monotonic() - start < self.seconds:
             if self.scenario == "kill-consumers":
                 self.done.wait(3)
@@ -194,6 +218,19 @@ class Chaos(threading.Thread):
                 self.actions["429 bursts"] += 1
             else:
                 self.done.wait(1)
+
+    def _list_failures(self, start: float) -> None:
+        """Ambiguous POSTs throughout; the list endpoint cycles through its phases; once the
+        load ends, Chatwoot recovers, and every held reply must settle without a duplicate."""
+        phase = 0
+        while not self.done.is_set() and time.monotonic() - start < self.seconds:
+            name, rules = LIST_PHASES[phase % len(LIST_PHASES)]
+            httpx.post(f"{self.stack.fake}/_fake/faults",
+                       json={"rules": [*rules, AMBIGUOUS_POSTS]})  # fmt: skip
+            self.actions[f"phases: {name}"] += 1
+            phase += 1
+            self.done.wait(3)
+        httpx.post(f"{self.stack.fake}/_fake/faults", json={"rules": []})
 
 
 def load(stack: Stack, *, seconds: float, rate: float, conversations: int) -> list[int]:
@@ -307,7 +344,9 @@ def main() -> int:
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="sb-chaos-"))
     workdir.chmod(0o755)
-    stack = Stack(workdir, consumers=args.consumers, user_token=not args.no_user_token)
+    # Without echo webhooks, only the message list can prove an ambiguous reply landed.
+    echo = args.scenario != "chatwoot-list-failures"
+    stack = Stack(workdir, consumers=args.consumers, user_token=not args.no_user_token, echo=echo)
     try:
         stack.start()
         chaos = Chaos(stack, args.scenario, args.seconds)
@@ -323,6 +362,9 @@ def main() -> int:
             time.sleep(1)
             figures = count(stack, ids)
         figures["seconds to settle after the load"] = round(time.monotonic() - loaded, 1)
+        figures["consumer processes exited"] = sum(
+            1 for c in stack.consumers if c.popen.poll() is not None
+        )
         figures.update(chaos.actions)
     finally:
         stack.stop()
@@ -334,6 +376,8 @@ def main() -> int:
         and figures["duplicate replies"] == 0
         and settled(figures)
     )
+    if args.scenario == "chatwoot-list-failures":
+        ok = ok and figures["entries dead"] == 0 and figures["consumer processes exited"] == 0
     print(f"scenario: {args.scenario} ({args.seconds:g} s at {achieved:.1f} messages/s, "
           f"{args.conversations} conversations, {args.consumers} consumer processes, "
           f"{'echo only' if args.no_user_token else 'user token'})")  # fmt: skip

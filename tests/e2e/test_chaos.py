@@ -14,7 +14,14 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.mark.parametrize(
-    "scenario", ["kill-consumers", "restart-redis", "restart-postgres", "chatwoot-faults"]
+    "scenario",
+    [
+        "kill-consumers",
+        "restart-redis",
+        "restart-postgres",
+        "chatwoot-faults",
+        "chatwoot-list-failures",
+    ],
 )
 def test_chaos_scenario(scenario: str) -> None:
     """Under load and faults: lost 0, duplicates 0, every conversation answered."""
