@@ -131,23 +131,22 @@ def next_step(
         return Skip(why="not due")  # a retry not due yet, or an attempt under way elsewhere
     if row.status is Outbound.QUEUED and gate is not None:
         return Suppress(reason=gate)
-    if row.status is Outbound.SENDING:
-        # An earlier attempt's outcome is unknown: proof first, whatever the limits say.
-        if isinstance(proof, Landed):
-            return Recovered(message_id=proof.message_id)
-        if proof is None and can_list and _listable(row):
-            return CheckProof()
-        if isinstance(proof, Unknown):
-            wait = delivery.backoff(
-                max(row.attempts, 1), spec.retry_ms, jitter=spec.jitter, rand=rand,
-                retry_after=None,
-            )  # fmt: skip
-            why = f"cannot tell whether attempt {row.attempts} landed: {proof.why}"
-            return Hold(until=now + dt.timedelta(seconds=wait), why=why)
+    sending = row.status is Outbound.SENDING  # an earlier attempt's outcome is unknown
+    if sending and isinstance(proof, Landed):
+        return Recovered(message_id=proof.message_id)
+    # The breaker and the rate limits come before the check: the list is a call too.
     if limit is None:
         return AskLimits()
     if isinstance(limit, Wait):
         return Hold(until=now + dt.timedelta(seconds=limit.seconds), why=limit.why)
+    if sending and proof is None and can_list and _listable(row):
+        return CheckProof()
+    if sending and isinstance(proof, Unknown):
+        wait = delivery.backoff(
+            max(row.attempts, 1), spec.retry_ms, jitter=spec.jitter, rand=rand, retry_after=None
+        )
+        why = f"cannot tell whether attempt {row.attempts} landed: {proof.why}"
+        return Hold(until=now + dt.timedelta(seconds=wait), why=why)
     return Attempt()
 
 

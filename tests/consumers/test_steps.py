@@ -58,21 +58,24 @@ UNKNOWN = steps.Unknown("GET messages: 500")
                      steps.Attempt(), id="sending-not-gated-again"),
         pytest.param(SENDING, None, steps.Landed(77), None, True,
                      steps.Recovered(77), id="echo-proves-it-landed"),
-        pytest.param(SENDING, None, None, None, True, steps.CheckProof(), id="sending-checks"),
+        pytest.param(SENDING, None, None, None, True, steps.AskLimits(),
+                     id="sending-asks-limits-first"),
+        pytest.param(SENDING, None, None, WAIT, True,
+                     steps.Hold(NOW + dt.timedelta(seconds=2), "rate limited"),
+                     id="breaker-open-no-check"),
+        pytest.param(SENDING, None, None, GO, True, steps.CheckProof(), id="sending-checks"),
         pytest.param(SENDING, None, None, None, False, steps.AskLimits(),
                      id="no-user-token-no-check"),
         pytest.param(row(Outbound.SENDING, attempts=1, kind="handoff"), None, None, None, True,
                      steps.AskLimits(), id="toggles-need-no-proof"),
         pytest.param(row(Outbound.SENDING, attempts=1, conversation=None), None, None, None,
                      True, steps.AskLimits(), id="no-conversation-to-list"),
-        pytest.param(SENDING, None, steps.Absent(), None, True, steps.AskLimits(),
-                     id="absent-then-limits"),
         pytest.param(SENDING, None, steps.Absent(), GO, True, steps.Attempt(), id="absent-go"),
         pytest.param(SENDING, None, UNKNOWN, GO, True,
                      steps.Hold(NOW + dt.timedelta(seconds=1),
                                 "cannot tell whether attempt 1 landed: GET messages: 500"),
                      id="failed-check-holds"),
-        pytest.param(row(Outbound.SENDING, attempts=2), None, UNKNOWN, None, True,
+        pytest.param(row(Outbound.SENDING, attempts=2), None, UNKNOWN, GO, True,
                      steps.Hold(NOW + dt.timedelta(seconds=5),
                                 "cannot tell whether attempt 2 landed: GET messages: 500"),
                      id="failed-check-backs-off"),
@@ -98,10 +101,10 @@ def test_a_decision_never_asks_twice() -> None:
     """Given what it asked for, the decision moves on: the deliverer's loop ends."""
     asked = steps.next_step(SENDING, now=NOW, gate=None, proof=None, limit=None,
                             can_list=True, spec=SPEC, rand=0.0)  # fmt: skip
-    assert asked == steps.CheckProof()
-    then = steps.next_step(SENDING, now=NOW, gate=None, proof=steps.Absent(), limit=None,
+    assert asked == steps.AskLimits()
+    then = steps.next_step(SENDING, now=NOW, gate=None, proof=None, limit=GO,
                            can_list=True, spec=SPEC, rand=0.0)  # fmt: skip
-    assert then == steps.AskLimits()
+    assert then == steps.CheckProof()
     final = steps.next_step(SENDING, now=NOW, gate=None, proof=steps.Absent(), limit=GO,
                             can_list=True, spec=SPEC, rand=0.0)  # fmt: skip
     assert final == steps.Attempt()
