@@ -33,6 +33,7 @@ from consumers.chatwoot import ChatwootClient
 from consumers.counters import Counters
 from consumers.errors import ChatwootError, PermanentError
 from consumers.limits import Limits
+from consumers.outreach import Outreach
 from consumers.polling import PollingWorker
 from consumers.runner import StreamEntry
 from consumers.statuses import Outbound
@@ -43,9 +44,6 @@ from ingress.topology import Topology
 
 log = structlog.get_logger("deliver")
 
-# Chatwoot's clock and the database's may disagree by this much when telling a conversation
-# created by our earlier, ambiguous create call from the contact's older ones.
-CLOCK_SKEW_S = 120.0
 # One attempt (create conversation, check, POST) must end well inside its lease, or a second
 # deliverer could take the reply over while the first is still talking to Chatwoot.
 LEASE_SHARE = 0.75
@@ -87,6 +85,7 @@ class Deliverer:
         self.rand = rand
         self.lease = dt.timedelta(milliseconds=self.spec.lease_ms)
         self.budget_s = self.spec.lease_ms / 1000 * LEASE_SHARE
+        self.outreach = Outreach(store, client, now=self.now)
 
     async def now(self, tx: Tx) -> dt.datetime:
         """The time every lease and retry is set and compared by (one clock for all)."""
@@ -268,7 +267,7 @@ class Deliverer:
         kind = reply.kind
         conversation = row.chatwoot_conversation_id
         if conversation is None:
-            conversation = await self._start_conversation(ref, reply, row)
+            conversation = await self.outreach.start(ref, reply, row)
         if kind is OutboundKind.MESSAGE:
             created = await self.client.create_message(
                 reply.account,
@@ -286,59 +285,6 @@ class Deliverer:
             on = kind is OutboundKind.TYPING_ON
             await self.client.toggle_typing(reply.account, conversation, on=on)
         return None
-
-    async def _start_conversation(
-        self, ref: str, reply: events.OutboundEntry, row: OutboundRow
-    ) -> int:
-        """An agent starting a conversation: created once, its id kept for retries.
-
-        The intent is committed before the create call; after a create whose outcome is
-        unknown, the contact's conversations are searched before creating another.
-        """
-        if reply.inbox is None or reply.source_id is None:
-            raise ChatwootError("a reply without a conversation needs an inbox and a source id",
-                                retryable=False)  # fmt: skip
-        if row.create_started_at is not None:
-            found = await self._find_started(reply, row.create_started_at)
-            if found is not None:
-                await self._keep_conversation(ref, found, recovered=True)
-                return found
-        async with self.store.transaction() as tx:
-            await tx.start_create(ref, await self.now(tx))
-        try:
-            conversation = await self.client.create_conversation(
-                reply.account, inbox=reply.inbox, source_id=reply.source_id, contact=reply.contact
-            )
-        except ChatwootError as exc:
-            if not exc.ambiguous:  # it surely did not take effect: the next try just creates
-                async with self.store.transaction() as tx:
-                    await tx.start_create(ref, None)
-            raise
-        await self._keep_conversation(ref, conversation, recovered=False)
-        return conversation
-
-    async def _find_started(self, reply: events.OutboundEntry, started: dt.datetime) -> int | None:
-        """The conversation an earlier create call may have made: the contact's newest one
-        in the inbox, created since that call. None: Chatwoot has none."""
-        if self.client.user_token is None or reply.contact is None:
-            raise ChatwootError(
-                "an earlier call to start this conversation may have succeeded; without "
-                "CHATWOOT_USER_TOKEN and the contact's id it cannot be found, and a second "
-                "conversation is not risked",
-                retryable=False,
-            )
-        assert reply.inbox is not None
-        listed = await self.client.contact_conversations(reply.account, reply.contact)
-        since = started.timestamp() - CLOCK_SKEW_S
-        return max(
-            (c.id for c in listed if c.inbox_id == reply.inbox and (c.created_at or 0) >= since),
-            default=None,
-        )
-
-    async def _keep_conversation(self, ref: str, conversation: int, *, recovered: bool) -> None:
-        async with self.store.transaction() as tx:
-            await tx.set_conversation(ref, conversation)
-        log.info("conversation.started", chatwoot_conversation=conversation, recovered=recovered)
 
     async def _failed(
         self, ref: str, reply: events.OutboundEntry, attempt: int, exc: ChatwootError
