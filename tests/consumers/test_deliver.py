@@ -515,7 +515,6 @@ async def test_an_attempt_ends_inside_its_lease(
         assert asyncio.get_running_loop().time() - started < 1.0  # not the 5 s HTTP timeout
         [row] = await rows(store, "SELECT status, last_error FROM outbound")
         assert row["status"] == "sending" and "took over 0.3 s" in row["last_error"]
-        await asyncio.sleep(1.3)  # the fake saves the message when its delay is over
         delivery.clock.advance(0.05)
         await delivery.drain()
     assert len(posts(fake)) == 1 and len(fake.messages()) == 1
@@ -614,5 +613,37 @@ async def test_a_create_that_surely_failed_is_made_again(
     await reply(redis, topology, **OUTREACH)
     await deliver(deliver_runner(redis, store, topology, client), rounds=3)
     assert len(creates(fake)) == 2 and len(fake.messages()) == 1
+    [row] = await rows(store, "SELECT status FROM outbound")
+    assert row["status"] == "sent"
+
+
+async def test_no_row_lock_is_held_while_chatwoot_is_asked(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake
+) -> None:
+    """While the deliverer waits on a slow message list, the reply's row stays writable: an
+    echo recorded meanwhile does not wait for Chatwoot's answer."""
+    fake.faults({"path": "messages", "method": "POST", "status": 502, "after": True, "times": 1})
+    async with ChatwootClient(
+        fake.url, Secret(BOT_TOKEN), user_token=Secret(USER_TOKEN), timeout=3.0
+    ) as client:
+        delivery = deliver_runner(redis, store, topology, client)
+        await reply(redis, topology, ref="slow-list")
+        await delivery.drain()
+        fake.faults({"path": "messages", "method": "GET", "delay_ms": 1500})
+        delivery.clock.advance(0.05)
+        checking = asyncio.create_task(delivery.drain())
+        for _ in range(200):
+            if [r for r in fake.requests() if r["method"] == "GET"]:
+                break  # the deliverer is now waiting on Chatwoot
+            await asyncio.sleep(0.01)
+        else:
+            pytest.fail("the deliverer never checked the message list")
+        started = asyncio.get_running_loop().time()
+        async with store.transaction() as tx:
+            await tx.mark_posted("slow-list", chatwoot_message_id=fake.messages()[0]["id"])
+        waited = asyncio.get_running_loop().time() - started
+        await checking
+    assert waited < 0.5
+    assert len(posts(fake)) == 1
     [row] = await rows(store, "SELECT status FROM outbound")
     assert row["status"] == "sent"
