@@ -140,3 +140,8 @@ CREATE TABLE IF NOT EXISTS backfill_watermarks (
     lease_owner       text,
     lease_until       timestamptz
 );
+
+-- deliver (issue #8): an agent-started conversation's create call is recorded before it is
+-- made, so that after an ambiguous failure the deliverer looks for the conversation Chatwoot
+-- may have created instead of creating a second one. Fold into the 1→2 upgrade.
+ALTER TABLE outbound ADD COLUMN IF NOT EXISTS create_started_at timestamptz;

@@ -97,6 +97,18 @@ CONVERSATIONS_PER_PAGE = 25
 MESSAGES_PER_PAGE = 100
 
 
+class ContactConversation(msgspec.Struct, kw_only=True):
+    """One of a contact's conversations, as `GET .../contacts/{id}/conversations` lists it."""
+
+    id: int
+    inbox_id: int | None = None
+    created_at: float | None = None  # epoch seconds
+
+
+class _ContactConversations(msgspec.Struct):
+    payload: list[ContactConversation] = []
+
+
 class _MessageList(msgspec.Struct):
     payload: list[ListedMessage] = []
 
@@ -203,6 +215,15 @@ class ChatwootClient:
         if self.user_token is None:
             raise ChatwootError("listing needs CHATWOOT_USER_TOKEN", retryable=False)
         return {"api_access_token": self.user_token.reveal()}
+
+    async def contact_conversations(self, account: int, contact: int) -> list[ContactConversation]:
+        """A contact's conversations (needs a user token: bots may not list them)."""
+        if self.user_token is None:
+            raise ChatwootError("listing conversations needs CHATWOOT_USER_TOKEN", retryable=False)
+        path = f"/api/v1/accounts/{account}/contacts/{contact}/conversations"
+        headers = {"api_access_token": self.user_token.reveal()}
+        response = await self._call("GET", path, headers=headers)
+        return _decode(response, _ContactConversations).payload
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:

@@ -8,27 +8,34 @@ the retry worker picks it up, so one failing conversation never holds up another
 When an attempt's outcome is unknown (timeout, reset, crash), the next one first looks for proof
 that Chatwoot has the message — our echo webhook, or the conversation's message list when a
 user token is configured — and only then sends again.
+
+No network call is made inside a transaction: the row is read (short transaction), what needs
+Redis or Chatwoot is gathered, `steps.next_step` decides, and the decision is written in a
+second short transaction that applies only if the row is unchanged. Every time is the
+database's clock (or the injected one, in tests), never the process clock mixed with it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import random
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
+import msgspec
 import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
-from consumers import backoff, faults, gates, statuses
+from consumers import backoff, faults, gates, steps
 from consumers import conversation as cv
 from consumers.chatwoot import ChatwootClient
-from consumers.clock import utcnow
 from consumers.counters import Counters
 from consumers.errors import ChatwootError, PermanentError, StoreError
 from consumers.faults import Fault
 from consumers.limits import Limits
+from consumers.outreach import Outreach
 from consumers.polling import PollingWorker
 from consumers.runner import StreamEntry
 from consumers.statuses import Outbound
@@ -38,6 +45,20 @@ from ingress.events import OutboundKind
 from ingress.topology import Topology
 
 log = structlog.get_logger("deliver")
+
+# One attempt (create conversation, check, POST) must end well inside its lease, or a second
+# deliverer could take the reply over while the first is still talking to Chatwoot.
+LEASE_SHARE = 0.75
+
+
+class Read(msgspec.Struct, frozen=True, kw_only=True):
+    """What one short read transaction learnt about a reply."""
+
+    row: OutboundRow
+    now: dt.datetime
+    gate: str | None
+    echo: int | None
+    known: int
 
 
 class Deliverer:
@@ -49,7 +70,7 @@ class Deliverer:
         *,
         redis: aioredis.Redis,
         base_url: str,
-        clock: Callable[[], dt.datetime] = utcnow,
+        clock: Callable[[], dt.datetime] | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self.store = store
@@ -62,8 +83,15 @@ class Deliverer:
         self.limits = Limits(redis, tag=f"{{{self.stream_key}}}", spec=self.spec,
                              counters=self.counters)  # fmt: skip
         self.host = urlsplit(base_url).netloc
-        self.clock = clock
+        self.clock = clock  # None: the database's clock
         self.rand = rand
+        self.lease = dt.timedelta(milliseconds=self.spec.lease_ms)
+        self.budget_s = self.spec.lease_ms / 1000 * LEASE_SHARE
+        self.outreach = Outreach(store, client, now=self.now)
+
+    async def now(self, tx: Tx) -> dt.datetime:
+        """The time every lease and retry is set and compared by (one clock for all)."""
+        return self.clock() if self.clock is not None else await tx.now()
 
     async def __call__(self, entry: StreamEntry) -> None:
         """The stream handler: record the reply, make its first attempt."""
@@ -71,7 +99,7 @@ class Deliverer:
         # Without a ref, the entry id is one: a re-published entry stays one reply.
         ref = reply.ref or f"{self.stream_key}:{entry.id}"
         async with self.store.transaction() as tx:
-            await tx.open_outbound(reply, ref=ref, stream_id=entry.id)
+            await tx.open_outbound(reply, ref=ref, stream_id=entry.id, now=await self.now(tx))
         failure = await self.attempt(ref, reply)
         if failure is not None:
             raise PermanentError(failure)  # the runner dead-letters the entry with the reason
@@ -80,68 +108,105 @@ class Deliverer:
         """One attempt if one is due; the reason when the reply failed for good."""
         structlog.contextvars.bind_contextvars(ref=ref, account=reply.account,
                                                conversation=reply.conversation)  # fmt: skip
-        row = await self._begin(ref, reply)
-        if row is None:
+        read = await self._read(ref, reply)
+        if read is None:
             return None
-        try:
-            message_id = await self._send(ref, reply, row)
-        except ChatwootError as exc:
-            return await self._failed(ref, reply, row.attempts + 1, exc)
-        await self.limits.succeeded(reply.account)
+        step = await self._next_step(read)
+        if not isinstance(step, steps.Attempt):
+            await self._settle(read, step)
+            return None
         async with self.store.transaction() as tx:
-            await tx.mark_posted(ref, chatwoot_message_id=message_id)
-            await self._after_sent(tx, reply)
-        await self.counters.add("deliver.sent")
-        log.info("reply.sent", kind=str(reply.kind), chatwoot_message=message_id,
-                 attempt=row.attempts + 1)  # fmt: skip
-        return None
-
-    async def _begin(self, ref: str, reply: events.OutboundEntry) -> OutboundRow | None:
-        """Claim an attempt (committed `sending` with a lease), or None when none is due."""
-        now = self.clock()
-        async with self.store.transaction() as tx:
-            row = await tx.lock_outbound(ref)
-            if row is None or Outbound(row.status) in statuses.OUTBOUND_DONE:
-                return None
-            if row.next_attempt_at is not None and row.next_attempt_at > now:
-                return None  # a retry not due yet, or an attempt under way elsewhere
-            if row.status == Outbound.QUEUED and (reason := await self._closed(tx, reply)):
-                await tx.set_outbound(ref, status=Outbound.SUPPRESSED, error=reason)
-                await self.counters.add("deliver.suppressed")
-                log.info("reply.suppressed", reason=reason)
-                return None
-            if row.status == Outbound.SENDING:
-                posted = await self._already_posted(tx, reply, row)
-                if posted is not None:
-                    await tx.mark_posted(ref, chatwoot_message_id=posted)
-                    await self.counters.add("deliver.recovered")
-                    log.info("reply.recovered", chatwoot_message=posted)
-                    return None
-            wait = await self._wait(reply.account, now.timestamp())
-            if wait > 0:
-                await tx.hold_until(ref, now + dt.timedelta(seconds=wait))
-                return None
-            conversation = reply.conversation or row.chatwoot_conversation_id
-            known = await tx.last_message_id(reply.account, conversation) if conversation else 0
-            await tx.begin_attempt(
-                ref,
-                attempts=row.attempts + 1,
-                lease_until=now + dt.timedelta(milliseconds=self.spec.lease_ms),
-                known_through=known,
+            claimed = await tx.claim_attempt(
+                read.row, lease_until=read.now + self.lease, known_through=read.known
             )
-        return row
+        if not claimed:
+            log.info("reply.taken_elsewhere")  # another deliverer claimed it first
+            return None
+        return await self._make_attempt(ref, reply, read.row)
 
-    async def _wait(self, account: int, now: float) -> float:
-        """Seconds before this account may be called: an open breaker, then the rate limits."""
+    async def _read(self, ref: str, reply: events.OutboundEntry) -> Read | None:
+        """The row and its context, in one short transaction that locks nothing."""
+        async with self.store.transaction() as tx:
+            now = await self.now(tx)
+            row = await tx.outbound_row(ref)
+            if row is None:
+                return None
+            conversation = row.chatwoot_conversation_id
+            gate = await self._gate(tx, reply) if row.status is Outbound.QUEUED else None
+            echo = None
+            if row.status is Outbound.SENDING and conversation is not None:
+                echo = await tx.echo_of(ref, row.account_id, conversation)
+            known = await tx.last_message_id(row.account_id, conversation) if conversation else 0
+        return Read(row=row, now=now, gate=gate, echo=echo, known=known)
+
+    async def _next_step(self, read: Read) -> steps.Step:
+        """Decide, gathering what the decision asks for (outside any transaction)."""
+        proof: steps.Proof | None = steps.Landed(read.echo) if read.echo is not None else None
+        limit: steps.Limit | None = None
+        while True:
+            step = steps.next_step(
+                read.row, now=read.now, gate=read.gate, proof=proof, limit=limit,
+                can_list=self.client.user_token is not None, spec=self.spec, rand=self.rand(),
+            )  # fmt: skip
+            if isinstance(step, steps.CheckProof):
+                proof = await self._check(read.row)
+            elif isinstance(step, steps.AskLimits):
+                limit = await self._limit(read.row.account_id, read.now.timestamp())
+            else:
+                return step
+
+    async def _settle(self, read: Read, step: steps.Step) -> None:
+        """Write a decision other than an attempt; each applies only to an unchanged row."""
+        ref = read.row.ref
+        async with self.store.transaction() as tx:
+            if isinstance(step, steps.Suppress):
+                if await tx.suppress_unchanged(read.row, step.reason):
+                    await self.counters.add("deliver.suppressed")
+                    log.info("reply.suppressed", reason=step.reason)
+            elif isinstance(step, steps.Recovered):
+                await tx.mark_posted(ref, chatwoot_message_id=step.message_id)
+                await self.counters.add("deliver.recovered")
+                log.info("reply.recovered", chatwoot_message=step.message_id)
+            elif isinstance(step, steps.Hold):
+                if await tx.hold_unchanged(read.row, step.until, step.why):
+                    log.info("reply.held", why=step.why, until=step.until.isoformat())
+
+    async def _check(self, row: OutboundRow) -> steps.Proof:
+        """Does Chatwoot's message list hold our reply? A failed check proves nothing."""
+        assert row.chatwoot_conversation_id is not None
+        after = row.known_through
+        try:
+            async with asyncio.timeout(self.budget_s):
+                for _ in range(20):  # 100 a page: far more than a conversation gets meanwhile
+                    listed = await self.client.list_messages(
+                        row.account_id, row.chatwoot_conversation_id, after=after
+                    )
+                    for message in listed:
+                        if message.ext_ref == row.ref and message.message_type == 1:
+                            return steps.Landed(message.id)
+                    if len(listed) < 100:
+                        return steps.Absent()
+                    after = listed[-1].id
+        except ChatwootError as exc:
+            await self.counters.add("deliver.check_failed")
+            return steps.Unknown(why=str(exc))
+        except TimeoutError:
+            await self.counters.add("deliver.check_failed")
+            return steps.Unknown(why="listing the messages took too long")
+        return steps.Unknown(why="the message list did not end")
+
+    async def _limit(self, account: int, now: float) -> steps.Limit:
+        """An open breaker, then the rate limits (the token is taken when there is one)."""
         breaker = await self.limits.breaker(account)
         state = breaker.state(now)
         if state == "open":
-            return breaker.open_until - now
+            return steps.Wait(breaker.open_until - now, "circuit breaker open")
         if state == "half-open" and not await self.limits.probe(account, now):
-            return 1.0  # another deliverer is probing the account
-        return await self.limits.wait_for_token(self.host, account)
+            return steps.Wait(1.0, "another deliverer is probing the account")
+        wait = await self.limits.wait_for_token(self.host, account)
+        return steps.Wait(wait, "rate limited") if wait > 0 else steps.Go()
 
-    async def _closed(self, tx: Tx, reply: events.OutboundEntry) -> str | None:
+    async def _gate(self, tx: Tx, reply: events.OutboundEntry) -> str | None:
         if reply.conversation is None:
             return None
         context = await tx.reply_context(reply.account, reply.conversation)
@@ -158,25 +223,53 @@ class Deliverer:
             route=policy,
         )
 
-    async def _already_posted(
-        self, tx: Tx, reply: events.OutboundEntry, row: OutboundRow
-    ) -> int | None:
-        echo = await tx.echo_of(row.ref)
-        conversation = reply.conversation or row.chatwoot_conversation_id
-        if echo is not None or reply.kind is not OutboundKind.MESSAGE or conversation is None:
-            return echo
-        if self.client.user_token is None:
-            return None
-        listed = await self.client.list_messages(
-            reply.account, conversation, after=row.known_through
-        )
-        return next((m.id for m in listed if m.ext_ref == row.ref), None)
+    async def _make_attempt(
+        self, ref: str, reply: events.OutboundEntry, row: OutboundRow
+    ) -> str | None:
+        """The claimed attempt's calls, all inside a budget well short of the lease."""
+        attempt = row.attempts + 1
+        try:
+            async with asyncio.timeout(self.budget_s):
+                message_id = await self._send(ref, reply, row)
+        except TimeoutError:
+            exc = ChatwootError(
+                f"attempt {attempt} took over {self.budget_s:g} s", retryable=True, ambiguous=True
+            )
+            return await self._failed(ref, reply, attempt, exc)
+        except ChatwootError as exc:
+            return await self._failed(ref, reply, attempt, exc)
+        await self._posted(ref, reply, message_id, attempt)
+        return None
+
+    async def _posted(
+        self, ref: str, reply: events.OutboundEntry, message_id: int | None, attempt: int
+    ) -> None:
+        # Chatwoot has it: record that first, so nothing after it (Redis, a crash) can make
+        # the reply look unsent.
+        async with self.store.transaction() as tx:
+            await tx.mark_posted(ref, chatwoot_message_id=message_id)
+        await self.limits.succeeded(reply.account)
+        if reply.kind is OutboundKind.HANDOFF and reply.conversation is not None:
+            await self._handed_off(reply.account, reply.conversation)
+        await self.counters.add("deliver.sent")
+        log.info("reply.sent", kind=str(reply.kind), chatwoot_message=message_id,
+                 attempt=attempt)  # fmt: skip
+
+    async def _handed_off(self, account: int, conversation: int) -> None:
+        """The agent handed the conversation to humans: turns stop from now on."""
+        async with self.store.transaction() as tx:
+            conv = await tx.lock_conversation(account, conversation)
+            if conv is not None:
+                at = (await self.now(tx)).timestamp()
+                await tx.merge_signals(
+                    conv, [cv.Signal(handler=cv.Handler.HUMAN, at=at, why="handoff")]
+                )
 
     async def _send(self, ref: str, reply: events.OutboundEntry, row: OutboundRow) -> int | None:
         kind = reply.kind
-        conversation = reply.conversation or row.chatwoot_conversation_id
+        conversation = row.chatwoot_conversation_id
         if conversation is None:
-            conversation = await self._start_conversation(ref, reply)
+            conversation = await self.outreach.start(ref, reply, row)
         if kind is OutboundKind.MESSAGE:
             created = await self.client.create_message(
                 reply.account,
@@ -195,52 +288,34 @@ class Deliverer:
             await self.client.toggle_typing(reply.account, conversation, on=on)
         return None
 
-    async def _start_conversation(self, ref: str, reply: events.OutboundEntry) -> int:
-        """An agent starting a conversation: Chatwoot creates it, we keep its id for retries."""
-        assert reply.inbox is not None and reply.source_id is not None
-        conversation = await self.client.create_conversation(
-            reply.account, inbox=reply.inbox, source_id=reply.source_id, contact=reply.contact
-        )
-        async with self.store.transaction() as tx:
-            await tx.set_conversation(ref, conversation)
-        log.info("conversation.started", chatwoot_conversation=conversation)
-        return conversation
-
-    async def _after_sent(self, tx: Tx, reply: events.OutboundEntry) -> None:
-        if reply.kind is OutboundKind.HANDOFF and reply.conversation is not None:
-            # The agent handed the conversation to humans: turns stop from now on.
-            conv = await tx.lock_conversation(reply.account, reply.conversation)
-            if conv is not None:
-                now = self.clock().timestamp()
-                await tx.merge_signals(
-                    conv, [cv.Signal(handler=cv.Handler.HUMAN, at=now, why="handoff")]
-                )
-
     async def _failed(
         self, ref: str, reply: events.OutboundEntry, attempt: int, exc: ChatwootError
     ) -> str | None:
         """Fail for good, or schedule the next attempt; the reason when failed for good."""
-        now = self.clock()
-        if exc.retryable and exc.status != 429:
-            await self.limits.failed(reply.account, now.timestamp())
         exhausted = attempt >= self.spec.max_attempts
         async with self.store.transaction() as tx:
+            now = await self.now(tx)
             if not exc.retryable or exhausted:
                 reason = "permanent" if not exc.retryable else "max_attempts"
                 await tx.set_outbound(ref, status=Outbound.FAILED, error=str(exc))
-                await self.counters.add("deliver.failed")
-                log.warning("reply.failed", reason=reason, error=str(exc), status=exc.status)
-                return f"{reason}: {exc}"
-            wait = backoff.backoff(
-                attempt, self.spec.retry_ms, jitter=self.spec.jitter, rand=self.rand(),
-                retry_after=exc.retry_after,
-            )  # fmt: skip
-            if exc.ambiguous and self.client.user_token is None:
-                # Only the echo webhook can tell whether it landed: give it time to arrive.
-                wait = max(wait, self.spec.echo_wait_ms / 1000)
-            # The reply stays `sending`: the next attempt looks for proof it was posted first.
-            await tx.set_outbound(ref, status=Outbound.SENDING, error=str(exc))
-            await tx.hold_until(ref, now + dt.timedelta(seconds=wait))
+            else:
+                reason = ""
+                wait = backoff.backoff(
+                    attempt, self.spec.retry_ms, jitter=self.spec.jitter, rand=self.rand(),
+                    retry_after=exc.retry_after,
+                )  # fmt: skip
+                if exc.ambiguous and self.client.user_token is None:
+                    # Only the echo webhook can tell whether it landed: give it time to arrive.
+                    wait = max(wait, self.spec.echo_wait_ms / 1000)
+                # The reply stays `sending`: the next attempt looks for proof it was posted.
+                await tx.set_outbound(ref, status=Outbound.SENDING, error=str(exc))
+                await tx.hold_until(ref, now + dt.timedelta(seconds=wait))
+        if exc.retryable and exc.status != 429:
+            await self.limits.failed(reply.account, now.timestamp())
+        if reason:
+            await self.counters.add("deliver.failed")
+            log.warning("reply.failed", reason=reason, error=str(exc), status=exc.status)
+            return f"{reason}: {exc}"
         await self.counters.add("deliver.retried")
         log.info("reply.retry_scheduled", attempt=attempt, wait_s=round(wait, 2),
                  error=str(exc))  # fmt: skip
@@ -266,7 +341,7 @@ class Retrier(PollingWorker):
     async def run_due(self) -> int:
         deliverer = self.deliverer
         async with deliverer.store.transaction() as tx:
-            refs = await tx.due_outbound(deliverer.clock(), self.batch)
+            refs = await tx.due_outbound(await deliverer.now(tx), self.batch)
         for ref in refs:
             structlog.contextvars.clear_contextvars()
             try:
@@ -295,9 +370,9 @@ class Retrier(PollingWorker):
         log.warning("reply.attempt_failed", ref=ref, error_class=type(exc).__name__,
                     error=str(exc)[:500], wait_s=round(wait, 2))  # fmt: skip
         await self.deliverer.counters.add("deliver.attempt_failed")
-        until = self.deliverer.clock() + dt.timedelta(seconds=wait)
         try:
             async with self.deliverer.store.transaction() as tx:
+                until = await self.deliverer.now(tx) + dt.timedelta(seconds=wait)
                 await tx.hold_until(ref, until, error=f"{type(exc).__name__}: {exc}"[:2000])
         except StoreError as store_exc:
             log.warning("reply.hold_failed", ref=ref, error=str(store_exc))

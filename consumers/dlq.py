@@ -107,7 +107,7 @@ class Replayer:
         # A reply without a ref of its own was recorded under its entry's id (see Deliverer).
         ref = dead.original.get("ref", b"").decode(errors="replace") or f"{dead.stream}:{dead.id}"
         async with self.store.transaction() as tx:
-            found = await tx.requeue_outbound(ref, self.clock())
+            found = await tx.requeue_outbound(ref)
         if found is None:
             # Never reached the outbox (it could not be decoded or recorded): put the entry
             # back, under the ref it would have had, so that replaying it twice sends it once.

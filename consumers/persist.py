@@ -14,7 +14,7 @@ import msgspec
 import structlog
 
 from consumers import conversation as cv
-from consumers import decisions, statuses
+from consumers import decisions, echoes, statuses
 from consumers.clock import utcnow
 from consumers.errors import PermanentError
 from consumers.runner import StreamEntry
@@ -180,7 +180,7 @@ class Persister:
                 identifier=msg.sender.identifier,
                 version=int((cv.epoch(msg.created_at) or 0) * 1000),
             )
-        echo = msg.ext_ref is not None and await self._match_echo(tx, msg)
+        echo = msg.ext_ref is not None and await self._match_echo(tx, account, msg)
         ours = echo or (who.kind is cv.SenderKind.AGENT_BOT and who.id == self.bot_id)
         inserted = await self._store_message(tx, _message_row(account, msg, who))
         conv = await self._merge_signals(tx, conv, cv.message_signals(msg, ours=ours))
@@ -203,11 +203,22 @@ class Persister:
         await tx.update_message(msgspec.structs.replace(row, status=status), newer=newer)
         return False
 
-    async def _match_echo(self, tx: Tx, msg: views.Message) -> bool:
-        """Our own reply coming back: record Chatwoot's id and status on the outbound row."""
-        assert msg.ext_ref is not None
+    async def _match_echo(self, tx: Tx, account: int, msg: views.Message) -> bool:
+        """Our own reply coming back: record Chatwoot's id and status on the outbound row.
+
+        Only a message we could have posted (echoes.could_be_ours), in the very conversation
+        the reply with that ref went to, is ours: anyone can type an `ext_ref`.
+        """
+        assert msg.ext_ref is not None and msg.conversation is not None
+        if not echoes.could_be_ours(msg):
+            return False
         reported = _embedded_status(msg) or statuses.Outbound.SENT
-        row = await tx.mark_posted(msg.ext_ref, chatwoot_message_id=msg.id, reported=reported)
+        row = await tx.mark_posted(
+            msg.ext_ref,
+            chatwoot_message_id=msg.id,
+            reported=reported,
+            conversation=(account, msg.conversation.id),
+        )
         return row is not None
 
     async def _turn_input(self, tx: Tx, conv: ConversationRow, message_id: int) -> None:

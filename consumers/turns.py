@@ -1,25 +1,51 @@
 """The turns worker: emits each conversation's due turn to its route's stream, once.
 
-Turn scheduling lives in PostgreSQL (persist sets `turn_due_at`), so it survives restarts,
-and `FOR UPDATE SKIP LOCKED` lets any number of workers run without emitting a burst twice.
+Turn scheduling lives in PostgreSQL (persist sets `turn_due_at`), so it survives restarts.
+A worker claims due turns in a short transaction (`FOR UPDATE SKIP LOCKED`, then a lease
+pushes `turn_due_at` forward), XADDs them with no transaction open, then marks them emitted.
+A worker that dies between XADD and mark leaves the turn to be emitted again after the lease,
+with the same turn id: the XADD is idempotent on that id, so each burst is emitted once.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
+from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 import structlog
 
 from consumers.clock import utcnow
-from consumers.conversation import turn_id
+from consumers.conversation import Handler, turn_id
 from consumers.polling import PollingWorker
-from consumers.store import Store
+from consumers.store import DueTurn, Store, Tx
 from ingress import events
 from ingress.topology import Topology
 
 log = structlog.get_logger("turns")
+
+# Long enough for an XADD; short enough that a dead worker's turns are not late by much.
+LEASE = dt.timedelta(seconds=30)
+# A turn id is remembered well past any lease: a re-emission after a crash is dropped.
+EMITTED_TTL_S = 24 * 3600
+
+# XADD unless this turn id was added already; the marker shares the stream's Cluster slot.
+XADD_TURN_ONCE = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return false end
+local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+redis.call('SET', KEYS[2], id, 'EX', ARGV[1])
+return id
+"""
+
+
+class Claimed(msgspec.Struct, frozen=True, kw_only=True):
+    """A turn leased for emission, and the entry that carries it."""
+
+    turn: DueTurn
+    entry: events.TurnEntry
+    key: str
 
 
 class TurnEmitter(PollingWorker):
@@ -41,41 +67,78 @@ class TurnEmitter(PollingWorker):
         self.clock = clock
         self.batch = batch
         self.poll_s = topology.turns.poll_ms / 1000
+        self._xadd_once: Any = redis.register_script(XADD_TURN_ONCE)
 
     async def step(self) -> int:
         return await self.emit_due()
 
     async def emit_due(self) -> int:
-        """Emit the turns due now; the row stays locked until its XADD is done."""
+        """Emit the turns due now; how many due conversations were handled."""
+        due, claimed = await self.claim()
+        published: list[Claimed] = []
+        try:
+            for item in claimed:
+                await self.publish(item)
+                published.append(item)
+        finally:
+            # What went out is marked even when Redis failed half-way; the rest waits for
+            # its lease to end.
+            await self.mark(published)
+        return due
+
+    async def claim(self) -> tuple[int, list[Claimed]]:
+        """Lease the due turns (one short transaction, no network): how many were due, and
+        the turns to emit. A due turn with nothing to emit is marked done right here."""
+        now = self.clock()
+        claimed: list[Claimed] = []
         async with self.store.transaction() as tx:
-            due = await tx.due_turns(self.clock(), self.batch)
+            due = await tx.due_turns(now, self.batch)
             for turn in due:
-                route = self.topology.route_for(
-                    account=turn.account_id, inbox=turn.inbox_id, channel=turn.channel
-                )
-                # A human took the conversation while the burst was waiting: no turn.
-                messages = await tx.turn_messages(turn) if turn.handler == "bot" else []
-                if route is not None and messages:
-                    entry = events.TurnEntry(
-                        turn=turn_id(
-                            turn.account_id, turn.conversation_id, turn.last_inbound_message_id
-                        ),
-                        account=turn.account_id,
-                        inbox=turn.inbox_id,
-                        conversation=turn.conversation_id,
-                        channel=turn.channel,
-                        contact=turn.contact_id,
-                        through=turn.last_inbound_message_id,
-                        messages=messages,
-                        route=route.name,
-                    )
-                    key = self.topology.key(route.stream)
-                    await self.redis.xadd(key, events.encode(entry))  # type: ignore[arg-type]
-                    log.info(
-                        "turn.emitted",
-                        turn=entry.turn,
-                        stream=key,
-                        messages=len(messages),
-                    )
-                await tx.mark_emitted(turn)
-        return len(due)
+                item = await self._turn(tx, turn)
+                if item is None:
+                    await tx.mark_emitted(turn)
+                else:
+                    await tx.lease_turn(turn, now + LEASE)
+                    claimed.append(item)
+        return len(due), claimed
+
+    async def _turn(self, tx: Tx, turn: DueTurn) -> Claimed | None:
+        route = self.topology.route_for(
+            account=turn.account_id, inbox=turn.inbox_id, channel=turn.channel
+        )
+        # A human took the conversation while the burst was waiting: no turn.
+        if route is None or turn.handler is not Handler.BOT:
+            return None
+        messages = await tx.turn_messages(turn)
+        if not messages:
+            return None
+        entry = events.TurnEntry(
+            turn=turn_id(turn.account_id, turn.conversation_id, turn.last_inbound_message_id),
+            account=turn.account_id,
+            inbox=turn.inbox_id,
+            conversation=turn.conversation_id,
+            channel=turn.channel,
+            contact=turn.contact_id,
+            through=turn.last_inbound_message_id,
+            messages=messages,
+            route=route.name,
+        )
+        return Claimed(turn=turn, entry=entry, key=self.topology.key(route.stream))
+
+    async def publish(self, item: Claimed) -> None:
+        """XADD the turn unless its id was added already (by a worker that died after)."""
+        fields = events.encode(item.entry)
+        marker = f"{{{item.key}}}:turn:{item.entry.turn}"
+        args: list[Any] = [EMITTED_TTL_S]
+        for name, value in fields.items():
+            args += [name, value]
+        added = await self._xadd_once(keys=[item.key, marker], args=args)
+        log.info("turn.emitted" if added else "turn.already_emitted", turn=item.entry.turn,
+                 stream=item.key, messages=len(item.entry.messages))  # fmt: skip
+
+    async def mark(self, published: list[Claimed]) -> None:
+        if not published:
+            return
+        async with self.store.transaction() as tx:
+            for item in published:
+                await tx.mark_emitted(item.turn)

@@ -12,7 +12,11 @@ ingress-down (the ingress SIGKILLed for 10 s mid-run while Chatwoot drops 20% of
 for the whole run: only the backfill, every 2 s here, can bring those messages; every customer
 message must end up stored once),
 postgres-failover (PostgreSQL turns read-only and drops every connection, as after a failover
-to a replica, then is writable again a few seconds later).
+to a replica, then is writable again a few seconds later),
+chatwoot-list-failures (15% of replies time out after Chatwoot saved them, while the message
+list the deliverer checks before sending again fails in phases: 500s and timeouts, then 401s,
+then nothing; with a user token and no echo webhooks, so that only the list can prove a reply
+landed; expected: nothing dead, no consumer process exits).
 Uses embedded Redis and PostgreSQL in a temporary folder; the fake Chatwoot plays the customers.
 """
 
@@ -44,13 +48,25 @@ from consumers.store import Store  # noqa: E402
 
 SECRET, TOKEN, USER_TOKEN, PREFIX = "chaos-secret", "chaos-bot", "chaos-user", "chaos"
 SCENARIOS = ("none", "kill-consumers", "restart-redis", "restart-postgres", "chatwoot-faults",
-             "ingress-down", "postgres-failover")  # fmt: skip
+             "ingress-down", "postgres-failover", "chatwoot-list-failures")  # fmt: skip
 DROP_WEBHOOKS, INGRESS_DOWN_S = 0.2, 10.0
 FAULTS = [
     {"path": "/messages", "method": "POST", "status": 500, "probability": 0.2},
     {"path": "/messages", "method": "POST", "delay_ms": 1500, "after": True, "probability": 0.0625},
 ]  # fmt: skip  (0.0625 of the 80% left: 5% of all replies)
 BURST_429 = {"path": "/messages", "method": "POST", "status": 429, "retry_after": 1, "times": 15}
+# Replies that land but whose answer never comes (the client gives up after timeout_ms).
+AMBIGUOUS_POSTS = {"path": "/messages", "method": "POST", "delay_ms": 1500, "after": True,
+                   "probability": 0.15}  # fmt: skip
+LIST_PHASES = [
+    ("list 500s and timeouts", [
+        {"path": "/messages", "method": "GET", "status": 500, "probability": 0.5},
+        {"path": "/messages", "method": "GET", "delay_ms": 1500, "probability": 0.5},
+    ]),
+    ("list 401s", [{"path": "/messages", "method": "GET", "status": 401,
+                    "body": '{"error": "Unauthorized"}'}]),
+    ("list answering", []),
+]  # fmt: skip
 
 
 def streams_yaml(workdir: Path, scenario: str) -> Path:
@@ -94,7 +110,13 @@ class Process:
 
 class Stack:
     def __init__(
-        self, workdir: Path, *, consumers: int, user_token: bool, scenario: str = "none"
+        self,
+        workdir: Path,
+        *,
+        consumers: int,
+        user_token: bool,
+        scenario: str = "none",
+        echo: bool = True,
     ) -> None:
         self.workdir = workdir
         self.scenario = scenario
@@ -104,6 +126,7 @@ class Stack:
         self.fake = f"http://127.0.0.1:{self.fake_port}"
         self.consumer_count = consumers
         self.user_token = user_token
+        self.echo = echo
         self.consumers: list[Process] = []
         self.others: list[Process] = []
         self.ingress: Process | None = None
@@ -131,6 +154,7 @@ class Stack:
             "--webhook-url", f"http://127.0.0.1:{self.ingress_port}/webhooks/chatwoot",
             *(["--drop-webhooks", str(DROP_WEBHOOKS), "--seed", "3"]
               if self.scenario == "ingress-down" else []),
+            *([] if self.echo else ["--no-echo"]),
         ]))  # fmt: skip
         self.ingress = self.spawn("ingress", [py, "-m", "ingress"])
         self.others.append(self.spawn("echo-agent", [py, "scripts/echo_agent.py",
@@ -195,6 +219,9 @@ class Chaos(threading.Thread):
         pick = random.Random(7)
         if self.scenario == "chatwoot-faults":
             httpx.post(f"{self.stack.fake}/_fake/faults", json={"rules": FAULTS})
+        if self.scenario == "chatwoot-list-failures":
+            self._list_failures(start)
+            return
         while not self.done.is_set() and time.monotonic() - start < self.seconds:
             if self.scenario == "kill-consumers":
                 self.done.wait(3)
@@ -231,6 +258,19 @@ class Chaos(threading.Thread):
                 self.actions["429 bursts"] += 1
             else:
                 self.done.wait(1)
+
+    def _list_failures(self, start: float) -> None:
+        """Ambiguous POSTs throughout; the list endpoint cycles through its phases; once the
+        load ends, Chatwoot recovers, and every held reply must settle without a duplicate."""
+        phase = 0
+        while not self.done.is_set() and time.monotonic() - start < self.seconds:
+            name, rules = LIST_PHASES[phase % len(LIST_PHASES)]
+            httpx.post(f"{self.stack.fake}/_fake/faults",
+                       json={"rules": [*rules, AMBIGUOUS_POSTS]})  # fmt: skip
+            self.actions[f"phases: {name}"] += 1
+            phase += 1
+            self.done.wait(3)
+        httpx.post(f"{self.stack.fake}/_fake/faults", json={"rules": []})
 
 
 async def _read_only(database: str, *, on: bool) -> None:
@@ -380,8 +420,10 @@ def main() -> int:
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="sb-chaos-"))
     workdir.chmod(0o755)
+    # Without echo webhooks, only the message list can prove an ambiguous reply landed.
+    echo = args.scenario != "chatwoot-list-failures"
     stack = Stack(workdir, consumers=args.consumers, user_token=not args.no_user_token,
-                  scenario=args.scenario)  # fmt: skip
+                  scenario=args.scenario, echo=echo)  # fmt: skip
     try:
         stack.start()
         chaos = Chaos(stack, args.scenario, args.seconds)
@@ -414,6 +456,8 @@ def main() -> int:
         and (args.scenario != "postgres-failover" or figures["entries dead"] == 0)
         and settled(figures, args.scenario)
     )
+    if args.scenario == "chatwoot-list-failures":
+        ok = ok and figures["entries dead"] == 0
     print(f"scenario: {args.scenario} ({args.seconds:g} s at {achieved:.1f} messages/s, "
           f"{args.conversations} conversations, {args.consumers} consumer processes, "
           f"{'echo only' if args.no_user_token else 'user token'})")  # fmt: skip

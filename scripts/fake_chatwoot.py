@@ -194,19 +194,46 @@ class FakeChatwoot:
         return response
 
     async def start(self, request: Request) -> Response:
-        """Create a conversation (an agent starting one), answering its display id."""
+        """Create a conversation (an agent starting one), answering its display id. Fault
+        rules apply (`after: true`: created, then the answer fails or is late)."""
         body = await request.body()
         data = msgspec.json.decode(body) if body else {}
         self.requests.append({"method": "POST", "path": request.url.path, "query": "",
                               "json": data, "at": time.time(),
                               "token_ok": request.headers.get("api_access_token", "")
                               in self.tokens | self.user_tokens})  # fmt: skip
+        rule = self._rule_for(request)
+        if rule is not None and not rule.after:
+            return await self._fail(rule)
         number = max((c for _, c in self.conversations), default=5000) + 1
         account = int(request.path_params["account"])
         conv = self.conversation(account, number)
+        conv.created_at = time.time()
         self.touch(conv, inbox=int(data.get("inbox_id", 1)), source_id=data.get("source_id"),
                    contact={"id": data.get("contact_id") or 501, "name": "Contact"})  # fmt: skip
+        if rule is not None:
+            return await self._fail(rule)
         return JSONResponse({"id": number, "account_id": account, "inbox_id": conv.inbox})
+
+    async def contact_conversations(self, request: Request) -> Response:
+        """A contact's conversations (user tokens only), as Chatwoot lists them."""
+        token = request.headers.get("api_access_token", "")
+        self.requests.append({"method": "GET", "path": request.url.path, "query": "",
+                              "json": None, "at": time.time(),
+                              "token_ok": token in self.user_tokens})  # fmt: skip
+        if token not in self.user_tokens:
+            return JSONResponse({"error": "bots cannot list conversations"}, status_code=401)
+        rule = self._rule_for(request)
+        if rule is not None:
+            return await self._fail(rule)
+        account, contact = int(request.path_params["account"]), int(request.path_params["contact"])
+        listed = [
+            {"id": c.conversation, "inbox_id": c.inbox, "status": c.status,
+             "created_at": int(c.created_at), "timestamp": int(c.updated_at)}
+            for (a, _), c in sorted(self.conversations.items())
+            if a == account and c.contact.get("id") == contact
+        ]  # fmt: skip
+        return JSONResponse({"payload": listed})
 
     def _apply(self, request: Request, body: dict[str, Any], token: str) -> Response:
         if "conversation" not in request.path_params:
@@ -570,6 +597,8 @@ class FakeChatwoot:
                   methods=["POST"]),
             Route("/api/v1/accounts/{account:int}/conversations", self.api, methods=["GET"]),
             Route(API + "/messages", self.api, methods=["GET", "POST"]),
+            Route("/api/v1/accounts/{account:int}/contacts/{contact:int}/conversations",
+                  self.contact_conversations, methods=["GET"]),
             Route(API + "/toggle_status", self.api, methods=["POST"]),
             Route(API + "/toggle_typing_status", self.api, methods=["POST"]),
             Route("/_fake/conversations", self.define, methods=["POST"]),

@@ -33,6 +33,8 @@ PURE = [
     "consumers/clock.py",
     "consumers/gates.py",
     "consumers/synthetic.py",
+    "consumers/steps.py",
+    "consumers/echoes.py",
 ]
 ONLY_IN = {"asyncpg": "consumers/store/", "httpx": "consumers/chatwoot.py"}
 

@@ -118,7 +118,7 @@ class ConversationSQL(SQL):
         merged = takeover.merge(signals)
         row = msgspec.structs.replace(
             conv,
-            handler=str(merged.handler),
+            handler=merged.handler,
             human_since=merged.human_since,
             bot_since=merged.bot_since,
         )
@@ -137,7 +137,7 @@ class ConversationSQL(SQL):
         account_id: int,
         conversation_id: int,
         *,
-        handler: str,
+        handler: cv.Handler,
         human_since: float | None,
         bot_since: float | None,
     ) -> None:

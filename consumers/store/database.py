@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 
-from consumers import faults
+from consumers import faults, statuses
 from consumers.errors import StoreError
 from consumers.faults import Fault
 from consumers.store.audit import AuditSQL
@@ -127,4 +127,29 @@ class Store:
 
 
 class Tx(AuditSQL, ConversationSQL, MessageSQL, TurnSQL, OutboundSQL):
-    """The statements Switchboard runs, all inside one transaction (one mixin per table)."""
+    """The statements Switchboard runs, all inside one transaction (one mixin per table;
+    statements that need more than one table group are here)."""
+
+    async def requeue_outbound(self, ref: str) -> statuses.Outbound | None:
+        """An operator's replay of a reply that failed for good: `queued` again with its
+        attempts reset, due now (`last_error` stays, for history). Any other status is left
+        as it is: a reply already sent, or still on its way, is never sent twice. Returns the
+        status found (`sent` when its echo shows Chatwoot has it), None when no such reply."""
+        row = await self.outbound_row(ref, lock=True)
+        if row is None:
+            return None
+        found = row.status
+        if found is not statuses.Outbound.FAILED:
+            return found
+        # Failed after ambiguous attempts, yet it landed (its echo came back): leave it failed.
+        conversation = row.chatwoot_conversation_id
+        if conversation and await self.echo_of(ref, row.account_id, conversation) is not None:
+            return statuses.Outbound.SENT
+        # Due by the database's clock, the one every lease and retry is compared with.
+        await self.conn.execute(
+            "UPDATE outbound SET status = $2, attempts = 0, next_attempt_at = clock_timestamp() "
+            "WHERE ref = $1",
+            ref,
+            str(statuses.requeue(found)),
+        )
+        return found

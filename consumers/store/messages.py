@@ -81,9 +81,22 @@ class MessageSQL(SQL):
         )
         return int(value or 0)
 
-    async def echo_of(self, ref: str) -> int | None:
-        """The Chatwoot id of a stored message carrying our ext_ref: proof a reply was posted."""
+    async def echo_of(self, ref: str, account_id: int, conversation_id: int) -> int | None:
+        """The Chatwoot id of our reply's echo: proof it was posted. Only a message of the
+        reply's own conversation that we could have posted counts (echoes.py): a bot's or
+        no person's outgoing message, or any on an API inbox. Anyone can type an `ext_ref`."""
         value = await self.conn.fetchval(
-            "SELECT chatwoot_message_id FROM messages WHERE ext_ref = $1 LIMIT 1", ref
+            """
+            SELECT m.chatwoot_message_id FROM messages m
+            LEFT JOIN conversations c ON c.account_id = m.account_id
+                AND c.chatwoot_conversation_id = m.chatwoot_conversation_id
+            WHERE m.ext_ref = $1 AND m.account_id = $2 AND m.chatwoot_conversation_id = $3
+                AND ((m.direction = 'outbound' AND m.sender_kind IN ('agent_bot', 'system'))
+                    OR c.channel = 'Channel::Api')
+            LIMIT 1
+            """,
+            ref,
+            account_id,
+            conversation_id,
         )
         return int(value) if value is not None else None

@@ -14,21 +14,29 @@ from ingress import events
 
 _OUTBOUND_COLUMNS = (
     "ref, account_id, kind, turn, status, attempts, chatwoot_message_id, "
-    "chatwoot_conversation_id, next_attempt_at, known_through"
+    "chatwoot_conversation_id, next_attempt_at, known_through, create_started_at"
 )
+# The row as the deliverer read it, unchanged since: a claim, hold or suppression applies only
+# then (another deliverer that got there first changed at least one of these).
+_UNCHANGED = "status = $2 AND attempts = $3 AND next_attempt_at IS NOT DISTINCT FROM $4"
 
 
 class OutboundSQL(SQL):
+    async def now(self) -> dt.datetime:
+        """The database's clock: the one clock every lease and retry time is set and read by."""
+        value: dt.datetime = await self.conn.fetchval("SELECT clock_timestamp()")
+        return value
+
     async def open_outbound(
-        self, entry: events.OutboundEntry, *, ref: str, stream_id: str
-    ) -> OutboundRow:
-        """Record a reply by its ref (once, before any attempt) and lock it."""
+        self, entry: events.OutboundEntry, *, ref: str, stream_id: str, now: dt.datetime
+    ) -> None:
+        """Record a reply by its ref (once, before any attempt), due `now`."""
         await self.conn.execute(
             """
             INSERT INTO outbound (ref, account_id, chatwoot_conversation_id, kind, content,
                 private, content_attributes, status, turn, stream_id, inbox_id, source_id,
                 contact_id, next_attempt_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, 'queued', $8, $9, $10, $11, $12, now())
+            VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, 'queued', $8, $9, $10, $11, $12, $13)
             ON CONFLICT (ref) DO NOTHING
             """,
             ref,
@@ -43,10 +51,8 @@ class OutboundSQL(SQL):
             entry.inbox,
             entry.source_id,
             entry.contact,
+            now,
         )
-        row = await self.lock_outbound(ref)
-        assert row is not None
-        return row
 
     async def outbound_entry(self, ref: str) -> events.OutboundEntry:
         """A recorded reply as the entry it came from (for retries, which have no entry)."""
@@ -103,11 +109,62 @@ class OutboundSQL(SQL):
             chatwoot_message_id,
         )
 
-    async def lock_outbound(self, ref: str) -> OutboundRow | None:
+    async def outbound_row(self, ref: str, *, lock: bool = False) -> OutboundRow | None:
+        lock_clause = "FOR UPDATE" if lock else ""
         row = await self.conn.fetchrow(
-            f"SELECT {_OUTBOUND_COLUMNS} FROM outbound WHERE ref = $1 FOR UPDATE", ref
+            f"SELECT {_OUTBOUND_COLUMNS} FROM outbound WHERE ref = $1 {lock_clause}", ref
         )
         return None if row is None else msgspec.convert(dict(row), OutboundRow)
+
+    async def claim_attempt(
+        self, row: OutboundRow, *, lease_until: dt.datetime, known_through: int
+    ) -> bool:
+        """Mark a reply `sending` before its POST (a crash from here on is an ambiguous
+        attempt), unless another deliverer changed it since it was read."""
+        claimed = await self.conn.fetchval(
+            f"""
+            UPDATE outbound SET status = 'sending', attempts = attempts + 1,
+                next_attempt_at = $5, known_through = COALESCE(known_through, $6)
+            WHERE ref = $1 AND {_UNCHANGED}
+            RETURNING true
+            """,
+            *_seen(row),
+            lease_until,
+            known_through,
+        )
+        return bool(claimed)
+
+    async def hold_unchanged(self, row: OutboundRow, until: dt.datetime, why: str) -> bool:
+        """No attempt before `until` (a rate limit, an open breaker, a check that failed)."""
+        held = await self.conn.fetchval(
+            f"""
+            UPDATE outbound SET next_attempt_at = $5, last_error = $6
+            WHERE ref = $1 AND {_UNCHANGED}
+            RETURNING true
+            """,
+            *_seen(row),
+            until,
+            why,
+        )
+        return bool(held)
+
+    async def suppress_unchanged(self, row: OutboundRow, reason: str) -> bool:
+        suppressed = await self.conn.fetchval(
+            f"""
+            UPDATE outbound SET status = 'suppressed', last_error = $5, next_attempt_at = NULL
+            WHERE ref = $1 AND {_UNCHANGED}
+            RETURNING true
+            """,
+            *_seen(row),
+            reason,
+        )
+        return bool(suppressed)
+
+    async def start_create(self, ref: str, now: dt.datetime | None) -> None:
+        """Record (or clear, with None) that a create-conversation call is about to be made."""
+        await self.conn.execute(
+            "UPDATE outbound SET create_started_at = $2 WHERE ref = $1", ref, now
+        )
 
     async def mark_posted(
         self,
@@ -115,37 +172,42 @@ class OutboundSQL(SQL):
         *,
         chatwoot_message_id: int | None,
         reported: statuses.Outbound = statuses.Outbound.SENT,
+        conversation: tuple[int, int] | None = None,
     ) -> OutboundRow | None:
         """Chatwoot has this reply (its answer, our echo, or its message list said so): move it
         forward, and mark the customer messages of its turn answered. Every path that learns
-        a reply landed comes here, whichever learns it first."""
-        row = await self.lock_outbound(ref)
-        if row is None:
+        a reply landed comes here, whichever learns it first.
+
+        Locks the conversation, then the reply: the order persist takes them in too (it
+        holds the conversation of the message it stores), so the two never deadlock.
+        With `conversation` (account, conversation id), only a reply to that conversation
+        is marked (an echo proves nothing about another conversation's reply).
+        """
+        seen = await self.outbound_row(ref)
+        if seen is None:
             return None
-        status = statuses.advance_or_keep(statuses.Outbound(row.status), reported)
+        if seen.chatwoot_conversation_id is not None:
+            await self.conn.execute(
+                "SELECT 1 FROM conversations WHERE account_id = $1 "
+                "AND chatwoot_conversation_id = $2 FOR UPDATE",
+                seen.account_id,
+                seen.chatwoot_conversation_id,
+            )
+        row = await self.outbound_row(ref, lock=True)
+        assert row is not None  # outbox rows are never deleted
+        if conversation is not None and conversation != (
+            row.account_id,
+            row.chatwoot_conversation_id,
+        ):
+            return None
+        status = statuses.advance_or_keep(row.status, reported)
         await self.set_outbound(ref, status=status, chatwoot_message_id=chatwoot_message_id)
         through = cv.turn_through(row.turn)
-        conversation = row.chatwoot_conversation_id
-        if status in statuses.OUTBOUND_POSTED and through is not None and conversation:
+        answered = row.chatwoot_conversation_id
+        if status in statuses.OUTBOUND_POSTED and through is not None and answered:
             if row.kind == "message":
-                await self.mark_answered(row.account_id, conversation, through)
+                await self.mark_answered(row.account_id, answered, through)
         return row
-
-    async def begin_attempt(
-        self, ref: str, *, attempts: int, lease_until: dt.datetime, known_through: int
-    ) -> None:
-        """Mark a reply `sending` before its POST: a crash from here on is an ambiguous attempt."""
-        await self.conn.execute(
-            """
-            UPDATE outbound SET status = 'sending', attempts = $2, next_attempt_at = $3,
-                known_through = COALESCE(known_through, $4)
-            WHERE ref = $1
-            """,
-            ref,
-            attempts,
-            lease_until,
-            known_through,
-        )
 
     async def hold_until(self, ref: str, until: dt.datetime, error: str | None = None) -> None:
         """No attempt before `until` (a retry's time, a rate limit, an open breaker)."""
@@ -189,24 +251,7 @@ class OutboundSQL(SQL):
             through,
         )
 
-    async def requeue_outbound(self, ref: str, now: dt.datetime) -> statuses.Outbound | None:
-        """An operator's replay of a reply that failed for good: `queued` again with its
-        attempts reset, due `now` (`last_error` stays, for history). Any other status is left
-        as it is: a reply already sent, or still on its way, is never sent twice. Returns the
-        status found (`sent` when its echo shows Chatwoot has it), None when no such reply."""
-        row = await self.lock_outbound(ref)
-        if row is None:
-            return None
-        found = statuses.Outbound(row.status)
-        if found is not statuses.Outbound.FAILED:
-            return found
-        # Failed after ambiguous attempts, yet it landed (its echo came back): leave it failed.
-        if await self.conn.fetchval("SELECT true FROM messages WHERE ext_ref = $1 LIMIT 1", ref):
-            return statuses.Outbound.SENT
-        await self.conn.execute(
-            "UPDATE outbound SET status = $2, attempts = 0, next_attempt_at = $3 WHERE ref = $1",
-            ref,
-            str(statuses.requeue(found)),
-            now,
-        )
-        return found
+
+def _seen(row: OutboundRow) -> tuple[object, ...]:
+    """$1..$4 of the statements that apply only to an unchanged row."""
+    return (row.ref, str(row.status), row.attempts, row.next_attempt_at)

@@ -6,6 +6,9 @@ import datetime as dt
 
 import msgspec
 
+from consumers.conversation import Handler
+from consumers.statuses import Outbound
+
 
 class ConversationRow(msgspec.Struct, kw_only=True):
     account_id: int
@@ -19,7 +22,7 @@ class ConversationRow(msgspec.Struct, kw_only=True):
     assignee_id: int | None
     team_id: int | None = None
     labels: list[str] = []
-    handler: str
+    handler: Handler
     human_since: float | None = None
     bot_since: float | None = None
     version: float
@@ -55,7 +58,7 @@ class DueTurn(msgspec.Struct, kw_only=True):
     inbox_id: int | None
     channel: str | None
     contact_id: int | None
-    handler: str
+    handler: Handler
     emitted_through: int
     answered_through: int
     last_inbound_message_id: int
@@ -67,7 +70,7 @@ class ReplyContext(msgspec.Struct, kw_only=True):
     inbox_id: int | None
     channel: str | None
     status: str | None
-    handler: str
+    handler: Handler
     last_inbound_message_id: int
 
 
@@ -76,9 +79,11 @@ class OutboundRow(msgspec.Struct, kw_only=True):
     account_id: int
     kind: str
     turn: str | None
-    status: str
+    status: Outbound
     attempts: int
     chatwoot_message_id: int | None
     chatwoot_conversation_id: int | None
     next_attempt_at: dt.datetime | None
     known_through: int | None
+    # When an agent-started conversation's create call was made (its outcome may be unknown).
+    create_started_at: dt.datetime | None = None

@@ -107,11 +107,30 @@ class TurnSQL(SQL):
             for r in rows
         ]
 
+    async def lease_turn(self, turn: DueTurn, until: dt.datetime) -> None:
+        """This turn is being emitted: no other worker takes it before `until` (by then it
+        is marked emitted, or its worker died and the next one emits the same turn id)."""
+        await self.conn.execute(
+            """
+            UPDATE conversations SET turn_due_at = $3
+            WHERE account_id = $1 AND chatwoot_conversation_id = $2
+            """,
+            turn.account_id,
+            turn.conversation_id,
+            until,
+        )
+
     async def mark_emitted(self, turn: DueTurn) -> None:
+        """The turn is out. A customer message that came in meanwhile (the row is not locked
+        while the turn is emitted) keeps its own schedule for the next turn."""
         await self.conn.execute(
             """
             UPDATE conversations SET emitted_through = GREATEST(emitted_through, $3),
-                turn_due_at = NULL, burst_started_at = NULL, pending_count = 0
+                turn_due_at = CASE WHEN last_inbound_message_id > $3 THEN turn_due_at END,
+                burst_started_at = CASE WHEN last_inbound_message_id > $3
+                    THEN burst_started_at END,
+                pending_count = CASE WHEN last_inbound_message_id > $3 THEN pending_count
+                    ELSE 0 END
             WHERE account_id = $1 AND chatwoot_conversation_id = $2
             """,
             turn.account_id,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,6 +13,7 @@ import redis.asyncio as aioredis
 
 from consumers.chatwoot import ChatwootClient
 from consumers.deliver import Deliverer, Retrier
+from consumers.persist import Persister
 from consumers.runner import Runner, StreamEntry
 from consumers.store import Store
 from ingress import events
@@ -19,7 +21,7 @@ from ingress.settings import Secret
 from ingress.topology import RateLimit, Topology
 from tests import chatwoot
 from tests.conftest import BOT_TOKEN, USER_TOKEN, Fake
-from tests.pipeline import persist, rows, xadd, xrange
+from tests.pipeline import feed, persist, rows, xadd, xrange
 
 MESSAGES = "/api/v1/accounts/3/conversations/1046/messages"
 
@@ -31,6 +33,20 @@ async def client(fake: Fake) -> AsyncIterator[ChatwootClient]:
 
 
 FAST = {"retry_ms": (10, 20), "jitter": 0.0, "echo_wait_ms": 300, "max_attempts": 3}
+
+
+class Clock:
+    """The deliverer's clock, moved by the test: retries come due without sleeping. It
+    starts at the real time, so that rows compared with the database's `now()` agree."""
+
+    def __init__(self) -> None:
+        self.at = dt.datetime.now(dt.UTC)
+
+    def __call__(self) -> dt.datetime:
+        return self.at
+
+    def advance(self, seconds: float) -> None:
+        self.at += dt.timedelta(seconds=seconds)
 
 
 class Delivery:
@@ -48,7 +64,10 @@ class Delivery:
         topology = msgspec.structs.replace(topology, delivery=spec)
         # The base URL names the host's rate-limit bucket; each test run has its own.
         host = f"http://{topology.prefix}.test"
-        self.deliverer = Deliverer(store, client, topology, redis=redis, base_url=host)
+        self.clock = Clock()
+        self.deliverer = Deliverer(
+            store, client, topology, redis=redis, base_url=host, clock=self.clock
+        )
         self.runner = Runner(
             redis,
             key=topology.key("outbound"),
@@ -77,10 +96,12 @@ async def reply(redis: aioredis.Redis, topology: Topology, **fields: Any) -> str
     return await xadd(redis, topology.key("outbound"), events.encode(entry))
 
 
-async def deliver(delivery: Delivery, rounds: int = 1) -> None:
+async def deliver(delivery: Delivery, rounds: int = 1, *, step_s: float = 0.05) -> None:
+    """Drain, then move the clock past the fast retry delays (not the echo wait), `rounds`
+    times."""
     for _ in range(rounds):
         await delivery.drain()
-        await asyncio.sleep(0.03)  # past the fast retry delays
+        delivery.clock.advance(step_s)
 
 
 def posts(fake: Fake) -> list[dict[str, Any]]:
@@ -199,7 +220,7 @@ async def test_ambiguous_failure_then_echo_posts_once(
     await deliver(delivery, rounds=3)  # the retry waits for the echo (300 ms): nothing posted
     assert len(posts(fake)) == 1
     await persist(redis, store, topology, "message_created__outgoing_agent_bot_echo")
-    await asyncio.sleep(0.3)
+    delivery.clock.advance(0.3)  # the echo wait is over
     await deliver(delivery, rounds=2)
     assert len(posts(fake)) == 1
     [row] = await rows(store, "SELECT status FROM outbound")
@@ -357,7 +378,7 @@ async def test_breaker_opens_per_account(
     await delivery.runner.drain()
     calls = [r["path"].split("/")[4] for r in posts_any(fake)]
     assert calls == ["3", "3", "4"]  # the third reply of account 3 did not call
-    await asyncio.sleep(0.35)
+    delivery.clock.advance(0.35)  # the breaker is half-open
     await deliver(delivery, rounds=3)
     statuses = await rows(store, "SELECT ref, status FROM outbound ORDER BY ref")
     assert {s["status"] for s in statuses} == {"sent"}
@@ -431,3 +452,198 @@ async def test_echo_first_still_marks_the_turn_answered(
     assert conv["answered_through"] == 918310
     [message] = await rows(store, "SELECT status FROM messages WHERE direction = 'inbound'")
     assert message["status"] == "read"
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        pytest.param({"status": 500}, id="500"),
+        pytest.param({"status": 401, "body": '{"error": "Unauthorized"}'}, id="401"),
+        pytest.param({"status": 404}, id="404"),
+        pytest.param({"delay_ms": 800}, id="timeout"),
+    ],
+)
+async def test_a_failed_check_holds_the_reply_without_an_attempt(
+    fault: dict[str, Any], redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake
+) -> None:
+    """After an ambiguous POST, a message list that fails means "unknown": nothing is posted,
+    the reply stays `sending`, held with backoff, no attempt counted; once the list answers,
+    the reply is found there and never posted twice."""
+    fake.faults({"path": "messages", "method": "POST", "status": 502, "after": True, "times": 1})
+    async with ChatwootClient(
+        fake.url, Secret(BOT_TOKEN), user_token=Secret(USER_TOKEN), timeout=0.5
+    ) as client:
+        delivery = deliver_runner(redis, store, topology, client)
+        await reply(redis, topology, ref="unsure")
+        await delivery.drain()
+        fake.faults({"path": "messages", "method": "GET", **fault})
+        delivery.clock.advance(0.05)
+        await delivery.drain()
+        held = delivery.clock.at + dt.timedelta(seconds=0.01)  # retry_ms[0], no jitter
+        [row] = await rows(
+            store, "SELECT status, attempts, last_error, next_attempt_at FROM outbound"
+        )
+        assert row["status"] == "sending" and row["attempts"] == 1
+        assert row["last_error"].startswith("cannot tell whether attempt 1 landed")
+        assert row["next_attempt_at"] == held
+        checks = len([r for r in fake.requests() if r["method"] == "GET"])
+        await delivery.drain()  # not due yet: no check, no post
+        assert len([r for r in fake.requests() if r["method"] == "GET"]) == checks
+        fake.faults()
+        delivery.clock.advance(0.05)
+        await delivery.drain()
+    assert len(posts(fake)) == 1 and len(fake.messages()) == 1
+    [row] = await rows(store, "SELECT status, attempts, chatwoot_message_id FROM outbound")
+    assert row == {"status": "sent", "attempts": 1,
+                   "chatwoot_message_id": fake.messages()[0]["id"]}  # fmt: skip
+
+
+async def test_an_attempt_ends_inside_its_lease(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake
+) -> None:
+    """An attempt slower than its budget (a share of the lease) is cut short as ambiguous:
+    the next one finds the message Chatwoot saved instead of posting again."""
+    fake.faults({"path": "messages", "method": "POST", "delay_ms": 1500, "after": True,
+                 "times": 1})  # fmt: skip
+    async with ChatwootClient(
+        fake.url, Secret(BOT_TOKEN), user_token=Secret(USER_TOKEN), timeout=5.0
+    ) as client:
+        delivery = deliver_runner(redis, store, topology, client, lease_ms=400)
+        await reply(redis, topology, ref="slow")
+        started = asyncio.get_running_loop().time()
+        await delivery.drain()
+        assert asyncio.get_running_loop().time() - started < 1.0  # not the 5 s HTTP timeout
+        [row] = await rows(store, "SELECT status, last_error FROM outbound")
+        assert row["status"] == "sending" and "took over 0.3 s" in row["last_error"]
+        delivery.clock.advance(0.05)
+        await delivery.drain()
+    assert len(posts(fake)) == 1 and len(fake.messages()) == 1
+    [row] = await rows(store, "SELECT status FROM outbound")
+    assert row["status"] == "sent"
+
+
+async def test_echoes_and_deliveries_in_one_conversation_do_not_deadlock(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """Persist (storing our echo) and deliver (recording its POST) mark the same replies of
+    one conversation at the same moment, many times: both lock the conversation first, so
+    no deadlock, and nothing either writes is lost."""
+    await persist(redis, store, topology, "message_created__api_channel_incoming")
+    count = 40
+    async with store.pool.acquire() as conn:
+        for n in range(count):
+            await conn.execute(
+                "INSERT INTO outbound (ref, account_id, chatwoot_conversation_id, kind, status,"
+                " attempts, turn) VALUES ($1, 3, 1046, 'message', 'sending', 1, $2)",
+                f"race-{n}",
+                f"3:1046:{930000 + n}",
+            )
+    echoes = []
+    for n in range(count):
+        echo = chatwoot.payload("message_created__outgoing_agent_bot_echo")
+        echo["id"], echo["content_attributes"] = 940000 + n, {"ext_ref": f"race-{n}"}
+        echoes.append(echo)
+    await feed(redis, topology, *echoes)
+    persister = Persister(store, topology, bot_id=4)
+
+    async def posted(n: int) -> None:
+        async with store.transaction() as tx:
+            await tx.mark_posted(f"race-{n}", chatwoot_message_id=940000 + n)
+
+    entries = (await xrange(redis, topology.key("events")))[-count:]
+    for n, (entry_id, fields) in enumerate(entries):
+        entry = StreamEntry(id=entry_id, fields=fields, deliveries=1)
+        await asyncio.gather(persister(entry), posted(n))
+    replies = await rows(store, "SELECT status, chatwoot_message_id FROM outbound ORDER BY ref")
+    assert all(r["status"] == "sent" for r in replies)
+    assert sorted(r["chatwoot_message_id"] for r in replies) == list(range(940000, 940000 + count))
+    [conv] = await rows(store, "SELECT answered_through FROM conversations")
+    assert conv["answered_through"] == 930000 + count - 1
+
+
+CREATE = "/api/v1/accounts/3/conversations"
+OUTREACH = {"conversation": None, "inbox": 12, "source_id": "+15550001111", "contact": 77,
+            "ref": "outreach"}  # fmt: skip
+
+
+def creates(fake: Fake) -> list[dict[str, Any]]:
+    return [r for r in fake.requests() if r["method"] == "POST" and r["path"] == CREATE]
+
+
+async def test_a_conversation_created_ambiguously_is_found_not_created_again(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake
+) -> None:
+    """Chatwoot created the conversation but the answer timed out: the next attempt finds it
+    among the contact's conversations and posts into it: one conversation, one message."""
+    fake.faults({"path": CREATE, "method": "POST", "delay_ms": 1500, "after": True,
+                 "times": 1})  # fmt: skip
+    async with ChatwootClient(
+        fake.url, Secret(BOT_TOKEN), user_token=Secret(USER_TOKEN), timeout=0.5
+    ) as client:
+        delivery = deliver_runner(redis, store, topology, client)
+        await reply(redis, topology, **OUTREACH)
+        await deliver(delivery, rounds=3)
+    assert len(creates(fake)) == 1
+    [message] = fake.messages()
+    [row] = await rows(store, "SELECT status, chatwoot_conversation_id FROM outbound")
+    assert row == {"status": "sent", "chatwoot_conversation_id": message["conversation"]}
+
+
+async def test_without_a_user_token_an_ambiguous_create_fails_clearly(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake, client: ChatwootClient
+) -> None:
+    """With no way to look the conversation up, the reply fails with the reason rather than
+    risk a second conversation."""
+    fake.faults({"path": CREATE, "method": "POST", "delay_ms": 1500, "after": True,
+                 "times": 1})  # fmt: skip
+    await reply(redis, topology, **OUTREACH)
+    await deliver(deliver_runner(redis, store, topology, client), rounds=3, step_s=0.4)
+    assert len(creates(fake)) == 1 and fake.messages() == []
+    [row] = await rows(store, "SELECT status, last_error FROM outbound")
+    assert row["status"] == "failed" and "a second conversation" in row["last_error"]
+    [(_, fields)] = await xrange(redis, topology.key("dead"))
+    assert fields[b"reason"] == b"permanent" and fields[b"ref"] == b"outreach"
+
+
+async def test_a_create_that_surely_failed_is_made_again(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake, client: ChatwootClient
+) -> None:
+    """A create refused outright (a 500 before anything was saved) is simply retried."""
+    fake.faults({"path": CREATE, "method": "POST", "status": 500, "times": 1})
+    await reply(redis, topology, **OUTREACH)
+    await deliver(deliver_runner(redis, store, topology, client), rounds=3)
+    assert len(creates(fake)) == 2 and len(fake.messages()) == 1
+    [row] = await rows(store, "SELECT status FROM outbound")
+    assert row["status"] == "sent"
+
+
+async def test_no_row_lock_is_held_while_chatwoot_is_asked(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake
+) -> None:
+    """While the deliverer waits on a slow message list, the reply's row stays writable: an
+    echo recorded meanwhile does not wait for Chatwoot's answer."""
+    fake.faults({"path": "messages", "method": "POST", "status": 502, "after": True, "times": 1})
+    async with ChatwootClient(
+        fake.url, Secret(BOT_TOKEN), user_token=Secret(USER_TOKEN), timeout=3.0
+    ) as client:
+        delivery = deliver_runner(redis, store, topology, client)
+        await reply(redis, topology, ref="slow-list")
+        await delivery.drain()
+        fake.faults({"path": "messages", "method": "GET", "delay_ms": 1500})
+        delivery.clock.advance(0.05)
+        checking = asyncio.create_task(delivery.drain())
+        for _ in range(200):
+            if [r for r in fake.requests() if r["method"] == "GET"]:
+                break  # the deliverer is now waiting on Chatwoot
+            await asyncio.sleep(0.01)
+        else:
+            pytest.fail("the deliverer never checked the message list")
+        started = asyncio.get_running_loop().time()
+        async with store.transaction() as tx:
+            await tx.mark_posted("slow-list", chatwoot_message_id=fake.messages()[0]["id"])
+        waited = asyncio.get_running_loop().time() - started
+        await checking
+    assert waited < 0.5
+    assert len(posts(fake)) == 1
+    [row] = await rows(store, "SELECT status FROM outbound")
+    assert row["status"] == "sent"

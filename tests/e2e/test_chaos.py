@@ -22,6 +22,7 @@ pytestmark = pytest.mark.e2e
         "chatwoot-faults",
         "ingress-down",
         "postgres-failover",
+        "chatwoot-list-failures",
     ],
 )
 def test_chaos_scenario(scenario: str) -> None:

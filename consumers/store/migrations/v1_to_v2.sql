@@ -14,4 +14,8 @@ CREATE TABLE IF NOT EXISTS backfill_watermarks (
     lease_until       timestamptz
 );
 
+-- An agent-started conversation's create call is recorded before it is made, so that after an
+-- ambiguous failure the deliverer looks for the conversation Chatwoot may have created.
+ALTER TABLE outbound ADD COLUMN IF NOT EXISTS create_started_at timestamptz;
+
 INSERT INTO schema_version (version) VALUES (2) ON CONFLICT DO NOTHING;
