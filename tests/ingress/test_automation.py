@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
+from asgi_lifespan import LifespanManager
 from structlog.testing import capture_logs
 
 from ingress import automation, events
-from ingress.settings import Secret
+from ingress.app import create_app
+from ingress.settings import Secret, Settings
 from ingress.topology import Topology
 from tests import chatwoot
 from tests.ingress.test_app import Client, client_for, entries, make_settings
+from tests.services import free_port
 
 PATH = "/webhooks/chatwoot/automation"
 TOKEN = "auto-7f3c9e21b4"
@@ -153,6 +158,38 @@ async def test_the_main_path_still_refuses_them_unsigned(
     response = await client.post("/webhooks/chatwoot", content=body, headers=JSON)
     assert response.status_code == 401
     assert await entries(redis, topology, "events") == []
+
+
+async def test_while_redis_is_down_they_are_spooled_then_stored_once(
+    topology: Topology, redis: aioredis.Redis, tmp_path: Path
+) -> None:
+    """Redis unreachable: answered 200 from the spool; drained later, the business key still
+    keeps a repeat of the same state out of the stream."""
+    settings = make_settings(AUTOMATION_TOKEN=TOKEN)
+    spool = tmp_path / "events.spool"
+    dead = aioredis.Redis(port=free_port(), socket_connect_timeout=0.5)
+    body = body_of("macro.executed__assign_and_label")
+    async for client in client_for_spool(settings, topology, dead, spool):
+        for _ in range(2):
+            response = await client.post(PATH, params={"token": TOKEN}, content=body, headers=JSON)
+            assert (response.status_code, response.json()["spooled"]) == (200, True)
+    await dead.aclose()
+    async with LifespanManager(create_app(settings, topology, redis=redis, spool_path=spool)):
+        pass  # the drainer, and a last drain on exit
+    [(_, fields)] = await entries(redis, topology, "events")
+    entry = events.decode(events.EventEntry, fields)
+    assert (entry.source, entry.body) == ("automation", body)
+    assert entry.delivery.startswith("automation:3:macro.executed:1043:")
+
+
+async def client_for_spool(
+    settings: Settings, topology: Topology, redis: aioredis.Redis, spool: Path
+) -> AsyncIterator[Client]:
+    app = create_app(settings, topology, redis=redis, spool_path=spool)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ingress") as client:
+            yield client
 
 
 @pytest.mark.parametrize(
