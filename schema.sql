@@ -58,6 +58,10 @@ CREATE UNIQUE INDEX IF NOT EXISTS conversations_one_active
     ON conversations (account_id, channel, identity) WHERE active AND identity IS NOT NULL;
 CREATE INDEX IF NOT EXISTS conversations_turn_due
     ON conversations (turn_due_at) WHERE turn_due_at IS NOT NULL;
+-- The same Chatwoot contact is the same customer even when its identity changed (a widget
+-- visitor identified later): a new conversation ends theirs too.
+CREATE INDEX IF NOT EXISTS conversations_active_contact
+    ON conversations (account_id, channel, contact_id) WHERE active;
 
 CREATE TABLE IF NOT EXISTS messages (
     account_id                bigint NOT NULL,

@@ -34,14 +34,27 @@ CONVERSATION_EVENTS = {
     "conversation_resolved",
 }
 CONTACT_EVENTS = {"contact_created", "contact_updated"}
+# Their body is `{conversation: <snapshot>, user, is_private}`: the snapshot is applied like
+# any other (newer only); the typing itself changes nothing stored.
+TYPING_EVENTS = {"conversation_typing_on", "conversation_typing_off"}
+# Automation-rule and macro webhooks are `Conversation#webhook_data` with their own event name
+# and no `changed_attributes` (chatwoot.md §1): a plain snapshot, its detail saying whence.
+SNAPSHOTS = {
+    "macro.executed": "snapshot after a macro",
+    "automation_event.conversation_created": "snapshot from an automation rule",
+    "automation_event.conversation_updated": "snapshot from an automation rule",
+    "automation_event.conversation_opened": "snapshot from an automation rule",
+    "automation_event.conversation_resolved": "snapshot from an automation rule",
+    # The rule's payload holds the conversation, not the message (which comes by its own
+    # message_created): only the snapshot is applied.
+    "automation_event.message_created": "snapshot from an automation rule (the message "
+    "itself comes as message_created)",
+}
 # Stored in the audit trail only, each for its reason.
 IGNORED = {
-    "conversation_typing_on": "typing indicators change nothing stored",
-    "conversation_typing_off": "typing indicators change nothing stored",
     "webwidget_triggered": "a widget opened: no conversation yet",
     "inbox_created": "inboxes are not mirrored (the payload holds channel secrets)",
     "inbox_updated": "inboxes are not mirrored (the payload holds channel secrets)",
-    "macro.executed": "macros act through the events they cause",
 }
 
 Outcome = tuple[str, str | None]  # (applied|duplicate|ignored, detail)
@@ -102,11 +115,31 @@ class Persister:
             return "applied", None
         if name in CONTACT_EVENTS:
             return await self._contact(tx, event, views.contact_decoder.decode(event.body))
+        if name in SNAPSHOTS:
+            view = views.conversation_decoder.decode(event.body)
+            return await self._snapshot(tx, event, view, detail=SNAPSHOTS[name])
+        if name in TYPING_EVENTS:
+            typing = views.typing_decoder.decode(event.body)
+            if typing.conversation is None:
+                return "ignored", "typing indicator without a conversation"
+            detail = "typing indicator: its conversation snapshot"
+            return await self._snapshot(tx, event, typing.conversation, detail=detail)
         if name in IGNORED:
             return "ignored", IGNORED[name]
         if name.startswith("automation_event."):
-            return "ignored", "automation events act through the events they cause"
+            return "ignored", f"no effect for {name}: its payload is not a conversation"
         return "ignored", f"no effect for {name or 'an event without a name'}"
+
+    async def _snapshot(
+        self, tx: Tx, event: events.EventEntry, view: views.Conversation, *, detail: str
+    ) -> Outcome:
+        """A conversation snapshot carried by an event that reports no change of its own:
+        applied when newer, its state's signals dated by its `updated_at`."""
+        account = _account(view.account, event)
+        if account is None:
+            return "ignored", "no account id in the payload"
+        await self._conversation(tx, account, view, event=event.event)
+        return "applied", detail
 
     async def _contact(self, tx: Tx, event: events.EventEntry, contact: views.Contact) -> Outcome:
         account = _account(contact.account, event)

@@ -20,7 +20,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ingress import events, signatures, views
+from ingress import automation, events, signatures, views
 from ingress.errors import PublishError
 from ingress.metrics import Metrics
 from ingress.publish import Publisher
@@ -121,6 +121,79 @@ class Ingress:
             spooled=published.spooled,
             duplicate=published.duplicate,
             signed=check.signed,
+        )
+        return JSONResponse(
+            {"entry": published.entry, "spooled": published.spooled,
+             "duplicate": published.duplicate}
+        )  # fmt: skip
+
+    async def automation_webhook(self, request: Request) -> Response:
+        """Automation-rule and macro webhooks: unsigned, no delivery id (chatwoot.md §4b).
+        The URL's token stands in for the signature, a business key for the delivery id.
+        Neither the URL nor the token is ever logged."""
+        structlog.contextvars.clear_contextvars()
+        if self.settings.automation_token is None:
+            return _error(
+                404,
+                "POST /webhooks/chatwoot/automation is off: set AUTOMATION_TOKEN and give "
+                "Chatwoot's automation rules and macros the URL with ?token=<it>",
+            )
+        if not automation.token_ok(
+            self.settings.automation_token, request.query_params.get("token")
+        ):
+            self.meters.webhooks.labels("unauthorized").inc()
+            log.warning("automation.rejected", reason="missing or wrong token", status=401)
+            return _error(401, "missing or wrong ?token=")
+        try:
+            body = await _read_body(request, self.settings.max_body_bytes)
+        except BodyTooLarge:
+            self.meters.webhooks.labels("too_large").inc()
+            log.warning("automation.rejected", reason="body too large", status=413)
+            return _error(413, f"body over {self.settings.max_body_bytes} bytes")
+        except ClientDisconnect:
+            return Response(status_code=400)
+        routing = _route(body)
+        if routing is None:
+            self.meters.webhooks.labels("malformed").inc()
+            log.warning("automation.rejected", reason="malformed JSON", status=400)
+            return _error(400, "body is not a JSON object")
+        account = routing.account_id_int()
+        delivery = automation.business_key(body, event=routing.event, account=account)
+        structlog.contextvars.bind_contextvars(delivery=delivery)
+        entry = events.EventEntry(
+            source=automation.SOURCE,
+            event=routing.event,
+            delivery=delivery,
+            account=account,
+            conversation=routing.conversation_id_int(),
+            received_at=int(self.clock() * 1000),
+            signed=False,
+            body=body,
+        )
+        return await self._store_webhook(entry, log_event="automation.accepted")
+
+    async def _store_webhook(self, entry: events.EventEntry, *, log_event: str) -> Response:
+        try:
+            published = await self.publisher.publish(
+                self.events_key, entry, delivery=entry.delivery
+            )
+        except PublishError as exc:
+            self.meters.webhooks.labels("unstored").inc()
+            log.error("webhook.unstored", webhook_event=entry.event, error=str(exc), status=503)
+            return _error(503, "event store unavailable")
+        outcome = (
+            "spooled" if published.spooled else "duplicate" if published.duplicate else "stored"
+        )
+        self.meters.webhooks.labels(outcome).inc()
+        log.info(
+            log_event,
+            webhook_event=entry.event,
+            account=entry.account,
+            conversation=entry.conversation,
+            entry=published.entry,
+            spooled=published.spooled,
+            duplicate=published.duplicate,
+            signed=entry.signed,
         )
         return JSONResponse(
             {"entry": published.entry, "spooled": published.spooled,
@@ -292,6 +365,7 @@ def create_app(
 
     routes = [
         Route("/webhooks/chatwoot", ingress.chatwoot_webhook, methods=["POST"]),
+        Route("/webhooks/chatwoot/automation", ingress.automation_webhook, methods=["POST"]),
         Route("/outbound", ingress.outbound, methods=["POST"]),
         Route("/health", ingress.health, methods=["GET"]),
         Route("/ready", ingress.ready, methods=["GET"]),

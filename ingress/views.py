@@ -48,6 +48,11 @@ class _RoutingConversation(msgspec.Struct, kw_only=True):
     account: _RoutingRef | None = None
 
 
+# Events whose body is the conversation (`Conversation#webhook_data`), automation-rule and
+# macro webhooks included.
+CONVERSATION_BODIED = ("conversation_", "automation_event.", "macro.")
+
+
 class Routing(msgspec.Struct, kw_only=True):
     """What the ingress reads of a webhook: just enough to route and inspect it."""
 
@@ -89,8 +94,8 @@ class Routing(msgspec.Struct, kw_only=True):
     def conversation_id_int(self) -> int | None:
         if self.conversation is not None:
             return _as_int(self.conversation.id)
-        if self.event.startswith("conversation_"):
-            return _as_int(self.id)  # conversation events are the conversation itself
+        if self.event.startswith(CONVERSATION_BODIED):
+            return _as_int(self.id)  # these events are the conversation itself
         return None
 
 
@@ -191,7 +196,16 @@ class Contact(msgspec.Struct, kw_only=True):
     changed_attributes: list[dict[str, Any]] | None = None
 
 
+class Typing(msgspec.Struct, kw_only=True):
+    """`conversation_typing_on|off`: the conversation inside, and who typed."""
+
+    event: Text
+    conversation: Conversation | None = None
+    user: Person | None = None
+
+
 routing_decoder = msgspec.json.Decoder(Routing)
 message_decoder = msgspec.json.Decoder(Message)
 conversation_decoder = msgspec.json.Decoder(ConversationEvent)
 contact_decoder = msgspec.json.Decoder(Contact)
+typing_decoder = msgspec.json.Decoder(Typing)

@@ -58,15 +58,25 @@ class ConversationSQL(SQL):
 
     async def insert_conversation(self, row: ConversationRow) -> bool:
         """A conversation seen for the first time; it is the customer's active one unless a
-        newer conversation (a higher display id) of the same identity already is."""
+        newer conversation (a higher display id) of the same customer already is. The same
+        customer: the same identity, or the same Chatwoot contact, whose identity may have
+        changed since (an anonymous widget visitor identified later: `contact:N`, then
+        `email:...`; a conversation keeps the identity it was first seen with)."""
         newer = False
-        same_customer = (row.account_id, row.channel, row.identity, row.conversation_id)
+        same_customer = (
+            row.account_id,
+            row.channel,
+            row.identity,
+            row.conversation_id,
+            row.contact_id,
+        )
         if row.identity is not None:
             newer = bool(
                 await self.conn.fetchval(
                     """
                     SELECT true FROM conversations
-                    WHERE account_id = $1 AND channel IS NOT DISTINCT FROM $2 AND identity = $3
+                    WHERE account_id = $1 AND channel IS NOT DISTINCT FROM $2
+                        AND (identity = $3 OR contact_id = $5)
                         AND active AND chatwoot_conversation_id > $4
                     FOR UPDATE
                     """,
@@ -77,7 +87,8 @@ class ConversationSQL(SQL):
                 await self.conn.execute(
                     """
                     UPDATE conversations SET active = false, ended_at = now()
-                    WHERE account_id = $1 AND channel IS NOT DISTINCT FROM $2 AND identity = $3
+                    WHERE account_id = $1 AND channel IS NOT DISTINCT FROM $2
+                        AND (identity = $3 OR contact_id = $5)
                         AND active AND chatwoot_conversation_id < $4
                     """,
                     *same_customer,

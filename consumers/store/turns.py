@@ -81,7 +81,9 @@ class TurnSQL(SQL):
 
     async def turn_messages(self, turn: DueTurn) -> list[events.TurnMessage]:
         """Every customer message not yet answered: a turn whose reply was dropped as
-        superseded is carried whole into the next one."""
+        superseded is carried whole into the next one. A message the customer unsent
+        (Chatwoot's `content_attributes.deleted`, its content now a placeholder) is not
+        carried: a burst of only such messages gives no turn."""
         rows = await self.conn.fetch(
             """
             SELECT chatwoot_message_id AS id, content, attachments::text AS attachments,
@@ -90,6 +92,7 @@ class TurnSQL(SQL):
             WHERE account_id = $1 AND chatwoot_conversation_id = $2
                 AND chatwoot_message_id > $3 AND chatwoot_message_id <= $4
                 AND direction = 'inbound' AND sender_kind = 'contact' AND NOT private
+                AND NOT deleted
             ORDER BY chatwoot_message_id
             """,
             turn.account_id,

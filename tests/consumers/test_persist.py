@@ -9,7 +9,7 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
-from consumers.persist import IGNORED, Persister
+from consumers.persist import IGNORED, SNAPSHOTS, Persister
 from consumers.store import Store
 from consumers.turns import TurnEmitter
 from ingress import events
@@ -17,9 +17,16 @@ from ingress.topology import Route, Topology
 from tests import chatwoot
 from tests.pipeline import emit_turns, feed, persist, persist_runner, rows, xrange
 
+TYPING = "typing indicator: its conversation snapshot"
 EXPECTED_OUTCOME = {
-    "conversation_typing_on__agent": ("ignored", IGNORED["conversation_typing_on"]),
+    "conversation_typing_on__agent": ("applied", TYPING),
+    "conversation_typing_off__agent": ("applied", TYPING),
     "webwidget_triggered__widget_opened": ("ignored", IGNORED["webwidget_triggered"]),
+    **{
+        name: ("applied", SNAPSHOTS[name.split("__")[0]])
+        for name in chatwoot.webhook_names()
+        if name.startswith(("automation_event.", "macro."))
+    },
 }
 
 

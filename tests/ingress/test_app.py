@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from asgi_lifespan import LifespanManager
 from structlog.testing import capture_logs
 
-from ingress import events
+from ingress import events, views
 from ingress.app import create_app
 from ingress.errors import ConfigError
 from ingress.settings import Settings
@@ -74,7 +74,7 @@ async def test_signed_fixture_is_stored_with_routing_fields(
         data["conversation"]["id"]
         if "conversation" in data
         else data["id"]
-        if name.startswith("conversation_")
+        if name.startswith(views.CONVERSATION_BODIED)
         else None
     )
     assert entry.conversation == expected_conversation

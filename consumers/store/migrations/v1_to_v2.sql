@@ -19,3 +19,8 @@ CREATE TABLE IF NOT EXISTS backfill_watermarks (
 ALTER TABLE outbound ADD COLUMN IF NOT EXISTS create_started_at timestamptz;
 
 INSERT INTO schema_version (version) VALUES (2) ON CONFLICT DO NOTHING;
+
+-- A new conversation also ends the active ones of the same Chatwoot contact on the channel
+-- (a widget visitor identified later has a new identity, not a new person).
+CREATE INDEX IF NOT EXISTS conversations_active_contact
+    ON conversations (account_id, channel, contact_id) WHERE active;
