@@ -152,6 +152,12 @@ class Route(_Spec, frozen=True, kw_only=True):
     reply_when_human: bool = False
     reply_when_resolved: bool = False
 
+    def __post_init__(self) -> None:
+        for name in ("answer_within_s", "max_holds"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError("`answer_within_s` and `max_holds` must not be negative")
+
     def timing(self, defaults: TurnsSpec) -> TurnsSpec:
         return TurnsSpec(
             poll_ms=defaults.poll_ms,
