@@ -69,7 +69,7 @@ async def conversation(store: Store) -> dict[str, Any]:
 
 
 async def metric(redis: aioredis.Redis, topology: Topology) -> int:
-    value = await redis.hget(topology.key("metrics"), "turns.unanswered_handoffs")  # type: ignore[misc]
+    value = await redis.hget(topology.key("metrics"), "turns.unanswered_handoffs")
     return int(value or 0)
 
 
