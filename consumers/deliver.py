@@ -255,6 +255,10 @@ class Deliverer:
             await self._handed_off(reply.account, reply.conversation)
         if reply.kind in EXTENDS and reply.conversation is not None:
             await self._extend(reply.account, reply.conversation)
+        if reply.kind is OutboundKind.RESOLVE and reply.conversation is not None:
+            # The agent closed the conversation: that settles the turn it was given.
+            async with self.store.transaction() as tx:
+                await tx.clear_answer(reply.account, reply.conversation)
         await self.counters.add("deliver.sent")
         log.info("reply.sent", kind=str(reply.kind), chatwoot_message=message_id,
                  attempt=attempt)  # fmt: skip

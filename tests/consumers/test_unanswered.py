@@ -205,11 +205,38 @@ async def test_a_human_taking_over_clears_the_deadline(
     is gone once it passes."""
     await turn_emitted(redis, store, topology)
     await persist(redis, store, topology, "message_created__outgoing_agent_user")
-    assert (await conversation(store))["handler"] == "human"
+    conv = await conversation(store)
+    assert conv["handler"] == "human" and conv["answer_due_at"] is None
+    assert await worker(store, redis, topology, 121).drain() == 0
+    assert await handoff_rows(store) == []
+    assert await metric(redis, topology) == 0
+
+
+async def test_a_deadline_overtaken_by_a_human_is_not_acted_on(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """A deadline still set when its conversation is found human-handled (a takeover that
+    did not clear it) is cleared by the worker, not acted on."""
+    await turn_emitted(redis, store, topology)
+    async with store.pool.acquire() as conn:
+        await conn.execute("UPDATE conversations SET handler = 'human'")
     assert await worker(store, redis, topology, 121).drain() == 1  # due, and settled
     assert await handoff_rows(store) == []
     assert (await conversation(store))["answer_due_at"] is None
     assert await metric(redis, topology) == 0
+
+
+async def test_an_agent_resolving_the_conversation_settles_its_turn(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake, client: ChatwootClient
+) -> None:
+    """An agent's `resolve` is its answer to the turn: no hand-off afterwards."""
+    await turn_emitted(redis, store, topology)
+    await reply(redis, topology, conversation=1044, kind="resolve", content="", ref="done")
+    delivery = Delivery(redis, store, topology, client)
+    delivery.clock.at = at(30)
+    await delivery.drain()
+    assert (await conversation(store))["answer_due_at"] is None
+    assert await worker(store, redis, topology, 121).drain() == 0
 
 
 async def test_a_late_bot_reply_after_the_handoff_is_suppressed(
