@@ -18,6 +18,7 @@ from consumers.turns import TurnEmitter
 from consumers.unanswered import Unanswered
 from ingress.settings import Secret
 from ingress.topology import Topology
+from tests import chatwoot
 from tests.conftest import BOT_TOKEN, Fake
 from tests.consumers.test_deliver import Delivery, reply
 from tests.pipeline import persist, rows
@@ -253,3 +254,21 @@ async def test_a_late_bot_reply_after_the_handoff_is_suppressed(
     assert row["status"] == "suppressed"
     public = [r for r in fake.requests() if r["json"] and r["json"].get("private") is False]
     assert public == []
+
+
+async def test_a_customer_writing_again_does_not_push_the_deadline_back(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """A newer turn to a silent bot keeps the first turn's deadline, and the hand-off covers
+    the newest message."""
+    await turn_emitted(redis, store, topology)
+    again = chatwoot.payload("message_created__whatsapp_incoming_phone")
+    again["id"] += 10
+    await persist(redis, store, topology, again)
+    assert await TurnEmitter(store, redis, topology, clock=lambda: at(60)).drain() == 1
+    [row] = await rows(store, "SELECT answer_due_at, answer_through FROM conversations")
+    assert row == {"answer_due_at": at(120), "answer_through": again["id"]}
+    assert await worker(store, redis, topology, 121).drain() == 1
+    refs = [r["ref"] for r in await handoff_rows(store)]
+    turn = f"3:1044:{again['id']}"
+    assert refs == [f"{turn}:unanswered:handoff", f"{turn}:unanswered:note"]
