@@ -6,11 +6,15 @@ cleared when a reply covering it is posted). This worker claims overdue conversa
 to humans: the conversation becomes human-handled (turns stop, a late bot reply is suppressed
 by the gates), and a private note and a `handoff` go into the outbox under refs derived from
 the turn, so the retry worker of the deliver group posts them once, with the usual retries.
+A turn whose reply is in the outbox but not yet posted is not handed over: it is looked at again
+one `answer_within_s` later. Deadlines are set by the turns worker's clock and compared with
+the database's: clock skew between machines moves a hand-off by that much, no more.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import enum
 from collections.abc import Callable
 
 import redis.asyncio as aioredis
@@ -26,6 +30,15 @@ from ingress.events import OutboundKind
 from ingress.topology import Topology
 
 log = structlog.get_logger("unanswered")
+
+
+class Outcome(enum.Enum):
+    """What became of an overdue deadline."""
+
+    HANDED_OFF = "handed_off"
+    CLEARED = "cleared"
+    POSTPONED = "postponed"
+
 
 NOTE = "Switchboard: the bot did not answer within {seconds} s; handing over to a human."
 
@@ -113,9 +126,9 @@ class Unanswered(PollingWorker):
             now = self.clock() if self.clock is not None else await tx.now()
             due = await tx.due_answers(now, self.batch)
             for item in due:
-                if await self._settle(tx, item, now):
+                outcome = await self._settle(tx, item, now)
+                if outcome is Outcome.HANDED_OFF:
                     handed.append(item)
-                await tx.clear_answer(item.account_id, item.conversation_id)
         # Counted and logged once committed: what is counted did happen.
         if handed:
             await self.metrics.add("turns.unanswered_handoffs", len(handed))
@@ -125,25 +138,36 @@ class Unanswered(PollingWorker):
                         holds=item.answer_holds)  # fmt: skip
         return len(due)
 
-    async def _settle(self, tx: Tx, item: DueAnswer, now: dt.datetime) -> bool:
-        """Hand one overdue conversation to humans, unless nothing is awaited any more."""
+    async def _settle(self, tx: Tx, item: DueAnswer, now: dt.datetime) -> Outcome:
+        """Hand one overdue conversation to humans, unless nothing is awaited any more or the
+        agent's reply is on its way."""
+        window = answer_window(
+            self.topology, account=item.account_id, inbox=item.inbox_id, channel=item.channel
+        )
         if (
-            item.handler is not cv.Handler.BOT
+            window is None  # the route no longer asks for a deadline
+            or item.handler is not cv.Handler.BOT
             or not item.active
             or item.status == "resolved"
             or item.answered_through >= item.answer_through
         ):
-            return False  # a human took it, it ended, or the reply was posted meanwhile
-        window = answer_window(
-            self.topology, account=item.account_id, inbox=item.inbox_id, channel=item.channel
-        )
-        seconds = int(window[0].total_seconds()) if window else self.topology.turns.answer_within_s
+            # A human took it, it ended, or the reply was posted meanwhile.
+            await tx.clear_answer(item.account_id, item.conversation_id)
+            return Outcome.CLEARED
+        within = window[0]
+        if await tx.reply_in_flight(item.account_id, item.conversation_id, item.answer_through):
+            # The agent did answer; Chatwoot has not taken the reply yet (retries, an outage
+            # a hand-off would meet too). Look again later: posted, it clears the deadline;
+            # failed for good, the customer is handed over then.
+            await tx.postpone_answer(item.account_id, item.conversation_id, now + within)
+            return Outcome.POSTPONED
         conv = await tx.lock_conversation(item.account_id, item.conversation_id)
         assert conv is not None  # locked by due_answers a moment ago
         await tx.merge_signals(
             conv, [cv.Signal(handler=cv.Handler.HUMAN, at=now.timestamp(), why="unanswered")]
         )
-        for entry in handoff_entries(item, seconds):
+        for entry in handoff_entries(item, int(within.total_seconds())):
             assert entry.ref is not None
             await tx.open_outbound(entry, ref=entry.ref, stream_id="", now=now)
-        return True
+        await tx.clear_answer(item.account_id, item.conversation_id)
+        return Outcome.HANDED_OFF

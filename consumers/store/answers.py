@@ -69,6 +69,39 @@ class AnswerSQL(SQL):
         )
         return [msgspec.convert(dict(r), DueAnswer) for r in rows]
 
+    async def reply_in_flight(self, account_id: int, conversation_id: int, through: int) -> bool:
+        """Is a public reply to a turn covering `through` in the outbox, not yet posted (nor
+        suppressed, nor failed)? A turn id other than ours (`account:conversation:through`)
+        covers nothing: the CASE keeps the cast from ever seeing one."""
+        found = await self.conn.fetchval(
+            """
+            SELECT true FROM outbound
+            WHERE account_id = $1 AND chatwoot_conversation_id = $2 AND kind = 'message'
+                AND NOT private AND status IN ('queued', 'sending')
+                AND CASE WHEN turn ~ '^[0-9]+:[0-9]+:[0-9]{1,18}$'
+                    THEN split_part(turn, ':', 3)::bigint >= $3 ELSE false END
+            LIMIT 1
+            """,
+            account_id,
+            conversation_id,
+            through,
+        )
+        return bool(found)
+
+    async def postpone_answer(
+        self, account_id: int, conversation_id: int, due: dt.datetime
+    ) -> None:
+        """Look again at `due` (a reply is on its way)."""
+        await self.conn.execute(
+            """
+            UPDATE conversations SET answer_due_at = $3
+            WHERE account_id = $1 AND chatwoot_conversation_id = $2
+            """,
+            account_id,
+            conversation_id,
+            due,
+        )
+
     async def clear_answer(self, account_id: int, conversation_id: int) -> None:
         """Nothing is awaited any more (answered, handed off, or a human has it)."""
         await self.conn.execute(

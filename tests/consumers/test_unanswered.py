@@ -272,3 +272,42 @@ async def test_a_customer_writing_again_does_not_push_the_deadline_back(
     refs = [r["ref"] for r in await handoff_rows(store)]
     turn = f"3:1044:{again['id']}"
     assert refs == [f"{turn}:unanswered:handoff", f"{turn}:unanswered:note"]
+
+
+async def test_a_reply_on_its_way_postpones_the_handoff(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake, client: ChatwootClient
+) -> None:
+    """The agent answered in time but Chatwoot has not taken the reply yet (a 503): no
+    hand-off at the deadline, a look again one window later, and once it is posted, none."""
+    await turn_emitted(redis, store, topology)
+    fake.faults({"path": "messages", "status": 503, "times": 1})
+    await reply(redis, topology, conversation=1044, turn=TURN, ref="answer")
+    delivery = Delivery(redis, store, topology, client)
+    delivery.clock.at = at(60)
+    await delivery.runner.drain()  # the first attempt fails: the reply waits for its retry
+    [row] = await rows(store, "SELECT status FROM outbound WHERE ref = 'answer'")
+    assert row["status"] == "sending"
+    assert await worker(store, redis, topology, 121).drain() == 1
+    assert await handoff_rows(store) == []
+    assert (await conversation(store))["answer_due_at"] == at(241)
+    delivery.clock.at = at(130)
+    await delivery.retrier.drain()
+    assert (await conversation(store))["answer_due_at"] is None
+    assert await worker(store, redis, topology, 10_000).drain() == 0
+    assert await handoff_rows(store) == []
+
+
+async def test_a_reply_that_failed_for_good_leaves_the_customer_to_humans(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake, client: ChatwootClient
+) -> None:
+    """A reply Chatwoot refused for good answered nobody: the hand-off goes ahead."""
+    await turn_emitted(redis, store, topology)
+    fake.faults({"path": "messages", "status": 422, "times": 1})
+    await reply(redis, topology, conversation=1044, turn=TURN, ref="answer")
+    delivery = Delivery(redis, store, topology, client)
+    delivery.clock.at = at(60)
+    await delivery.runner.drain()
+    [row] = await rows(store, "SELECT status FROM outbound WHERE ref = 'answer'")
+    assert row["status"] == "failed"
+    assert await worker(store, redis, topology, 121).drain() == 1
+    assert len(await handoff_rows(store)) == 2
