@@ -28,7 +28,7 @@ import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
-from consumers import backoff, faults, gates, steps
+from consumers import backoff, faults, gates, steps, unanswered
 from consumers import conversation as cv
 from consumers.chatwoot import ChatwootClient
 from consumers.counters import Counters
@@ -49,6 +49,8 @@ log = structlog.get_logger("deliver")
 # One attempt (create conversation, check, POST) must end well inside its lease, or a second
 # deliverer could take the reply over while the first is still talking to Chatwoot.
 LEASE_SHARE = 0.75
+# What an agent sends to say it is still working on a turn: each pushes its answer deadline.
+EXTENDS = frozenset({OutboundKind.HOLD, OutboundKind.TYPING_ON})
 
 
 class Read(msgspec.Struct, frozen=True, kw_only=True):
@@ -251,6 +253,12 @@ class Deliverer:
         await self.limits.succeeded(reply.account)
         if reply.kind is OutboundKind.HANDOFF and reply.conversation is not None:
             await self._handed_off(reply.account, reply.conversation)
+        if reply.kind in EXTENDS and reply.conversation is not None:
+            await self._extend(reply.account, reply.conversation)
+        if reply.kind is OutboundKind.RESOLVE and reply.conversation is not None:
+            # The agent closed the conversation: that settles the turn it was given.
+            async with self.store.transaction() as tx:
+                await tx.clear_answer(reply.account, reply.conversation)
         await self.counters.add("deliver.sent")
         log.info("reply.sent", kind=str(reply.kind), chatwoot_message=message_id,
                  attempt=attempt)  # fmt: skip
@@ -265,8 +273,28 @@ class Deliverer:
                     conv, [cv.Signal(handler=cv.Handler.HUMAN, at=at, why="handoff")]
                 )
 
+    async def _extend(self, account: int, conversation: int) -> None:
+        """The agent is still working on the turn: its answer deadline moves to
+        `answer_within_s` from now, within the route's `max_holds`."""
+        async with self.store.transaction() as tx:
+            context = await tx.reply_context(account, conversation)
+            if context is None:
+                return
+            window = unanswered.answer_window(
+                self.topology, account=account, inbox=context.inbox_id, channel=context.channel
+            )
+            if window is None:
+                return
+            within, max_holds = window
+            due = await self.now(tx) + within
+            extended = await tx.extend_answer(account, conversation, due=due, max_holds=max_holds)
+        log.info("turn.answer_extended" if extended else "turn.answer_not_extended",
+                 due=due.isoformat())  # fmt: skip
+
     async def _send(self, ref: str, reply: events.OutboundEntry, row: OutboundRow) -> int | None:
         kind = reply.kind
+        if kind is OutboundKind.HOLD:
+            return None  # for us alone: nothing to tell Chatwoot
         conversation = row.chatwoot_conversation_id
         if conversation is None:
             conversation = await self.outreach.start(ref, reply, row)

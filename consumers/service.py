@@ -22,6 +22,7 @@ from consumers.runner import Runner, by_conversation
 from consumers.store import Store, schema
 from consumers.supervise import Worker, supervise
 from consumers.turns import TurnEmitter
+from consumers.unanswered import Unanswered
 from ingress.errors import ConfigError
 from ingress.settings import Settings
 from ingress.topology import Topology
@@ -91,7 +92,8 @@ async def workers(
         built: list[Worker] = [Retention(store, redis, topology)]
         for group in groups:
             if group == TURNS:
-                built.append(TurnEmitter(store, redis, topology))
+                # Whoever emits turns also hands the unanswered ones to humans.
+                built += [TurnEmitter(store, redis, topology), Unanswered(store, redis, topology)]
                 continue
             if group == BACKFILL:
                 backfiller = await stack.enter_async_context(

@@ -131,6 +131,8 @@ def next_step(
         return Skip(why="not due")  # a retry not due yet, or an attempt under way elsewhere
     if row.status is Outbound.QUEUED and gate is not None:
         return Suppress(reason=gate)
+    if row.kind == OutboundKind.HOLD:
+        return Attempt()  # sends nothing to Chatwoot: no limit, no check applies
     sending = row.status is Outbound.SENDING  # an earlier attempt's outcome is unknown
     if sending and isinstance(proof, Landed):
         return Recovered(message_id=proof.message_id)

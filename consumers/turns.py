@@ -17,6 +17,7 @@ import msgspec
 import redis.asyncio as aioredis
 import structlog
 
+from consumers import unanswered
 from consumers.clock import utcnow
 from consumers.conversation import Handler, turn_id
 from consumers.polling import PollingWorker
@@ -139,6 +140,9 @@ class TurnEmitter(PollingWorker):
     async def mark(self, published: list[Claimed]) -> None:
         if not published:
             return
+        now = self.clock()
         async with self.store.transaction() as tx:
             for item in published:
                 await tx.mark_emitted(item.turn)
+                # Its reply is due from now on, or the conversation goes to humans.
+                await unanswered.expect_answer(tx, self.topology, item.turn, now)

@@ -74,6 +74,8 @@ class OutboundKind(enum.StrEnum):
     RESOLVE = "resolve"
     TYPING_ON = "typing_on"
     TYPING_OFF = "typing_off"
+    # The agent is still working on the turn: pushes its answer deadline, sends nothing.
+    HOLD = "hold"
 
 
 class OutboundEntry(Entry, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -45,6 +45,17 @@ class TurnsSpec(_Spec, frozen=True, kw_only=True):
     debounce_ms: int = 0
     max_wait_ms: int = 10_000
     max_messages: int = 20
+    # No customer left unanswered: a turn with no reply posted this long after it left is
+    # handed to humans (0: never). An agent still working on it sends `hold` or `typing_on`
+    # on sb:outbound, each pushing the deadline to `answer_within_s` from then, at most
+    # `max_holds` times per unanswered turn, so a stuck agent cannot keep a customer waiting
+    # for more than (max_holds + 1) * answer_within_s.
+    answer_within_s: int = 120
+    max_holds: int = 5
+
+    def __post_init__(self) -> None:
+        if self.answer_within_s < 0 or self.max_holds < 0:
+            raise ValueError("`answer_within_s` and `max_holds` must not be negative")
 
 
 class IngressSpec(_Spec, frozen=True, kw_only=True):
@@ -128,6 +139,8 @@ class Route(_Spec, frozen=True, kw_only=True):
     debounce_ms: int | None = None
     max_wait_ms: int | None = None
     max_messages: int | None = None
+    answer_within_s: int | None = None
+    max_holds: int | None = None
     # Who handles an open conversation nobody is assigned to (pending ones are always the bot's).
     open_unassigned: Unassigned = "bot"
     # When a human-handled conversation comes back to the bot.
@@ -139,12 +152,20 @@ class Route(_Spec, frozen=True, kw_only=True):
     reply_when_human: bool = False
     reply_when_resolved: bool = False
 
+    def __post_init__(self) -> None:
+        for name in ("answer_within_s", "max_holds"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError("`answer_within_s` and `max_holds` must not be negative")
+
     def timing(self, defaults: TurnsSpec) -> TurnsSpec:
         return TurnsSpec(
             poll_ms=defaults.poll_ms,
             debounce_ms=_pick(self.debounce_ms, defaults.debounce_ms),
             max_wait_ms=_pick(self.max_wait_ms, defaults.max_wait_ms),
             max_messages=_pick(self.max_messages, defaults.max_messages),
+            answer_within_s=_pick(self.answer_within_s, defaults.answer_within_s),
+            max_holds=_pick(self.max_holds, defaults.max_holds),
         )
 
     def matches(self, *, account: int, inbox: int | None, channel: str | None) -> bool:

@@ -7,6 +7,7 @@ any order, any number of times, converges on the same rows.
 from consumers.store.database import Store, Tx
 from consumers.store.rows import (
     ConversationRow,
+    DueAnswer,
     DueTurn,
     MessageRow,
     OutboundRow,
@@ -16,6 +17,7 @@ from consumers.store.rows import (
 
 __all__ = [
     "ConversationRow",
+    "DueAnswer",
     "DueTurn",
     "MessageRow",
     "OutboundRow",

@@ -115,7 +115,9 @@ class ConversationSQL(SQL):
                 channel = COALESCE($4, channel), contact_id = COALESCE($5, contact_id),
                 identity = COALESCE(identity, $6), status = $7, assignee_type = $8,
                 assignee_id = $9, handler = $10, version = $11, team_id = $12, labels = $13,
-                human_since = $14, bot_since = $15
+                human_since = $14, bot_since = $15,
+                answer_due_at = CASE WHEN $10 = 'human' THEN NULL ELSE answer_due_at END,
+                answer_holds = CASE WHEN $10 = 'human' THEN 0 ELSE answer_holds END
             WHERE account_id = $1 AND chatwoot_conversation_id = $2
             """,
             *_columns(row),
@@ -154,7 +156,11 @@ class ConversationSQL(SQL):
     ) -> None:
         await self.conn.execute(
             """
-            UPDATE conversations SET handler = $3, human_since = $4, bot_since = $5
+            UPDATE conversations SET handler = $3, human_since = $4, bot_since = $5,
+                -- a human has it now: no bot answer is awaited (a stale deadline must not
+                -- fire once the conversation comes back to the bot)
+                answer_due_at = CASE WHEN $3 = 'human' THEN NULL ELSE answer_due_at END,
+                answer_holds = CASE WHEN $3 = 'human' THEN 0 ELSE answer_holds END
             WHERE account_id = $1 AND chatwoot_conversation_id = $2
             """,
             account_id,

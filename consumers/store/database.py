@@ -10,6 +10,7 @@ import asyncpg
 from consumers import faults, statuses
 from consumers.errors import StoreError
 from consumers.faults import Fault
+from consumers.store.answers import AnswerSQL
 from consumers.store.audit import AuditSQL
 from consumers.store.conversations import ConversationSQL
 from consumers.store.messages import MessageSQL
@@ -126,7 +127,7 @@ class Store:
             raise _translate(exc) from exc
 
 
-class Tx(AuditSQL, ConversationSQL, MessageSQL, TurnSQL, OutboundSQL):
+class Tx(AuditSQL, ConversationSQL, MessageSQL, TurnSQL, OutboundSQL, AnswerSQL):
     """The statements Switchboard runs, all inside one transaction (one mixin per table;
     statements that need more than one table group are here)."""
 

@@ -243,7 +243,9 @@ class OutboundSQL(SQL):
         )
         await self.conn.execute(
             """
-            UPDATE conversations SET answered_through = GREATEST(answered_through, $3)
+            UPDATE conversations SET answered_through = GREATEST(answered_through, $3),
+                -- every turn awaiting an answer has one: no hand-off for want of it
+                answer_due_at = CASE WHEN $3 >= answer_through THEN NULL ELSE answer_due_at END
             WHERE account_id = $1 AND chatwoot_conversation_id = $2
             """,
             account_id,

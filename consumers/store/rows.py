@@ -64,6 +64,21 @@ class DueTurn(msgspec.Struct, kw_only=True):
     last_inbound_message_id: int
 
 
+class DueAnswer(msgspec.Struct, kw_only=True):
+    """A conversation whose turn has waited past its answer deadline."""
+
+    account_id: int
+    conversation_id: int
+    inbox_id: int | None
+    channel: str | None
+    handler: Handler
+    status: str | None
+    active: bool
+    answered_through: int
+    answer_through: int
+    answer_holds: int
+
+
 class ReplyContext(msgspec.Struct, kw_only=True):
     """What the deliverer gates a reply on."""
 

@@ -70,6 +70,8 @@ UNKNOWN = steps.Unknown("GET messages: 500")
                      steps.AskLimits(), id="toggles-need-no-proof"),
         pytest.param(row(Outbound.SENDING, attempts=1, conversation=None), None, None, None,
                      True, steps.AskLimits(), id="no-conversation-to-list"),
+        pytest.param(row(kind="hold"), None, None, None, True, steps.Attempt(),
+                     id="hold-asks-no-limit"),
         pytest.param(SENDING, None, steps.Absent(), GO, True, steps.Attempt(), id="absent-go"),
         pytest.param(SENDING, None, UNKNOWN, GO, True,
                      steps.Hold(NOW + dt.timedelta(seconds=1),

@@ -133,12 +133,13 @@ def test_decode_errors_name_the_field(fields: dict[bytes, bytes], message: str) 
         pytest.param(
             b'{"account":1,"conversation":2,"kind":"handoff"}', None, id="handoff-needs-no-text"
         ),
+        pytest.param(b'{"account":1,"conversation":2,"kind":"hold"}', None, id="hold"),
     ],
 )
 def test_outbound_validation(body: bytes, message: str | None) -> None:
     """An outbound request is refused with a message naming the field, or accepted."""
     if message is None:
-        assert msgspec.json.decode(body, type=events.OutboundEntry).kind == "handoff"
+        assert msgspec.json.decode(body, type=events.OutboundEntry).kind in ("handoff", "hold")
         return
     with pytest.raises(msgspec.ValidationError, match=message):
         msgspec.json.decode(body, type=events.OutboundEntry)
@@ -153,6 +154,11 @@ def test_outbound_validation(body: bytes, message: str | None) -> None:
             b'{"account":1,"inbox":2,"source_id":"+1","kind":"resolve"}',
             "needs an existing `conversation`",
             id="action-without-conversation",
+        ),
+        pytest.param(
+            b'{"account":1,"inbox":2,"source_id":"+1","kind":"hold"}',
+            "a `hold` needs an existing `conversation`",
+            id="hold-without-conversation",
         ),
     ],
 )

@@ -64,6 +64,16 @@ def test_repository_streams_yaml_loads() -> None:
             "route `sales`: stream must be",
             id="route-to-non-turn-stream",
         ),
+        pytest.param(
+            MINIMAL.replace(b"groups:", b"turns: {answer_within_s: -1}\ngroups:"),
+            "`answer_within_s` and `max_holds` must not be negative",
+            id="negative-answer-deadline",
+        ),
+        pytest.param(
+            MINIMAL.replace(b"{name: rest}", b"{name: rest, max_holds: -2}"),
+            "`answer_within_s` and `max_holds` must not be negative",
+            id="negative-route-holds",
+        ),
         pytest.param(b"streams: [", "not valid YAML", id="bad-yaml"),
     ],
 )

@@ -18,6 +18,16 @@ CREATE TABLE IF NOT EXISTS backfill_watermarks (
 -- ambiguous failure the deliverer looks for the conversation Chatwoot may have created.
 ALTER TABLE outbound ADD COLUMN IF NOT EXISTS create_started_at timestamptz;
 
+-- No customer left unanswered (issue #13): a turn emitted to an agent must be answered by
+-- `answer_due_at` (the route's `answer_within_s` after it left), else the conversation is
+-- handed to humans. `answer_through` is the newest customer message a turn awaiting an answer
+-- covers; `answer_holds` counts the agent's extensions (`hold`, `typing_on`), capped.
+ALTER TABLE conversations ADD COLUMN IF NOT EXISTS answer_due_at timestamptz;
+ALTER TABLE conversations ADD COLUMN IF NOT EXISTS answer_through bigint NOT NULL DEFAULT 0;
+ALTER TABLE conversations ADD COLUMN IF NOT EXISTS answer_holds integer NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS conversations_answer_due
+    ON conversations (answer_due_at) WHERE answer_due_at IS NOT NULL;
+
 INSERT INTO schema_version (version) VALUES (2) ON CONFLICT DO NOTHING;
 
 -- A new conversation also ends the active ones of the same Chatwoot contact on the channel
