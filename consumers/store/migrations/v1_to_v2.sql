@@ -28,9 +28,9 @@ ALTER TABLE conversations ADD COLUMN IF NOT EXISTS answer_holds integer NOT NULL
 CREATE INDEX IF NOT EXISTS conversations_answer_due
     ON conversations (answer_due_at) WHERE answer_due_at IS NOT NULL;
 
-INSERT INTO schema_version (version) VALUES (2) ON CONFLICT DO NOTHING;
-
 -- A new conversation also ends the active ones of the same Chatwoot contact on the channel
 -- (a widget visitor identified later has a new identity, not a new person).
 CREATE INDEX IF NOT EXISTS conversations_active_contact
     ON conversations (account_id, channel, contact_id) WHERE active;
+
+INSERT INTO schema_version (version) VALUES (2) ON CONFLICT DO NOTHING;
