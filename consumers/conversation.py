@@ -119,12 +119,25 @@ def is_customer_turn_input(message: views.Message) -> bool:
 # "it came back to the bot at t"); the conversation keeps the latest time of each kind, and
 # the later one wins. Keeping a maximum is order-independent and idempotent, so any order and
 # any duplication of the same events gives the same handler.
+#
+# A signal is dated by the change it reports, never by the snapshot that still shows it: a
+# snapshot's `updated_at` grows with every change (a message, a label), so a human assigned
+# long ago and still shown on a reopened conversation would otherwise look like a fresh
+# hand-off, and win over the reopen that gave the conversation back to the bot. A change is
+# dated where Chatwoot dates it: `changed_attributes` (conversation_updated), the new status
+# of conversation_status_changed, a human's own message. What a snapshot merely shows is
+# dated at the conversation's `created_at`, the earliest it can be true: it decides only
+# when nothing dated says otherwise, and is the same whichever snapshot brings it.
 
 
 class Signal(msgspec.Struct, frozen=True, kw_only=True):
     handler: Handler
     at: float
     why: str
+
+
+# Events whose snapshot status is the change the event reports (changed_attributes is null).
+_STATUS_EVENTS = {"conversation_status_changed", "conversation_opened", "conversation_resolved"}
 
 
 def snapshot_signals(
@@ -134,20 +147,59 @@ def snapshot_signals(
     changed: list[dict[str, object]] | None,
     policy: Route,
 ) -> list[Signal]:
-    """What a conversation snapshot (at its `updated_at`) says about who handles it."""
-    at = view.updated_at or 0.0
+    """What a conversation event says about who handles it: each change at its own time,
+    the state the snapshot shows at the conversation's creation."""
+    return _shown(view, policy) + _changes(view, event=event, changed=changed, policy=policy)
+
+
+def _shown(view: views.Conversation, policy: Route) -> list[Signal]:
+    """The snapshot's state, dated at `created_at`: an assignee already there is no hand-off."""
+    at = view.created_at or 0.0
     meta = view.meta or views.Meta()
     out: list[Signal] = []
     if meta.assignee_type == "User":
-        out.append(Signal(handler=Handler.HUMAN, at=at, why="assigned to a human"))
+        out.append(Signal(handler=Handler.HUMAN, at=at, why="shown assigned to a human"))
     elif meta.assignee_type == "AgentBot" and policy.return_on_bot_assignment:
-        out.append(Signal(handler=Handler.BOT, at=at, why="assigned to the bot"))
+        out.append(Signal(handler=Handler.BOT, at=at, why="shown assigned to the bot"))
     if view.status == "resolved" and policy.return_on_resolve:
-        out.append(Signal(handler=Handler.BOT, at=at, why="resolved"))
-    if event == "conversation_opened" or _status_change(changed) == ("pending", "open"):
-        out.append(Signal(handler=Handler.HUMAN, at=at, why="moved from pending to open"))
+        out.append(Signal(handler=Handler.BOT, at=at, why="shown resolved"))
     if view.status == "open" and meta.assignee is None and policy.open_unassigned == "human":
-        out.append(Signal(handler=Handler.HUMAN, at=at, why="open and unassigned"))
+        out.append(Signal(handler=Handler.HUMAN, at=at, why="shown open and unassigned"))
+    return out
+
+
+def _changes(
+    view: views.Conversation,
+    *,
+    event: str,
+    changed: list[dict[str, object]] | None,
+    policy: Route,
+) -> list[Signal]:
+    """The changes the event reports, at the snapshot's `updated_at` (the time of the change
+    in conversation_updated, which carries it in `changed_attributes.updated_at` too)."""
+    at = view.updated_at or view.created_at or 0.0
+    meta = view.meta or views.Meta()
+    out: list[Signal] = []
+    status = _change(changed, "status")
+    if status is None and event in _STATUS_EVENTS:
+        status = (None, view.status)
+    before, after = status if status is not None else (None, None)
+    if after == "pending":  # Chatwoot's bot queue: the bot answers
+        out.append(Signal(handler=Handler.BOT, at=at, why="moved to pending"))
+    elif after == "resolved" and policy.return_on_resolve:
+        out.append(Signal(handler=Handler.BOT, at=at, why="resolved"))
+    elif after == "open" and (before == "pending" or event == "conversation_opened"):
+        out.append(Signal(handler=Handler.HUMAN, at=at, why="moved from pending to open"))
+    user = _change(changed, "assignee_id")
+    agent_bot = _change(changed, "assignee_agent_bot_id")
+    if user is not None and user[1] is not None:
+        out.append(Signal(handler=Handler.HUMAN, at=at, why="assigned to a human"))
+    elif (user or agent_bot) and meta.assignee_type == "AgentBot":
+        if policy.return_on_bot_assignment:
+            out.append(Signal(handler=Handler.BOT, at=at, why="assigned to the bot"))
+    elif (user or agent_bot or after == "open") and policy.open_unassigned == "human":
+        if view.status == "open" and meta.assignee is None:
+            out.append(Signal(handler=Handler.HUMAN, at=at, why="open and unassigned"))
     return out
 
 
@@ -188,11 +240,12 @@ class Takeover(msgspec.Struct, frozen=True, kw_only=True):
         return Takeover(human_since=human, bot_since=bot)
 
 
-def _status_change(changed: list[dict[str, object]] | None) -> tuple[object, object] | None:
+def _change(changed: list[dict[str, object]] | None, name: str) -> tuple[object, object] | None:
+    """(previous, current) of one attribute in `changed_attributes`, None when it did not change."""
     for item in changed or []:
-        status = item.get("status")
-        if isinstance(status, dict):
-            return status.get("previous_value"), status.get("current_value")
+        value = item.get(name)
+        if isinstance(value, dict):
+            return value.get("previous_value"), value.get("current_value")
     return None
 
 

@@ -15,6 +15,16 @@ Play the people around the bot (JSON bodies; `account` defaults to 1):
   POST /_fake/agent    {"conversation": 7, "content": "hello"}  a human agent's reply
   POST /_fake/assign   {"conversation": 7, "assignee_type": "AgentBot"}   (or "User", null)
   POST /_fake/status   {"conversation": 7, "status": "resolved"}
+  POST /_fake/inboxes  {"inbox": 12, "lock_to_single_conversation": true, "active_bot": false}
+
+Stock lifecycle (chatwoot.md §4b), per inbox: a customer message on a `resolved` conversation
+reopens it (`pending` when the inbox has an active bot, else `open`, the assignee kept) when
+the inbox's `lock_to_single_conversation` is on; off (Chatwoot's default) it starts a new
+conversation (`conversation_created`) and the old one stays resolved. `snoozed` becomes `open`.
+Defaults for every inbox: Chatwoot's (lock off) with an active bot (the bot Switchboard is);
+change them with --lock-to-single-conversation / --no-active-bot or POST /_fake/inboxes.
+A status change is sent as Chatwoot sends it: `conversation_status_changed` (changed_attributes
+null) and `conversation_updated` (changed_attributes with previous and current values).
 Inspect and steer: GET /_fake/requests, GET /_fake/messages, GET /_fake/webhooks, POST /_fake/reset,
 POST /_fake/faults {"rules": [{"path": "messages", "status": 500, "times": 2}, ...]}.
 A rule matches requests whose path contains `path` (and `method`, if given), `times` times
@@ -83,6 +93,14 @@ class Drop(msgspec.Struct, kw_only=True):
     times: int | None = None
 
 
+class Inbox(msgspec.Struct, kw_only=True):
+    """The inbox settings that decide where a customer's next message lands (§4b)."""
+
+    inbox: int = 1
+    lock_to_single_conversation: bool = False  # Chatwoot's default
+    active_bot: bool = True
+
+
 class Conversation(msgspec.Struct, kw_only=True):
     account: int = 1
     conversation: int = 1
@@ -130,6 +148,7 @@ class FakeChatwoot:
         echo: bool = True,
         seed: int = 0,
         drop: Drop | None = None,
+        inbox_defaults: Inbox | None = None,
     ) -> None:
         self.tokens = tokens
         self.user_tokens = user_tokens
@@ -140,6 +159,7 @@ class FakeChatwoot:
         # Its own dice, so that dropping webhooks does not change which requests fail.
         self.drop_random = random.Random(seed + 1)
         self.initial_drop = drop or Drop()
+        self.inbox_defaults = inbox_defaults or Inbox()
         self.reset()
 
     def reset(self) -> None:
@@ -150,6 +170,7 @@ class FakeChatwoot:
         self.next_id = 1000
         self.webhooks: list[dict[str, Any]] = []  # what the receiver answered, per webhook
         self.drop = msgspec.structs.replace(self.initial_drop)
+        self.inboxes: dict[int, Inbox] = {}
         self.tasks: set[asyncio.Task[None]] = set()
 
     def conversation(self, account: int, conversation: int) -> Conversation:
@@ -160,6 +181,11 @@ class FakeChatwoot:
                 account=account, conversation=conversation, created_at=now, last_activity_at=now
             )
         return self.conversations[key]
+
+    def inbox(self, number: int) -> Inbox:
+        return self.inboxes.get(number) or msgspec.structs.replace(
+            self.inbox_defaults, inbox=number
+        )
 
     def touch(self, conv: Conversation, **changes: Any) -> None:
         """Change a conversation; like Chatwoot, `updated_at` grows with every change."""
@@ -386,10 +412,24 @@ class FakeChatwoot:
         return message
 
     def _set_status(self, conv: Conversation, status: str) -> None:
+        before = conv.status
         self.touch(conv, status=status)
         if status == "resolved":  # Chatwoot writes an activity message, never sent as a webhook
             self._message(conv, "Conversation was marked resolved", message_type=2, sender=None)
-        self._send("conversation_status_changed", self._conversation_event(conv, None))
+        self._status_webhooks(conv, before)
+
+    def _status_webhooks(
+        self, conv: Conversation, before: str, changed: list[dict[str, Any]] | None = None
+    ) -> None:
+        """Changes as Chatwoot sends them: `conversation_status_changed` (changed_attributes
+        null) when the status moved, and one `conversation_updated` listing every change."""
+        changed = list(changed or [])
+        if before != conv.status:
+            self._send("conversation_status_changed", self._conversation_event(conv, None))
+            changed.append({"status": {"previous_value": before, "current_value": conv.status}})
+        if changed:
+            stamp = {"updated_at": {"previous_value": None, "current_value": iso(conv.updated_at)}}
+            self._send("conversation_updated", self._conversation_event(conv, [*changed, stamp]))
 
     def _rule_for(self, request: Request) -> Rule | None:
         for rule in self.rules:
@@ -465,7 +505,9 @@ class FakeChatwoot:
             return
         if self._dropped(event):
             # Lost on the way, like a webhook Chatwoot sent while the receiver was down.
-            self.webhooks.append({"event": event, "id": payload.get("id"), "status": "dropped"})
+            self.webhooks.append(
+                {"event": event, "id": payload.get("id"), "status": "dropped", "payload": payload}
+            )
             return
         self._spawn(self._webhook({**payload, "event": event}))
 
@@ -489,7 +531,8 @@ class FakeChatwoot:
             stamp = str(int(time.time()))
             headers["x-chatwoot-timestamp"] = stamp
             headers["x-chatwoot-signature"] = sign_chatwoot(body, self.secret, stamp)
-        outcome: dict[str, Any] = {"event": payload["event"], "id": payload.get("id")}
+        outcome: dict[str, Any] = {"event": payload["event"], "id": payload.get("id"),
+                                   "payload": payload}  # fmt: skip
         try:
             async with httpx.AsyncClient(timeout=5) as client:  # Chatwoot's WEBHOOK_TIMEOUT
                 response = await client.post(self.webhook_url, content=body, headers=headers)
@@ -524,23 +567,52 @@ class FakeChatwoot:
 
     async def customer(self, request: Request) -> Response:
         said = msgspec.json.decode(await request.body(), type=Said)
-        conv = self.conversation(said.account, said.conversation)
+        conv = self.landing(self.conversation(said.account, said.conversation))
         contact = {"email": None, "phone_number": None, "identifier": None, **conv.contact}
         message = self._message(conv, said.content, message_type=0, sender=contact)
-        if conv.status == "resolved":  # a customer message reopens it
-            self.touch(conv, status="pending" if conv.assignee_type != "User" else "open")
+        before = conv.status
+        if conv.status == "resolved":  # Message#reopen_resolved_conversation: assignee kept
+            self.touch(conv, status="pending" if self.inbox(conv.inbox).active_bot else "open")
+        elif conv.status == "snoozed":
+            self.touch(conv, status="open")
+        self._status_webhooks(conv, before)
         payload = self._message_event(conv, message)
         payload["sender"] = contact
         self._send("message_created", payload)
         await self.settle()
-        return JSONResponse({"id": message["id"], "webhook": self.webhook_url is not None})
+        return JSONResponse({"id": message["id"], "conversation": conv.conversation,
+                             "webhook": self.webhook_url is not None})  # fmt: skip
+
+    def landing(self, conv: Conversation) -> Conversation:
+        """Where the customer's message goes: with `lock_to_single_conversation` off, past a
+        resolved conversation to the contact's last unresolved one in the inbox, or a new one
+        (which Chatwoot announces with `conversation_created`)."""
+        inbox = self.inbox(conv.inbox)
+        if conv.status != "resolved" or inbox.lock_to_single_conversation:
+            return conv
+        theirs = [c for (a, _), c in sorted(self.conversations.items())
+                  if a == conv.account and c.inbox == conv.inbox and c.contact == conv.contact
+                  and c.status != "resolved"]  # fmt: skip
+        if theirs:
+            return theirs[-1]
+        number = max(c for _, c in self.conversations) + 1
+        new = self.conversation(conv.account, number)
+        self.touch(new, inbox=conv.inbox, channel=conv.channel, contact=dict(conv.contact),
+                   source_id=conv.source_id, assignee_type=None,
+                   status="pending" if inbox.active_bot else "open")  # fmt: skip
+        new.created_at = new.last_activity_at = new.updated_at
+        self._send("conversation_created", self._conversation_event(new, None))
+        return new
 
     async def agent(self, request: Request) -> Response:
         """A human agent replies: Chatwoot assigns them and opens the conversation."""
         said = msgspec.json.decode(await request.body(), type=Said)
         conv = self.conversation(said.account, said.conversation)
         if not said.private:
+            before, assignee = conv.status, conv.assignee_type
             self.touch(conv, assignee_type="User", status="open")
+            taken = [{"assignee_id": {"previous_value": None, "current_value": HUMAN["id"]}}]
+            self._status_webhooks(conv, before, taken if assignee != "User" else None)
         message = self._message(
             conv, said.content, message_type=1, sender=HUMAN, private=said.private
         )
@@ -553,7 +625,18 @@ class FakeChatwoot:
         conv = self.conversation(said.account, said.conversation)
         before = conv.assignee_type
         self.touch(conv, assignee_type=said.assignee_type)
-        changed = [{"assignee_id": {"previous_value": before, "current_value": said.assignee_type}}]
+        # As Chatwoot lists them: the columns that changed, ids before and after.
+        ids = {
+            "User": ("assignee_id", HUMAN["id"]),
+            "AgentBot": ("assignee_agent_bot_id", BOT["id"]),
+        }
+        changes: dict[str, list[Any]] = {}
+        if before in ids:
+            changes[ids[before][0]] = [ids[before][1], None]
+        if said.assignee_type in ids:
+            column, number = ids[said.assignee_type]
+            changes[column] = [changes.get(column, [None])[0], number]
+        changed = [{k: {"previous_value": p, "current_value": c}} for k, (p, c) in changes.items()]
         self._send("conversation_updated", self._conversation_event(conv, changed))
         await self.settle()
         return JSONResponse({"assignee_type": conv.assignee_type})
@@ -563,6 +646,11 @@ class FakeChatwoot:
         self._set_status(self.conversation(said.account, said.conversation), said.status)
         await self.settle()
         return JSONResponse({"status": said.status})
+
+    async def set_inbox(self, request: Request) -> Response:
+        inbox = msgspec.json.decode(await request.body(), type=Inbox)
+        self.inboxes[inbox.inbox] = inbox
+        return JSONResponse(msgspec.to_builtins(inbox))
 
     async def list_requests(self, request: Request) -> Response:
         return JSONResponse(self.requests)
@@ -606,6 +694,7 @@ class FakeChatwoot:
             Route("/_fake/agent", self.agent, methods=["POST"]),
             Route("/_fake/assign", self.assign, methods=["POST"]),
             Route("/_fake/status", self.status, methods=["POST"]),
+            Route("/_fake/inboxes", self.set_inbox, methods=["POST"]),
             Route("/_fake/requests", self.list_requests, methods=["GET"]),
             Route("/_fake/messages", self.list_messages, methods=["GET"]),
             Route("/_fake/webhooks", self.list_webhooks, methods=["GET"]),
@@ -638,6 +727,14 @@ def main() -> None:
         "--drop-webhooks", type=float, default=0.0, metavar="P",
         help="drop each webhook with probability P (lost, never retried, like Chatwoot's)",
     )  # fmt: skip
+    parser.add_argument(
+        "--lock-to-single-conversation", action="store_true",
+        help="every inbox reopens a resolved conversation (Chatwoot's default: a new one)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--no-active-bot", action="store_true",
+        help="no inbox has an active agent bot: reopened conversations are `open`",
+    )  # fmt: skip
     args = parser.parse_args()
     fake = FakeChatwoot(
         tokens=set(args.token) or {"demo-bot-token"},
@@ -647,6 +744,10 @@ def main() -> None:
         echo=not args.no_echo,
         seed=args.seed,
         drop=Drop(probability=args.drop_webhooks),
+        inbox_defaults=Inbox(
+            lock_to_single_conversation=args.lock_to_single_conversation,
+            active_bot=not args.no_active_bot,
+        ),
     )
     if args.faults:
         fake.rules = msgspec.json.decode(args.faults, type=Faults).rules

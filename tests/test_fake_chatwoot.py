@@ -82,3 +82,75 @@ async def test_messages_page_after_an_id_in_the_rest_shape(fake: httpx.AsyncClie
     assert message["sender"]["type"] == "contact" and message["sender_type"] == "Contact"
     latest = (await fake.get(path, headers=USER)).json()["payload"]
     assert [m["content"] for m in latest] == [f"m{n}" for n in range(110, 130)]
+
+
+async def story(fake: httpx.AsyncClient, **inbox: bool) -> dict[str, Any]:
+    """A human takes conversation 7 of inbox 12 and resolves it; the customer writes again.
+    Answers the fake's reply to that message and the webhooks sent since the resolve."""
+    await fake.post("/_fake/inboxes", json={"inbox": 12, **inbox})
+    contact = {"id": 5, "name": "Aisha", "phone_number": "+15550001"}
+    defined = {"conversation": 7, "inbox": 12, "channel": "Channel::Whatsapp", "contact": contact}
+    await fake.post("/_fake/conversations", json=defined)
+    await fake.post("/_fake/agent", json={"conversation": 7, "content": "Priya here"})
+    await fake.post("/_fake/status", json={"conversation": 7, "status": "resolved"})
+    before = len((await fake.get("/_fake/webhooks")).json())
+    answer = await fake.post("/_fake/customer", json={"conversation": 7, "content": "again"})
+    sent = (await fake.get("/_fake/webhooks")).json()[before:]
+    return {"answer": answer.json(), "webhooks": [w["payload"] for w in sent]}
+
+
+def shown(payload: dict[str, Any]) -> tuple[Any, ...]:
+    conversation = payload.get("conversation", payload)
+    return conversation["id"], conversation["status"], conversation["meta"]["assignee_type"]
+
+
+async def test_locked_inbox_with_a_bot_reopens_pending_with_the_human(
+    fake: httpx.AsyncClient,
+) -> None:
+    """lock_to_single_conversation on, an active bot: `pending`, the assignee kept, and the
+    webhooks Chatwoot sends for it (status_changed with null changes, updated with them)."""
+    told = await story(fake, lock_to_single_conversation=True, active_bot=True)
+    assert told["answer"]["conversation"] == 7
+    # Sent concurrently, as Chatwoot's jobs run: listed in the order they were answered.
+    sent = {w["event"]: w for w in told["webhooks"]}
+    assert sorted(sent) == [
+        "conversation_status_changed",
+        "conversation_updated",
+        "message_created",
+    ]
+    assert {shown(w) for w in sent.values()} == {(7, "pending", "User")}
+    assert sent["conversation_status_changed"]["changed_attributes"] is None
+    changed = sent["conversation_updated"]["changed_attributes"]
+    assert {"status": {"previous_value": "resolved", "current_value": "pending"}} in changed
+
+
+async def test_locked_inbox_without_a_bot_reopens_open(fake: httpx.AsyncClient) -> None:
+    told = await story(fake, lock_to_single_conversation=True, active_bot=False)
+    assert {shown(w) for w in told["webhooks"]} == {(7, "open", "User")}
+
+
+async def test_unlocked_inbox_starts_a_new_conversation(fake: httpx.AsyncClient) -> None:
+    """Chatwoot's default: the resolved conversation stays so; a new one, announced by
+    conversation_created, gets the message, and the next one too."""
+    told = await story(fake, active_bot=True)
+    assert told["answer"]["conversation"] == 8
+    assert sorted((w["event"], shown(w)) for w in told["webhooks"]) == [
+        ("conversation_created", (8, "pending", None)),
+        ("message_created", (8, "pending", None)),
+    ]
+    again = await fake.post("/_fake/customer", json={"conversation": 7, "content": "still me"})
+    assert again.json()["conversation"] == 8
+    listed = (await fake.get("/api/v1/accounts/1/conversations", params={"status": "all"},
+                             headers=USER)).json()["data"]["payload"]  # fmt: skip
+    assert {c["id"]: c["status"] for c in listed} == {7: "resolved", 8: "pending"}
+
+
+async def test_snoozed_becomes_open(fake: httpx.AsyncClient) -> None:
+    await fake.post("/_fake/conversations", json={"conversation": 3, "status": "snoozed"})
+    await fake.post("/_fake/customer", json={"conversation": 3, "content": "hello?"})
+    sent = [w["payload"] for w in (await fake.get("/_fake/webhooks")).json()]
+    assert sorted((w["event"], shown(w)[1]) for w in sent) == [
+        ("conversation_status_changed", "open"),
+        ("conversation_updated", "open"),
+        ("message_created", "open"),
+    ]

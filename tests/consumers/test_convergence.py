@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import itertools
 from typing import Any
 
@@ -33,6 +34,10 @@ def history() -> list[dict[str, Any]]:
     back_to_bot.update(id=1044, inbox_id=12, channel="Channel::Whatsapp", updated_at=1781776500.5)
     back_to_bot["meta"]["assignee_type"] = "AgentBot"
     back_to_bot["meta"]["assignee"] = {"id": 4, "name": "Bot", "type": "agent_bot"}
+    back_to_bot["changed_attributes"] = [
+        {"assignee_id": {"previous_value": 7, "current_value": None}},
+        {"assignee_agent_bot_id": {"previous_value": None, "current_value": 4}},
+    ]
     back_to_bot["meta"]["sender"] = created["conversation"]["meta"]["sender"]
     back_to_bot["contact_inbox"] = created["conversation"]["contact_inbox"]
     next_conversation = copy.deepcopy(created)
@@ -55,7 +60,101 @@ def history() -> list[dict[str, Any]]:
         chatwoot.payload("contact_created__webwidget_visitor"),
         chatwoot.payload("contact_updated__last_activity_noise"),
         chatwoot.payload("conversation_typing_on__agent"),
+        *handoffs(),
     ]
+
+
+# -- hand-off stories (issue 13): each change dated by what dates it ---------------------------
+CREATED = 1781780000.0  # the stories' conversations are created then; t counts from there
+
+
+def snapshot(conversation: int, status: str, assignee: int | None, t: float) -> dict[str, Any]:
+    """A web-widget conversation of its own customer, as Chatwoot renders it at CREATED + t."""
+    data = chatwoot.payload("conversation_updated__assignee_team")
+    contact = {
+        "id": 6000 + conversation,
+        "name": f"Customer {conversation}",
+        "email": None,
+        "phone_number": None,
+        "identifier": f"usr_{conversation}",
+        "type": "contact",
+    }
+    human = {"id": assignee, "name": f"Agent {assignee}", "type": "user"}
+    data.update(
+        id=conversation,
+        status=status,
+        messages=[],
+        created_at=int(CREATED),
+        updated_at=CREATED + t,
+        timestamp=int(CREATED + t),
+        changed_attributes=None,
+    )
+    data["contact_inbox"]["source_id"] = f"src-{conversation}"
+    data["meta"].update(sender=contact, assignee=human if assignee else None,
+                        assignee_type="User" if assignee else None)  # fmt: skip
+    return data
+
+
+def updated(snap: dict[str, Any], **changes: tuple[object, object]) -> dict[str, Any]:
+    """conversation_updated: the snapshot and the changes it reports, previous and current."""
+    listed = [{k: {"previous_value": p, "current_value": c}} for k, (p, c) in changes.items()]
+    return {**snap, "event": "conversation_updated", "changed_attributes": listed}
+
+
+def status_changed(snap: dict[str, Any]) -> dict[str, Any]:
+    return {**snap, "event": "conversation_status_changed", "changed_attributes": None}
+
+
+def said(message: int, snap: dict[str, Any], *, by: int | None = None) -> dict[str, Any]:
+    """A public message: the customer's, or agent `by`'s reply, with its conversation snapshot."""
+    data = chatwoot.payload("message_created__whatsapp_incoming_phone")
+    data.update(id=message, content=f"message {message}", conversation=snap, inbox={"id": 11},
+                created_at=iso(snap["updated_at"]))  # fmt: skip
+    data["sender"] = snap["meta"]["sender"]
+    if by is not None:
+        data["message_type"], data["sender"] = "outgoing", {"id": by, "type": "user"}
+    return data
+
+
+def iso(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).isoformat(timespec="milliseconds")
+
+
+def handoffs() -> list[dict[str, Any]]:
+    """1051: a human takes it and resolves it; the customer writes again and it is reopened
+    `pending` with the human still assigned (lock_to_single_conversation on, an active bot):
+    the bot's. The customer's message shows that snapshot a little later than the reopen.
+    1052: a human, back to the bot, re-assigned to another human; later snapshots repeat
+    that assignee: the human's. 1053: an agent puts a human's conversation back to `pending`
+    (the bot answers); the next customer message repeats the old assignee: the bot's."""
+    reopened = snapshot(1051, "pending", 7, 40)
+    bot_back = snapshot(1052, "open", None, 20)
+    bot_back["meta"].update(assignee={"id": 4, "type": "agent_bot"}, assignee_type="AgentBot")
+    return [
+        {**snapshot(1051, "pending", None, 0), "event": "conversation_created"},
+        said(919001, snapshot(1051, "pending", None, 1)),
+        updated(snapshot(1051, "open", 7, 10), status=("pending", "open"), assignee_id=(None, 7)),
+        said(919002, snapshot(1051, "open", 7, 15), by=7),
+        status_changed(snapshot(1051, "resolved", 7, 30)),
+        updated(snapshot(1051, "resolved", 7, 30), status=("open", "resolved")),
+        status_changed(reopened),
+        updated(reopened, status=("resolved", "pending")),
+        said(919003, snapshot(1051, "pending", 7, 40.5)),
+        updated(snapshot(1052, "open", 7, 10), assignee_id=(None, 7)),
+        updated(bot_back, assignee_id=(7, None), assignee_agent_bot_id=(None, 4)),
+        said(919011, snapshot(1052, "open", None, 25)),
+        updated(snapshot(1052, "open", 9, 30), assignee_id=(None, 9)),
+        said(919012, snapshot(1052, "open", 9, 35)),
+        updated(snapshot(1052, "open", 9, 50), label_list=([], ["vip"])),
+        updated(snapshot(1053, "open", 7, 10), assignee_id=(None, 7)),
+        said(919021, snapshot(1053, "open", 7, 12), by=7),
+        updated(snapshot(1053, "pending", 7, 20), status=("open", "pending")),
+        said(919022, snapshot(1053, "pending", 7, 30)),
+    ]
+
+
+# Who handles each conversation once every event is in, whatever the order.
+HANDLERS = {1044: "bot", 1051: "bot", 1052: "human", 1053: "bot"}
 
 
 HISTORY = history()
@@ -115,10 +214,14 @@ def shuffled_with_duplicates(draw: st.DrawFn) -> list[int]:
 async def test_any_order_and_duplication_converges(
     order: list[int], store: Store, topology: Topology
 ) -> None:
-    """Shuffled, duplicated deliveries of one history leave exactly the in-order rows."""
+    """Shuffled, duplicated deliveries of one history leave exactly the in-order rows, and
+    the handler each story says: a signal is dated by its change, not by the snapshot."""
     if not IN_ORDER:
         IN_ORDER.append(await apply(store, topology, list(range(len(HISTORY)))))
-    assert await apply(store, topology, order) == IN_ORDER[0]
+    rows = await apply(store, topology, order)
+    assert rows == IN_ORDER[0]
+    handlers = {r["chatwoot_conversation_id"]: r["handler"] for r in rows["conversations"]}
+    assert {k: handlers[k] for k in HANDLERS} == HANDLERS
 
 
 async def test_the_history_means_something(store: Store, topology: Topology) -> None:

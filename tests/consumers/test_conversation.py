@@ -75,59 +75,115 @@ def test_only_public_incoming_messages_ask_for_a_turn(name: str, answer: bool) -
 
 
 POLICY = Route(name="default")
+CREATED = 1.0  # the conversation's created_at; its snapshots are at 10
 
 
-def snapshot(status: str, assignee: str | None, at: float, **kw: object) -> views.Conversation:
-    person = views.Person(id=7, type="user") if assignee else None
+def snapshot(status: str, assignee: str | None, at: float = 10) -> views.Conversation:
+    person = views.Person(id=7 if assignee == "User" else 4, type="user") if assignee else None
     meta = views.Meta(assignee=person, assignee_type=assignee)
-    return views.Conversation(id=1, status=status, meta=meta, updated_at=at)
+    return views.Conversation(id=1, status=status, meta=meta, created_at=CREATED, updated_at=at)
+
+
+def change(name: str, previous: object, current: object) -> list[dict[str, object]]:
+    return [{name: {"previous_value": previous, "current_value": current}}]
 
 
 @pytest.mark.parametrize(
     ("view", "event", "changed", "policy", "expected"),
     [
         pytest.param(
-            snapshot("pending", None, 10),
-            "conversation_updated",
-            None,
-            POLICY,
-            [],
-            id="pending-says-nothing",
+            snapshot("pending", None), "message_created", None, POLICY, [], id="pending-shown"
         ),
         pytest.param(
-            snapshot("open", "User", 10),
-            "conversation_updated",
+            snapshot("open", "User"),
+            "message_created",
             None,
             POLICY,
-            [(H, 10)],
+            [(H, CREATED)],
+            id="assignee-shown-is-not-a-new-handoff",
+        ),
+        pytest.param(
+            snapshot("open", "User"),
+            "conversation_updated",
+            [{"label_list": {"previous_value": [], "current_value": ["vip"]}}],
+            POLICY,
+            [(H, CREATED)],
+            id="other-change-repeats-the-old-assignee",
+        ),
+        pytest.param(
+            snapshot("open", "User"),
+            "conversation_updated",
+            change("assignee_id", None, 7),
+            POLICY,
+            [(H, CREATED), (H, 10)],
             id="assigned-to-human",
         ),
         pytest.param(
-            snapshot("open", "AgentBot", 10),
+            snapshot("open", "User"),
             "conversation_updated",
+            change("assignee_id", 9, 7),
+            POLICY,
+            [(H, CREATED), (H, 10)],
+            id="reassigned-to-another-human",
+        ),
+        pytest.param(
+            snapshot("pending", "User"),
+            "conversation_status_changed",
             None,
             POLICY,
-            [(B, 10)],
+            [(H, CREATED), (B, 10)],
+            id="reopened-pending-keeps-the-assignee-bot-answers",
+        ),
+        pytest.param(
+            snapshot("pending", "User"),
+            "conversation_updated",
+            change("status", "resolved", "pending"),
+            POLICY,
+            [(H, CREATED), (B, 10)],
+            id="moved-to-pending-is-the-bot",
+        ),
+        pytest.param(
+            snapshot("open", "User"),
+            "conversation_updated",
+            change("status", "resolved", "open"),
+            POLICY,
+            [(H, CREATED)],
+            id="reopened-open-is-no-handoff",
+        ),
+        pytest.param(
+            snapshot("open", "AgentBot"),
+            "conversation_updated",
+            change("assignee_agent_bot_id", None, 4),
+            POLICY,
+            [(B, CREATED), (B, 10)],
             id="assigned-to-bot",
         ),
         pytest.param(
-            snapshot("open", "AgentBot", 10),
+            snapshot("open", "AgentBot"),
             "conversation_updated",
-            None,
+            change("assignee_id", 7, None),
+            POLICY,
+            [(B, CREATED), (B, 10)],
+            id="human-unassigned-for-the-bot",
+        ),
+        pytest.param(
+            snapshot("open", "AgentBot"),
+            "conversation_updated",
+            change("assignee_agent_bot_id", None, 4),
             Route(name="r", return_on_bot_assignment=False),
             [],
             id="bot-assignment-ignored-by-policy",
         ),
         pytest.param(
-            snapshot("resolved", None, 10),
+            snapshot("resolved", None),
             "conversation_status_changed",
             None,
             POLICY,
-            [(B, 10)],
+            [(B, CREATED), (B, 10)],
             id="resolved",
         ),
         pytest.param(
-            snapshot("resolved", None, 10),
+            snapshot("resolved", None),
             "conversation_status_changed",
             None,
             Route(name="r", return_on_resolve=False),
@@ -135,15 +191,23 @@ def snapshot(status: str, assignee: str | None, at: float, **kw: object) -> view
             id="resolve-kept-by-policy",
         ),
         pytest.param(
-            snapshot("open", None, 10),
+            snapshot("open", None),
             "conversation_updated",
-            [{"status": {"previous_value": "pending", "current_value": "open"}}],
+            change("status", "pending", "open"),
             POLICY,
             [(H, 10)],
             id="pending-to-open-is-handoff",
         ),
         pytest.param(
-            snapshot("open", None, 10),
+            snapshot("open", None),
+            "conversation_status_changed",
+            None,
+            POLICY,
+            [],
+            id="open-from-unknown-is-no-handoff",
+        ),
+        pytest.param(
+            snapshot("open", None),
             "conversation_opened",
             None,
             POLICY,
@@ -151,7 +215,7 @@ def snapshot(status: str, assignee: str | None, at: float, **kw: object) -> view
             id="bot-event-opened",
         ),
         pytest.param(
-            snapshot("open", None, 10),
+            snapshot("open", None),
             "conversation_created",
             None,
             POLICY,
@@ -159,12 +223,20 @@ def snapshot(status: str, assignee: str | None, at: float, **kw: object) -> view
             id="open-unassigned-is-bot",
         ),
         pytest.param(
-            snapshot("open", None, 10),
+            snapshot("open", None),
             "conversation_created",
             None,
             Route(name="r", open_unassigned="human"),
-            [(H, 10)],
+            [(H, CREATED)],
             id="open-unassigned-human-by-policy",
+        ),
+        pytest.param(
+            snapshot("open", None),
+            "conversation_updated",
+            change("status", "snoozed", "open"),
+            Route(name="r", open_unassigned="human"),
+            [(H, CREATED), (H, 10)],
+            id="moved-to-open-unassigned-human-by-policy",
         ),
     ],
 )
@@ -175,9 +247,43 @@ def test_snapshot_signals(
     policy: Route,
     expected: list[tuple[cv.Handler, float]],
 ) -> None:
-    """Status, assignee and the pending-to-open move say who handles, at `updated_at`."""
+    """A change is dated at the event's `updated_at`; what a snapshot only shows is dated at
+    the conversation's `created_at`, so an old assignee never counts as a new hand-off."""
     found = cv.snapshot_signals(view, event=event, changed=changed, policy=policy)
     assert [(s.handler, s.at) for s in found] == expected
+
+
+def test_reopened_conversation_goes_back_to_the_bot() -> None:
+    """The issue's story: a human assigned and replying, resolved, reopened `pending` by the
+    customer with the human still assigned; the customer's message repeats that snapshot
+    later still. The bot answers."""
+    assigned = cv.snapshot_signals(
+        snapshot("open", "User", at=20),
+        event="conversation_updated",
+        changed=change("assignee_id", None, 7),
+        policy=POLICY,
+    )
+    replied = [cv.Signal(handler=H, at=25, why="a human replied")]
+    resolved = cv.snapshot_signals(
+        snapshot("resolved", "User", at=30),
+        event="conversation_status_changed",
+        changed=None,
+        policy=POLICY,
+    )
+    reopened = cv.snapshot_signals(
+        snapshot("pending", "User", at=40),
+        event="conversation_status_changed",
+        changed=None,
+        policy=POLICY,
+    )
+    message = cv.snapshot_signals(
+        snapshot("pending", "User", at=41), event="message_created", changed=None, policy=POLICY
+    )
+    nobody = cv.Takeover(human_since=None, bot_since=None)
+    takeover = nobody.merge(assigned + replied + resolved + reopened + message)
+    assert takeover.handler is B and takeover.bot_since == 40
+    # Without the resolve, the move into pending alone gives it back to the bot.
+    assert nobody.merge(assigned + replied + reopened + message).handler is B
 
 
 @pytest.mark.parametrize(

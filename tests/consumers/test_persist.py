@@ -303,7 +303,16 @@ def conversation_update(
     data["meta"]["assignee"] = (
         {"id": 7 if assignee == "User" else 4, "type": "user"} if assignee else None
     )
-    data["changed_attributes"] = []
+    # The change this event reports, as Chatwoot lists it: what dates the hand-off.
+    changed: list[dict[str, Any]] = []
+    if assignee is not None:
+        key = "assignee_id" if assignee == "User" else "assignee_agent_bot_id"
+        changed.append(
+            {key: {"previous_value": None, "current_value": data["meta"]["assignee"]["id"]}}
+        )
+    if status != "open":
+        changed.append({"status": {"previous_value": "open", "current_value": status}})
+    data["changed_attributes"] = changed
     return data
 
 
