@@ -21,7 +21,7 @@ from ingress import events
 from ingress.settings import Secret
 from ingress.topology import Topology
 from tests import chatwoot
-from tests.conftest import BOT_TOKEN, Fake
+from tests.conftest import BOT_TOKEN, USER_TOKEN, Fake
 from tests.consumers.test_cli import run
 from tests.pipeline import persist_runner, rows, xadd, xrange
 
@@ -41,7 +41,7 @@ class Delivery:
         self, redis: aioredis.Redis, store: Store, topology: Topology, client: ChatwootClient
     ) -> None:
         spec = msgspec.structs.replace(
-            topology.delivery, retry_ms=(10, 20), jitter=0.0, max_attempts=2
+            topology.delivery, retry_ms=(10, 20), jitter=0.0, max_attempts=2, echo_wait_ms=20
         )
         topology = msgspec.structs.replace(topology, delivery=spec)
         deliverer = Deliverer(
@@ -260,3 +260,59 @@ async def test_replies_chatwoot_has_or_the_outbox_never_saw(
 
 def _reply_fields() -> dict[str, bytes]:
     return events.encode(msgspec.convert(REPLY, events.OutboundEntry))
+
+
+async def test_replay_after_an_ambiguous_last_attempt_that_landed_posts_nothing(
+    redis: aioredis.Redis,
+    store: Store,
+    topology: Topology,
+    fake: Fake,
+    process_env: dict[str, str],
+) -> None:
+    """A reply whose last attempt got a 504 after Chatwoot saved it, replayed: the message
+    list shows it landed, so it is recorded sent and never posted a second time."""
+    async with ChatwootClient(fake.url, Secret(BOT_TOKEN), user_token=Secret(USER_TOKEN),
+                              timeout=1.0) as client:  # fmt: skip
+        fake.faults(
+            {"path": "messages", "method": "POST", "status": 500, "times": 1},
+            {"path": "messages", "method": "POST", "status": 504, "after": True, "times": 1},
+        )
+        await reply(redis, topology, ref="r-amb")
+        delivery = Delivery(redis, store, topology, client)
+        await delivery.drain(rounds=5)
+        [row] = await rows(store, "SELECT status FROM outbound")
+        assert row["status"] == "failed"
+        [dead_id] = await dead_ids(redis, topology)
+        fake.faults()
+        done = run(process_env, "dlq", "replay", dead_id)
+        assert done.returncode == 0, done.stderr
+        await delivery.drain()
+    sent = [m["content_attributes"].get("ext_ref") for m in fake.messages()]
+    assert sent == ["r-amb"]
+    [row] = await rows(store, "SELECT status FROM outbound")
+    assert row["status"] == "sent"
+
+
+async def test_replay_without_a_user_token_waits_for_the_echo(
+    redis: aioredis.Redis,
+    store: Store,
+    topology: Topology,
+    fake: Fake,
+    client: ChatwootClient,
+    process_env: dict[str, str],
+) -> None:
+    """Without a message list to ask, a replayed reply that was attempted before is first
+    given the echo's time (`sending`, no attempt counted), then posted once."""
+    fake.faults({"path": "messages", "status": 404, "body": '{"error": "not found"}'})
+    await reply(redis, topology, ref="r-404")
+    delivery = Delivery(redis, store, topology, client)
+    await delivery.drain()
+    [dead_id] = await dead_ids(redis, topology)
+    fake.faults()
+    assert run(process_env, "dlq", "replay", dead_id).returncode == 0
+    await delivery.retrier.drain()
+    [row] = await rows(store, "SELECT status, attempts FROM outbound")
+    assert (row["status"], row["attempts"]) == ("sending", 0)
+    assert fake.messages() == []
+    await delivery.drain()
+    assert [m["content_attributes"]["ext_ref"] for m in fake.messages()] == ["r-404"]
