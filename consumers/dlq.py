@@ -120,7 +120,7 @@ class Replayer:
         return Replayed(outcome=Outcome.LEFT, detail=f"{ref} is {found}")
 
     async def _republish(self, stream: str, fields: dict[str, bytes]) -> Replayed:
-        new_id = await self.redis.xadd(stream, fields)  # type: ignore[arg-type]
+        new_id = await self.redis.xadd(stream, events.wire(fields))  # type: ignore[arg-type]
         return Replayed(outcome=Outcome.REPUBLISHED, detail=_text(new_id))
 
 

@@ -316,3 +316,24 @@ async def test_replay_without_a_user_token_waits_for_the_echo(
     assert fake.messages() == []
     await delivery.drain()
     assert [m["content_attributes"]["ext_ref"] for m in fake.messages()] == ["r-404"]
+
+
+async def test_a_dead_letter_with_a_non_utf8_field_name_is_listed_shown_and_replayed(
+    redis: aioredis.Redis, topology: Topology, process_env: dict[str, str]
+) -> None:
+    """A dead letter holding a field name that is not UTF-8 (as the runner wrote it before)
+    is listed and shown (escaped), and replayed with the name's bytes as they were."""
+    events_key = topology.key("events")
+    dead_id = await xadd(redis, topology.key("dead"), {
+        b"\xff": b"x", b"stream": events_key.encode(), b"group": b"persist", b"id": b"1-0",
+        b"deliveries": b"1", b"reason": b"undecodable", b"error": b"e",
+    })  # fmt: skip
+    listed = run(process_env, "dlq", "list")
+    assert listed.returncode == 0 and dead_id in listed.stdout, listed.stderr
+    shown = run(process_env, "dlq", "show", dead_id)
+    assert shown.returncode == 0 and "\\xff: x" in shown.stdout, shown.stderr
+    replayed = run(process_env, "dlq", "replay", dead_id)
+    assert replayed.returncode == 0, replayed.stderr
+    [(_, fields)] = await xrange(redis, events_key)
+    assert fields == {b"\xff": b"x"}
+    assert await dead_ids(redis, topology) == []
