@@ -17,14 +17,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import os
 import struct
 import zlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import msgspec
 import structlog
+
+from ingress.errors import SwitchboardError
 
 log = structlog.get_logger("spool")
 
@@ -38,6 +41,11 @@ Write = Callable[[int, memoryview], int]
 
 class SpoolFull(Exception):
     pass
+
+
+class SpoolInUse(SwitchboardError):
+    """Another process holds the spool: two drainers of one file would each cut the same
+    prefix, and the second cut would drop records appended (and answered) in between."""
 
 
 class Record(msgspec.Struct, frozen=True):
@@ -82,7 +90,9 @@ class Scan(msgspec.Struct, frozen=True):
     torn_at: int | None
 
 
-def scan(raw: bytes) -> Scan:
+def scan(raw: bytes, *, max_record: int | None = None) -> Scan:
+    """`max_record`: the largest record an append could write (None: no bound); a tail
+    stating a longer one is damage, not a torn append."""
     good: list[tuple[int, int]] = []
     damaged: list[tuple[int, int]] = []
     offset = 0
@@ -94,13 +104,33 @@ def scan(raw: bytes) -> Scan:
             continue
         resume = _next_record(raw, offset + 1)
         if resume is None:
-            if _is_torn(raw, offset):
+            if _is_torn(raw, offset, max_record):
                 return Scan(good=good, damaged=damaged, torn_at=offset)
             damaged.append((offset, len(raw)))
             break
         damaged.append((offset, resume))
         offset = resume
     return Scan(good=good, damaged=damaged, torn_at=None)
+
+
+def old_records(raw: bytes) -> list[Record] | None:
+    """The records of a spool the previous version wrote (each a 4-byte length, then the
+    msgpack Record: no magic, no CRC), or None unless the whole file is such a chain (its
+    torn last record aside, which that version never answered 200 either)."""
+    if not raw or raw.startswith(MAGIC):
+        return None
+    records, offset = [], 0
+    while offset + _LENGTH.size <= len(raw):
+        (length,) = _LENGTH.unpack_from(raw, offset)
+        end = offset + _LENGTH.size + length
+        if end > len(raw):
+            break
+        try:
+            records.append(_decoder.decode(raw[offset + _LENGTH.size : end]))
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return None  # not that format: damage, for the scan to quarantine
+        offset = end
+    return records or None
 
 
 def _next_record(raw: bytes, start: int) -> int | None:
@@ -112,20 +142,38 @@ def _next_record(raw: bytes, start: int) -> int | None:
     return None
 
 
-def _is_torn(raw: bytes, offset: int) -> bool:
+def _is_torn(raw: bytes, offset: int, max_record: int | None) -> bool:
     """The last append stopped part way: a header's beginning, or a header whose payload runs
-    past the end. Anything else at the end (a whole record with a bad CRC) is damage."""
+    past the end. Anything else at the end (a whole record with a bad CRC, a length no append
+    could have written: a flipped bit) is damage."""
     rest = raw[offset:]
     if len(rest) < _HEADER.size:
         return MAGIC.startswith(rest[: len(MAGIC)])
     magic, length, _ = _HEADER.unpack_from(rest)
+    if max_record is not None and _HEADER.size + length > max_record:
+        return False
     return bool(magic == MAGIC and _HEADER.size + length > len(rest))
 
 
 class Spool:
-    def __init__(self, path: Path, *, max_bytes: int, write: Write = os.write) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_bytes: int,
+        max_record: int | None = None,
+        write: Write = os.write,
+    ) -> None:
         self.path = path
         self.max_bytes = max_bytes
+        # The largest record an append could have written (the largest body, its fields and
+        # the framing): a stated length beyond it is damage, not a torn tail.
+        self.max_record = min(max_record or max_bytes, max_bytes)
+        # A long drain cuts its published prefix every so many bytes (a cut rewrites the
+        # rest of the file: not after every record).
+        self.cut_every = max(_READ_CHUNK, max_bytes // 8)
+        self._cutting: asyncio.Future[None] | None = None
+        self._held: int | None = None  # the lock file's descriptor while this process owns it
         self.quarantine = path.with_name(path.name + ".quarantine")
         self.lock = asyncio.Lock()  # appends, checks and the drained prefix's cut
         # One drain at a time: two would both cut `done` bytes, the second from records
@@ -134,6 +182,27 @@ class Spool:
         self._write_fn = write  # the OS seam: tests inject short writes
         # Bytes known to be whole records (appended by us, or checked): -1 until checked.
         self._checked = -1
+
+    def hold(self) -> None:
+        """Own the spool for this process's lifetime (an exclusive `flock` on `<spool>.lock`,
+        let go by `release` or the process's end), or SpoolInUse."""
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise SpoolInUse(
+                f"spool {self.path} is held by another ingress (same SWITCHBOARD_HOME and "
+                "port): stop it, or give this one its own port or SWITCHBOARD_HOME"
+            ) from None
+        self._held = fd
+
+    def release(self) -> None:
+        if self._held is not None:
+            os.close(self._held)  # closing the descriptor lets the flock go
+            self._held = None
 
     def size(self) -> int:
         try:
@@ -201,11 +270,23 @@ class Spool:
             raw = self.path.read_bytes()
         except FileNotFoundError:
             raw = b""
-        found = scan(raw)
+        raw = self._upgraded(raw)
+        found = scan(raw, max_record=self.max_record)
         if found.damaged or found.torn_at is not None:
             self._repair(raw, found)
         self._checked = sum(end - start for start, end in found.good)
         return self._checked
+
+    def _upgraded(self, raw: bytes) -> bytes:
+        """A spool left by the previous version, in this one's framing (written whole, then
+        renamed over it: a crash leaves one or the other), so that an upgrade drains it."""
+        records = old_records(raw)
+        if records is None:
+            return raw
+        content = b"".join(frame(record) for record in records)
+        self._replace(content)
+        log.warning("spool.upgraded", records=len(records), path=str(self.path))
+        return content
 
     def _repair(self, raw: bytes, found: Scan) -> None:
         if found.damaged:
@@ -262,34 +343,49 @@ class Spool:
             raise OSError(errno.EIO, f"spool record at byte {offset} is not readable")
         return records
 
-    def _records(self, limit: int) -> Iterator[list[tuple[Record, int]]]:
-        offset = 0
-        while offset < limit:
-            batch = self._read(offset, limit)
-            yield batch
-            offset = batch[-1][1]
-
     async def drain(self, publish: Callable[[Record], Awaitable[None]]) -> int:
         """Replay the records present now through `publish`, in order, then drop them.
 
         The file is read and published without the lock, so webhooks appended meanwhile wait
-        only for the final cut; they land after `limit` and so stay behind the older records.
+        only for a cut; they land after `limit` and so stay behind the older records. A long
+        drain cuts what it published every `cut_every` bytes: a full spool frees room while
+        it drains, not only at the end.
         """
         async with self._draining:
             limit = await self.check()
-            done, count = 0, 0
-            nothing: list[tuple[Record, int]] = []
+            done, count = 0, 0  # done: where the next record starts in the file as it is now
             try:
-                batches = self._records(limit)
-                while batch := await asyncio.to_thread(next, batches, nothing):
+                while done < limit:
+                    batch = await asyncio.to_thread(self._read, done, limit)
                     for record, end in batch:
                         await publish(record)
                         done, count = end, count + 1
+                    if done >= self.cut_every:
+                        await self._cut(done)
+                        done, limit = 0, limit - done
             finally:
                 if done:
-                    async with self.lock:
-                        await asyncio.to_thread(self._drop, done)
+                    await self._cut(done)
             return count
+
+    async def _cut(self, upto: int) -> None:
+        """Drop the first `upto` bytes under the lock, shielded from cancellation: cancelled
+        mid-rewrite (a shutdown), the lock would be let go while the thread still rewrites
+        the file, and a check could rewrite it at the same moment. The cut runs to its end,
+        holding the lock, and `settled` waits for it."""
+
+        async def locked() -> None:
+            async with self.lock:
+                await asyncio.to_thread(self._drop, upto)
+
+        self._cutting = asyncio.ensure_future(locked())
+        await asyncio.shield(self._cutting)
+
+    async def settled(self) -> None:
+        """Wait for a cut still under way (one whose drain was cancelled)."""
+        if self._cutting is not None:
+            with contextlib.suppress(Exception):  # the drain that started it reported it
+                await self._cutting
 
     def _drop(self, upto: int) -> None:
         with self.path.open("rb") as source:
