@@ -13,6 +13,7 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
+from consumers import dlq
 from consumers.chatwoot import ChatwootClient
 from consumers.deliver import Deliverer, Retrier
 from consumers.runner import Runner
@@ -337,3 +338,21 @@ async def test_a_dead_letter_with_a_non_utf8_field_name_is_listed_shown_and_repl
     [(_, fields)] = await xrange(redis, events_key)
     assert fields == {b"\xff": b"x"}
     assert await dead_ids(redis, topology) == []
+
+
+async def test_a_selection_ends_at_the_last_dead_letter_present_when_it_starts(
+    redis: aioredis.Redis, topology: Topology
+) -> None:
+    """A dead letter written while a selection is read (purge or replay under way, a
+    replayed entry dead-lettered again) is not part of it."""
+    dead_key = topology.key("dead")
+    old = events.encode(events.DeadEntry(stream="s", group="g", reason="old"))
+    for _ in range(dlq.PAGE + 5):
+        await xadd(redis, dead_key, old)
+    selected = dlq.select(redis, topology, dlq.Selection())
+    first = [await anext(selected)]
+    new = await xadd(redis, dead_key, events.encode(events.DeadEntry(stream="s", reason="new")))
+    rest = [entry_id async for entry_id, _ in selected]
+    assert len(first + rest) == dlq.PAGE + 5 and new not in rest
+    assert await dlq.purge(redis, topology, dlq.Selection(reason="old")) == dlq.PAGE + 5
+    assert await dead_ids(redis, topology) == [new]
