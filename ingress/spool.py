@@ -23,6 +23,7 @@ import struct
 import zlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import msgspec
 import structlog
@@ -37,6 +38,7 @@ _LENGTH = struct.Struct(">I")
 _READ_CHUNK = 256 * 1024  # bytes of records read per step of a drain
 
 Write = Callable[[int, memoryview], int]
+T = TypeVar("T")
 
 
 class SpoolFull(Exception):
@@ -172,7 +174,7 @@ class Spool:
         # A long drain cuts its published prefix every so many bytes (a cut rewrites the
         # rest of the file: not after every record).
         self.cut_every = max(_READ_CHUNK, max_bytes // 8)
-        self._cutting: asyncio.Future[None] | None = None
+        self._working: asyncio.Future[Any] | None = None  # the last file operation started
         self._held: int | None = None  # the lock file's descriptor while this process owns it
         self.quarantine = path.with_name(path.name + ".quarantine")
         self.lock = asyncio.Lock()  # appends, checks and the drained prefix's cut
@@ -227,10 +229,12 @@ class Spool:
     async def append(self, record: Record) -> None:
         """Write and fsync one record; raises SpoolFull or OSError (nothing kept) otherwise."""
         blob = frame(record)
-        async with self.lock:
-            if self.size() + len(blob) > self.max_bytes:
-                raise SpoolFull(f"spool over {self.max_bytes} bytes")
-            await asyncio.to_thread(self._append, blob)
+        await self._exclusive(self._append_within_cap, blob)
+
+    def _append_within_cap(self, blob: bytes) -> None:
+        if self.size() + len(blob) > self.max_bytes:
+            raise SpoolFull(f"spool over {self.max_bytes} bytes")
+        self._append(blob)
 
     def _append(self, blob: bytes) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -259,8 +263,7 @@ class Spool:
 
     async def check(self) -> int:
         """Cut a torn tail and quarantine damage; returns the bytes of whole records."""
-        async with self.lock:
-            return await asyncio.to_thread(self._check)
+        return await self._exclusive(self._check)
 
     def _check(self) -> int:
         size = self.size()
@@ -369,23 +372,28 @@ class Spool:
             return count
 
     async def _cut(self, upto: int) -> None:
-        """Drop the first `upto` bytes under the lock, shielded from cancellation: cancelled
-        mid-rewrite (a shutdown), the lock would be let go while the thread still rewrites
-        the file, and a check could rewrite it at the same moment. The cut runs to its end,
-        holding the lock, and `settled` waits for it."""
+        await self._exclusive(self._drop, upto)
 
-        async def locked() -> None:
+    async def _exclusive(self, work: Callable[..., T], *args: object) -> T:
+        """Run `work` (a file operation) in a thread, under the lock, shielded from
+        cancellation. Cancelled mid-way (a shutdown cancels the drainer), a plain `async with
+        lock: await to_thread(...)` lets the lock go while the thread still rewrites the
+        file, and the last drain's check could rewrite it at the same moment (both through
+        `.tmp`). Here the operation runs to its end holding the lock; `settled` waits for it."""
+
+        async def locked() -> T:
             async with self.lock:
-                await asyncio.to_thread(self._drop, upto)
+                return await asyncio.to_thread(work, *args)
 
-        self._cutting = asyncio.ensure_future(locked())
-        await asyncio.shield(self._cutting)
+        task = asyncio.ensure_future(locked())
+        self._working = task
+        return await asyncio.shield(task)
 
     async def settled(self) -> None:
-        """Wait for a cut still under way (one whose drain was cancelled)."""
-        if self._cutting is not None:
-            with contextlib.suppress(Exception):  # the drain that started it reported it
-                await self._cutting
+        """Wait for a file operation still under way (one whose caller was cancelled)."""
+        if self._working is not None:
+            with contextlib.suppress(Exception):  # its caller got (or dropped) the outcome
+                await self._working
 
     def _drop(self, upto: int) -> None:
         with self.path.open("rb") as source:
