@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -545,3 +547,26 @@ async def test_a_cut_cancelled_mid_way_still_ends_before_anything_else_rewrites(
     await asyncio.wait_for(spool.settled(), timeout=5)
     assert await asyncio.wait_for(spool.drain(keep), timeout=5) == 0
     assert len(published) == 3 and not spool.path.exists()
+
+
+def test_python_m_ingress_on_a_held_spool_exits_2_with_one_line(
+    tmp_path: Path, streams_file: Any
+) -> None:
+    """A second `python -m ingress` with the same SWITCHBOARD_HOME and port says in one line
+    that the spool is held, and exits 2 without serving."""
+    port = free_port()
+    held = Spool(tmp_path / "spool" / f"events-{port}.spool", max_bytes=1)
+    held.hold()
+    env = {"REDIS_URL": "redis://127.0.0.1:1", "SWITCHBOARD_STREAMS": str(streams_file),
+           "CHATWOOT_WEBHOOK_SECRETS": chatwoot.SECRET, "SWITCHBOARD_HOME": str(tmp_path),
+           "PORT": str(port), "PATH": "/usr/bin:/bin"}  # fmt: skip
+    root = Path(__file__).resolve().parents[2]
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "ingress"], env=env, cwd=root, capture_output=True, timeout=60
+        )
+    finally:
+        held.release()
+    assert done.returncode == 2
+    [line] = done.stderr.decode().splitlines()
+    assert line.startswith("switchboard ingress: spool ") and "another ingress" in line
