@@ -136,8 +136,7 @@ class Deliverer:
             echo = None
             # A reply whose earlier attempt may have landed (`sending`, or queued again
             # after one) is looked for among the echoes before anything is posted.
-            attempted = row.status is Outbound.SENDING or row.known_through is not None
-            if attempted and conversation is not None:
+            if steps.attempted_before(row) and conversation is not None:
                 echo = await tx.echo_of(ref, row.account_id, conversation)
             known = await tx.last_message_id(row.account_id, conversation) if conversation else 0
         return Read(row=row, now=now, gate=gate, echo=echo, known=known)

@@ -141,7 +141,7 @@ def next_step(
         return Skip(why="not due")  # a retry not due yet, or an attempt under way elsewhere
     if row.status is Outbound.QUEUED and gate is not None:
         return Suppress(reason=gate)
-    unsure = _attempted_before(row)
+    unsure = attempted_before(row)
     if unsure and isinstance(proof, Landed):
         return Recovered(message_id=proof.message_id)
     if row.status is Outbound.QUEUED and unsure and proof is None and not can_list:
@@ -164,7 +164,7 @@ def next_step(
     return Attempt()
 
 
-def _attempted_before(row: Row) -> bool:
+def attempted_before(row: Row) -> bool:
     """Whether an earlier attempt may have reached Chatwoot: one under way or ambiguous
     (`sending`), or a reply queued again by an operator after failing (its claim set
     `known_through`): its last attempt may have landed after all (a 504 after the save)."""
