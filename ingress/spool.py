@@ -1,15 +1,14 @@
 """The local spool: where webhooks go while Redis is unreachable, fsync'd before the answer.
 
-An append-only file of framed records: a magic, the payload's length, a CRC32 of length and
-payload, then the payload (the stream key and the entry's fields, msgpack). The magic lets a
-reader find the next good record after a damaged one. On open and before each drain the file is
-checked: a torn tail (a crash mid-append, never answered 200) is cut off, and damaged bytes in
-the middle are moved to `<spool>.quarantine` so the records after them still drain.
+An append-only file of framed records (`framing`), owned by one process at a time (a flock on
+`<spool>.lock`). On open and before each drain the file is checked: a spool of the previous
+version is converted, a torn tail (a crash mid-append, never answered 200) is cut off, and
+damaged bytes are moved to `<spool>.quarantine` so the records after them still drain.
 
-The drainer replays the records present when it starts, without holding the append lock, then
-drops that prefix under the lock (keeping what was appended meanwhile). A crash mid-drain
-replays some records twice, which the delivery-id dedup and persist's message-id uniqueness
-absorb; no record is dropped before it was published.
+The drainer replays the records present when it starts, without holding the append lock, and
+drops the published prefix under the lock as it goes (keeping what was appended meanwhile). A
+crash mid-drain replays some records twice, which the delivery-id dedup and persist's
+message-id uniqueness absorb; no record is dropped before it was published.
 """
 
 from __future__ import annotations
@@ -19,22 +18,19 @@ import contextlib
 import errno
 import fcntl
 import os
-import struct
-import zlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-import msgspec
 import structlog
 
 from ingress.errors import SwitchboardError
+from ingress.framing import HEADER, MAGIC, Record, Scan, frame, old_records, record_at, scan
+
+__all__ = ["MAGIC", "Record", "Scan", "Spool", "SpoolFull", "SpoolInUse", "frame", "scan"]
 
 log = structlog.get_logger("spool")
 
-MAGIC = b"\xa5SB1"
-_HEADER = struct.Struct(">4sII")  # magic, payload length, crc32(length + payload)
-_LENGTH = struct.Struct(">I")
 _READ_CHUNK = 256 * 1024  # bytes of records read per step of a drain
 
 Write = Callable[[int, memoryview], int]
@@ -48,113 +44,6 @@ class SpoolFull(Exception):
 class SpoolInUse(SwitchboardError):
     """Another process holds the spool: two drainers of one file would each cut the same
     prefix, and the second cut would drop records appended (and answered) in between."""
-
-
-class Record(msgspec.Struct, frozen=True):
-    key: str
-    fields: dict[str, bytes]
-    delivery: str = ""
-
-
-_encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(Record)
-
-
-def frame(record: Record) -> bytes:
-    payload = _encoder.encode(record)
-    length = _LENGTH.pack(len(payload))
-    return MAGIC + length + _LENGTH.pack(zlib.crc32(length + payload)) + payload
-
-
-def record_at(raw: bytes, offset: int) -> tuple[Record, int] | None:
-    """The record framed at `offset` and where it ends, or None if none is intact there."""
-    if len(raw) - offset < _HEADER.size:
-        return None
-    magic, length, crc = _HEADER.unpack_from(raw, offset)
-    end = offset + _HEADER.size + length
-    if magic != MAGIC or end > len(raw):
-        return None
-    payload = raw[offset + _HEADER.size : end]
-    if zlib.crc32(_LENGTH.pack(length) + payload) != crc:
-        return None
-    try:
-        return _decoder.decode(payload), end
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None  # a CRC collision on garbage: as damaged as any other
-
-
-class Scan(msgspec.Struct, frozen=True):
-    """What a spool file holds: its intact records' byte spans, the damaged spans between them,
-    and where a torn tail starts (None when the file ends on a whole record)."""
-
-    good: list[tuple[int, int]]
-    damaged: list[tuple[int, int]]
-    torn_at: int | None
-
-
-def scan(raw: bytes, *, max_record: int | None = None) -> Scan:
-    """`max_record`: the largest record an append could write (None: no bound); a tail
-    stating a longer one is damage, not a torn append."""
-    good: list[tuple[int, int]] = []
-    damaged: list[tuple[int, int]] = []
-    offset = 0
-    while offset < len(raw):
-        found = record_at(raw, offset)
-        if found is not None:
-            good.append((offset, found[1]))
-            offset = found[1]
-            continue
-        resume = _next_record(raw, offset + 1)
-        if resume is None:
-            if _is_torn(raw, offset, max_record):
-                return Scan(good=good, damaged=damaged, torn_at=offset)
-            damaged.append((offset, len(raw)))
-            break
-        damaged.append((offset, resume))
-        offset = resume
-    return Scan(good=good, damaged=damaged, torn_at=None)
-
-
-def old_records(raw: bytes) -> list[Record] | None:
-    """The records of a spool the previous version wrote (each a 4-byte length, then the
-    msgpack Record: no magic, no CRC), or None unless the whole file is such a chain (its
-    torn last record aside, which that version never answered 200 either)."""
-    if not raw or raw.startswith(MAGIC):
-        return None
-    records, offset = [], 0
-    while offset + _LENGTH.size <= len(raw):
-        (length,) = _LENGTH.unpack_from(raw, offset)
-        end = offset + _LENGTH.size + length
-        if end > len(raw):
-            break
-        try:
-            records.append(_decoder.decode(raw[offset + _LENGTH.size : end]))
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            return None  # not that format: damage, for the scan to quarantine
-        offset = end
-    return records or None
-
-
-def _next_record(raw: bytes, start: int) -> int | None:
-    position = raw.find(MAGIC, start)
-    while position != -1:
-        if record_at(raw, position) is not None:
-            return position
-        position = raw.find(MAGIC, position + 1)
-    return None
-
-
-def _is_torn(raw: bytes, offset: int, max_record: int | None) -> bool:
-    """The last append stopped part way: a header's beginning, or a header whose payload runs
-    past the end. Anything else at the end (a whole record with a bad CRC, a length no append
-    could have written: a flipped bit) is damage."""
-    rest = raw[offset:]
-    if len(rest) < _HEADER.size:
-        return MAGIC.startswith(rest[: len(MAGIC)])
-    magic, length, _ = _HEADER.unpack_from(rest)
-    if max_record is not None and _HEADER.size + length > max_record:
-        return False
-    return bool(magic == MAGIC and _HEADER.size + length > len(rest))
 
 
 class Spool:
@@ -335,9 +224,9 @@ class Spool:
             if not records and offset < limit:
                 # A record bigger than a chunk: read just it.
                 source.seek(offset)
-                header = source.read(_HEADER.size)
-                if len(header) == _HEADER.size:
-                    raw = header + source.read(_HEADER.unpack(header)[1])
+                header = source.read(HEADER.size)
+                if len(header) == HEADER.size:
+                    raw = header + source.read(HEADER.unpack(header)[1])
                     found = record_at(raw, 0)
                     if found is not None:
                         records.append((found[0], offset + found[1]))
