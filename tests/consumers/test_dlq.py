@@ -39,11 +39,18 @@ class Delivery:
     """The deliver group in-process (stream runner and retry worker), retrying fast."""
 
     def __init__(
-        self, redis: aioredis.Redis, store: Store, topology: Topology, client: ChatwootClient
+        self,
+        redis: aioredis.Redis,
+        store: Store,
+        topology: Topology,
+        client: ChatwootClient,
+        *,
+        echo_wait_ms: int = 20,
     ) -> None:
         spec = msgspec.structs.replace(
-            topology.delivery, retry_ms=(10, 20), jitter=0.0, max_attempts=2, echo_wait_ms=20
-        )
+            topology.delivery, retry_ms=(10, 20), jitter=0.0, max_attempts=2,
+            echo_wait_ms=echo_wait_ms,
+        )  # fmt: skip
         topology = msgspec.structs.replace(topology, delivery=spec)
         deliverer = Deliverer(
             store, client, topology, redis=redis, base_url=f"http://{topology.prefix}.test"
@@ -306,7 +313,7 @@ async def test_replay_without_a_user_token_waits_for_the_echo(
     given the echo's time (`sending`, no attempt counted), then posted once."""
     fake.faults({"path": "messages", "status": 404, "body": '{"error": "not found"}'})
     await reply(redis, topology, ref="r-404")
-    delivery = Delivery(redis, store, topology, client)
+    delivery = Delivery(redis, store, topology, client, echo_wait_ms=1_500)
     await delivery.drain()
     [dead_id] = await dead_ids(redis, topology)
     fake.faults()
@@ -315,6 +322,7 @@ async def test_replay_without_a_user_token_waits_for_the_echo(
     [row] = await rows(store, "SELECT status, attempts FROM outbound")
     assert (row["status"], row["attempts"]) == ("sending", 0)
     assert fake.messages() == []
+    await asyncio.sleep(1.6)  # the echo's time is up: no echo came
     await delivery.drain()
     assert [m["content_attributes"]["ext_ref"] for m in fake.messages()] == ["r-404"]
 
