@@ -172,7 +172,7 @@ def _shown(entry_id: str, dead: events.DeadEntry) -> str:
     lines = [f"dead entry: {entry_id}"]
     lines += [f"{name}: {getattr(dead, name) if getattr(dead, name) is not None else ''}"
               for name in events.DEAD_META]  # fmt: skip
-    lines += [f"{k}: {v.decode(errors='replace')}" for k, v in dead.original.items()]
+    lines += [f"{events.shown(k)}: {v.decode(errors='replace')}" for k, v in dead.original.items()]
     return "\n".join(lines) + "\n"
 
 

@@ -136,7 +136,9 @@ class Deliverer:
             conversation = row.chatwoot_conversation_id
             gate = await self._gate(tx, reply) if row.status is Outbound.QUEUED else None
             echo = None
-            if row.status is Outbound.SENDING and conversation is not None:
+            # A reply whose earlier attempt may have landed (`sending`, or queued again
+            # after one) is looked for among the echoes before anything is posted.
+            if steps.attempted_before(row) and conversation is not None:
                 echo = await tx.echo_of(ref, row.account_id, conversation)
             known = await tx.last_message_id(row.account_id, conversation) if conversation else 0
         return Read(row=row, now=now, gate=gate, echo=echo, known=known)
@@ -169,6 +171,9 @@ class Deliverer:
                 await tx.mark_posted(ref, chatwoot_message_id=step.message_id)
                 await self.counters.add("deliver.recovered")
                 log.info("reply.recovered", chatwoot_message=step.message_id)
+            elif isinstance(step, steps.AwaitEcho):
+                if await tx.await_echo_unchanged(read.row, step.until):
+                    log.info("reply.awaiting_echo", until=step.until.isoformat())
             elif isinstance(step, steps.Hold):
                 if await tx.hold_unchanged(read.row, step.until, step.why):
                     log.info("reply.held", why=step.why, until=step.until.isoformat())

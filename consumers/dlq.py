@@ -51,9 +51,17 @@ class Selection(msgspec.Struct, frozen=True, kw_only=True):
 async def select(
     redis: aioredis.Redis, topology: Topology, selection: Selection, *, limit: int | None = None
 ) -> AsyncIterator[tuple[str, DeadEntry]]:
-    """The selected dead letters, oldest first, read a page at a time."""
+    """The selected dead letters, oldest first, read a page at a time.
+
+    Only those present when the selection starts: a letter dead-lettered while a purge or a
+    replay runs (a replayed entry failing again, say) is left for the next one."""
     start, given = selection.first_id(), 0
-    end = selection.id if selection.id is not None else "+"
+    end = selection.id
+    if end is None:
+        last: Any = await redis.xrevrange(topology.key("dead"), count=1)
+        if not last:
+            return
+        end = _text(last[0][0])
     while limit is None or given < limit:
         rows: Any = await redis.xrange(topology.key("dead"), min=start, max=end, count=PAGE)
         for raw_id, fields in rows:
@@ -120,7 +128,7 @@ class Replayer:
         return Replayed(outcome=Outcome.LEFT, detail=f"{ref} is {found}")
 
     async def _republish(self, stream: str, fields: dict[str, bytes]) -> Replayed:
-        new_id = await self.redis.xadd(stream, fields)  # type: ignore[arg-type]
+        new_id = await self.redis.xadd(stream, events.wire(fields))  # type: ignore[arg-type]
         return Replayed(outcome=Outcome.REPUBLISHED, detail=_text(new_id))
 
 

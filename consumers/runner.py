@@ -4,6 +4,7 @@ dead-letter, drain, stop."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -236,11 +237,27 @@ class Runner:
                 wait = min(wait * 2, 5.0)
                 await self._hold(entry)
                 decision = await self._handle(entry)
-            if isinstance(decision, decisions.Dead):
-                await self._dead_letter(entry, decision)
+            if isinstance(decision, decisions.Dead) and not await self._dead_lettered(
+                entry, decision
+            ):
+                continue  # stays pending, and the entries behind it go on
             if not isinstance(decision, decisions.Retry):
                 done.append(entry.id)
         return done
+
+    async def _dead_lettered(self, entry: StreamEntry, dead: decisions.Dead) -> bool:
+        """Dead-letter an entry; False when that failed. Then the entry is not acknowledged
+        (it would be lost: it is nowhere else), it stays pending and is tried again once
+        reclaimed, and the entries behind it in its partition are handled meanwhile."""
+        try:
+            await self._dead_letter(entry, dead)
+        except Exception as exc:  # noqa: BLE001 - logged and counted; the entry stays pending
+            log.error("entry.dead_letter_failed", error_class=type(exc).__name__,
+                      error=str(exc)[:500])  # fmt: skip
+            with contextlib.suppress(RedisError):
+                await self.counters.add(f"{self.group}.dead_letter_failed")
+            return False
+        return True
 
     async def _handle(self, entry: StreamEntry) -> decisions.Decision:
         structlog.contextvars.clear_contextvars()
@@ -301,7 +318,7 @@ class Runner:
         if self.on_dead is not None:
             await self._record_dead(entry, dead)
         # XADD before XACK: a crash between the two dead-letters twice, never loses the entry.
-        await self.redis.xadd(self.dead_key, fields)  # type: ignore[arg-type]
+        await self.redis.xadd(self.dead_key, events.wire(fields))  # type: ignore[arg-type]
         await self.counters.add(f"{self.group}.dead_lettered")
         log.error("entry.dead_lettered", reason=dead.reason, error=dead.error)
 

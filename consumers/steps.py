@@ -32,6 +32,8 @@ class Row(Protocol):
     def chatwoot_conversation_id(self) -> int | None: ...
     @property
     def next_attempt_at(self) -> dt.datetime | None: ...
+    @property
+    def known_through(self) -> int | None: ...
 
 
 # -- what the deliverer found out ------------------------------------------------------------
@@ -97,6 +99,14 @@ class Attempt(msgspec.Struct, frozen=True):
     """Claim the reply (`sending`, with a lease) and make one attempt."""
 
 
+class AwaitEcho(msgspec.Struct, frozen=True):
+    """A reply queued again after an attempt that may have landed, and no message list to
+    ask: mark it `sending` (no attempt counted) and give its echo until `until` to come, as
+    after an ambiguous failure; then it is attempted like any `sending` reply."""
+
+    until: dt.datetime
+
+
 class CheckProof(msgspec.Struct, frozen=True):
     """Ask Chatwoot's message list whether an earlier attempt landed, then decide again."""
 
@@ -105,7 +115,7 @@ class AskLimits(msgspec.Struct, frozen=True):
     """Ask the breaker and the token buckets, then decide again."""
 
 
-Step = Skip | Suppress | Recovered | Hold | Attempt | CheckProof | AskLimits
+Step = Skip | Suppress | Recovered | Hold | Attempt | AwaitEcho | CheckProof | AskLimits
 
 
 def next_step(
@@ -133,23 +143,36 @@ def next_step(
         return Suppress(reason=gate)
     if row.kind == OutboundKind.HOLD:
         return Attempt()  # sends nothing to Chatwoot: no limit, no check applies
-    sending = row.status is Outbound.SENDING  # an earlier attempt's outcome is unknown
-    if sending and isinstance(proof, Landed):
+    unsure = attempted_before(row)
+    if unsure and isinstance(proof, Landed):
         return Recovered(message_id=proof.message_id)
+    if row.status is Outbound.QUEUED and unsure and proof is None and not can_list:
+        if row.kind == OutboundKind.MESSAGE:  # toggles are harmless to redo
+            return AwaitEcho(until=now + dt.timedelta(milliseconds=spec.echo_wait_ms))
     # The breaker and the rate limits come before the check: the list is a call too.
     if limit is None:
         return AskLimits()
     if isinstance(limit, Wait):
         return Hold(until=now + dt.timedelta(seconds=limit.seconds), why=limit.why)
-    if sending and proof is None and can_list and _listable(row):
+    if unsure and proof is None and can_list and _listable(row):
         return CheckProof()
-    if sending and isinstance(proof, Unknown):
+    if unsure and isinstance(proof, Unknown):
         wait = backoff.backoff(
             max(row.attempts, 1), spec.retry_ms, jitter=spec.jitter, rand=rand, retry_after=None
         )
-        why = f"cannot tell whether attempt {row.attempts} landed: {proof.why}"
+        which = f"attempt {row.attempts}" if row.attempts else "the attempt before the replay"
+        why = f"cannot tell whether {which} landed: {proof.why}"
         return Hold(until=now + dt.timedelta(seconds=wait), why=why)
     return Attempt()
+
+
+def attempted_before(row: Row) -> bool:
+    """Whether an earlier attempt may have reached Chatwoot: one under way or ambiguous
+    (`sending`), or a reply queued again by an operator after failing (its claim set
+    `known_through`): its last attempt may have landed after all (a 504 after the save)."""
+    if row.status is Outbound.SENDING:
+        return True
+    return row.status is Outbound.QUEUED and row.known_through is not None
 
 
 def _listable(row: Row) -> bool:

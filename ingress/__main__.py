@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+from pathlib import Path
 
 import uvicorn
 
@@ -12,6 +13,7 @@ from ingress import logs, topology
 from ingress.app import create_app
 from ingress.errors import ConfigError
 from ingress.settings import Settings
+from ingress.spool import Spool, SpoolInUse
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,6 +35,11 @@ def main(argv: list[str] | None = None) -> int:
     # One spool per listening port: a restarted ingress on the same port drains what its
     # predecessor spooled. Keep SWITCHBOARD_HOME on a persistent disk.
     spool = settings.home.resolve() / "spool" / f"events-{port}.spool"
+    try:
+        _probe(spool)
+    except SpoolInUse as exc:
+        print(f"switchboard ingress: {exc}", file=sys.stderr)  # noqa: T201
+        return 2
     app = create_app(settings, topo, spool_path=spool)
     # uvicorn re-raises the signal that stopped it once it has shut down gracefully, restoring
     # the handler it found first. Finding this one, the process exits 0 instead of dying by it.
@@ -48,6 +55,17 @@ def main(argv: list[str] | None = None) -> int:
         timeout_graceful_shutdown=10,
     )
     return 0
+
+
+def _probe(path: Path) -> None:
+    """Refuse at once, in one line, when another ingress holds the spool (the app's lifespan
+    takes it for good; refusing there would come with uvicorn's traceback)."""
+    spool = Spool(path, max_bytes=1)
+    try:
+        spool.hold()
+    except OSError:
+        return  # the lifespan logs an unusable spool; the ingress still serves through Redis
+    spool.release()
 
 
 if __name__ == "__main__":

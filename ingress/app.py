@@ -25,13 +25,15 @@ from ingress.errors import PublishError
 from ingress.metrics import Metrics
 from ingress.publish import Publisher
 from ingress.settings import Settings
-from ingress.spool import Spool
+from ingress.spool import Spool, SpoolInUse
 from ingress.topology import Topology
 
 log = structlog.get_logger("ingress")
 
 # Each socket step (connect, one reply); the publisher bounds the whole call to about 1 s.
 REDIS_SOCKET_TIMEOUT_S = 0.5
+# A spooled record is a body (at most MAX_BODY_BYTES) plus a few short fields and framing.
+RECORD_MARGIN = 256 * 1024
 
 
 class BodyTooLarge(Exception):
@@ -260,6 +262,18 @@ class Ingress:
         )
 
 
+def _hold_spool(spool: Spool) -> None:
+    """Own the spool, or refuse to start (SpoolInUse, with one line saying why). A spool
+    whose lock file cannot be made is unusable anyway: logged, /ready says so."""
+    try:
+        spool.hold()
+    except SpoolInUse as exc:
+        log.error("spool.in_use", path=str(spool.path), error=str(exc))
+        raise
+    except OSError as exc:
+        log.error("spool.unusable", path=str(spool.path), error=str(exc))
+
+
 async def _check_spool(spool: Spool) -> None:
     """What a crash left in the spool is checked before anything is appended to it. A spool
     that cannot be read is logged, not fatal: /ready says unready, Redis still takes webhooks."""
@@ -335,7 +349,10 @@ def create_app(
         )
     client = redis
     spec = topology.ingress
-    spool = Spool(spool_path, max_bytes=spec.spool_max_bytes) if spool_path else None
+    spool = None
+    if spool_path is not None:
+        spool = Spool(spool_path, max_bytes=spec.spool_max_bytes,
+                      max_record=settings.max_body_bytes + RECORD_MARGIN)  # fmt: skip
     publisher = Publisher(client, spool=spool, dedup_window_s=spec.dedup_window_s)
     ingress = Ingress(settings, topology, publisher, clock)
 
@@ -349,17 +366,21 @@ def create_app(
             )
         drainer = None
         if spool is not None:
+            _hold_spool(spool)  # before the check: one process checks, appends and drains it
             await _check_spool(spool)
             drainer = ingress.drainer = asyncio.create_task(publisher.keep_draining())
         try:
             yield
         finally:
-            if drainer is not None:
+            if spool is not None and drainer is not None:
                 drainer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await drainer
+                await spool.settled()  # a cut the cancel interrupted ends before the last drain
                 with contextlib.suppress(RedisError, TimeoutError, OSError):
                     await publisher.drain_spool()  # a last chance before exiting
+            if spool is not None:
+                spool.release()
             if owned:
                 await client.aclose()
 

@@ -133,8 +133,26 @@ DEAD_META = ("stream", "group", "id", "deliveries", "reason", "error")
 
 
 def plain(fields: Mapping[bytes, bytes] | Mapping[str, bytes]) -> Fields:
-    """A field map with text keys, as read from Redis (bytes) or built by us (text)."""
-    return {(k.decode() if isinstance(k, bytes) else k): v for k, v in fields.items()}
+    """A field map with text keys, as read from Redis (bytes) or built by us (text).
+
+    Agents XADD `sb:outbound` themselves, so a field name may be any bytes: one that is not
+    UTF-8 is decoded with `surrogateescape` (never an error, never a loss), and `wire` gives
+    its bytes back."""
+    return {
+        (k.decode("utf-8", "surrogateescape") if isinstance(k, bytes) else k): v
+        for k, v in fields.items()
+    }
+
+
+def wire(fields: Mapping[str, bytes]) -> dict[bytes, bytes]:
+    """A field map as XADD takes it, each name byte for byte as it was read (see `plain`):
+    redis-py would refuse to encode a name holding escaped bytes."""
+    return {k.encode("utf-8", "surrogateescape"): v for k, v in fields.items()}
+
+
+def shown(name: str) -> str:
+    """A field name fit to print: escaped bytes as `\\xff`, never an encoding error."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _escaped(name: str) -> str:

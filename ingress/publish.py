@@ -60,16 +60,31 @@ class Publisher:
 
     async def publish(self, key: str, entry: events.Entry, *, delivery: str = "") -> Published:
         fields = events.encode(entry)
+        record = Record(key, fields, delivery)
+        refused: Exception | None = None
         if self.spool is not None and self.spool.size() > 0:
             # Older webhooks wait in the spool: queue behind them, keeping Chatwoot's order.
-            return await self._to_spool(Record(key, fields, delivery), cause="spool draining")
+            try:
+                await self.spool.append(record)
+                return Published(spooled=True)
+            except (SpoolFull, OSError) as exc:
+                # Full (a long outage, a drain under way) or unwritable: Redis may well
+                # answer. A stored webhook beats a refused one, and persist does not rely
+                # on order: this one goes ahead of the spooled ones.
+                refused = exc
         try:
             entry_id = await self._xadd(key, fields, delivery)
         except (RedisError, TimeoutError) as exc:
             cause = str(exc) or f"no answer within {self.budget_s} s"
             if self.spool is None:
                 raise PublishError(f"XADD {key} failed: {cause}") from exc
-            return await self._to_spool(Record(key, fields, delivery), cause=cause)
+            if refused is not None:
+                raise PublishError(
+                    f"Redis unavailable ({cause}) and spool refused: {refused}"
+                ) from exc
+            return await self._to_spool(record, cause=cause)
+        if refused is not None:
+            log.warning("spool.bypassed", error=str(refused)[:300])
         return Published(entry=entry_id, duplicate=entry_id is None)
 
     async def _xadd(self, key: str, fields: dict[str, bytes], delivery: str) -> str | None:

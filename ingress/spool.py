@@ -1,15 +1,14 @@
 """The local spool: where webhooks go while Redis is unreachable, fsync'd before the answer.
 
-An append-only file of framed records: a magic, the payload's length, a CRC32 of length and
-payload, then the payload (the stream key and the entry's fields, msgpack). The magic lets a
-reader find the next good record after a damaged one. On open and before each drain the file is
-checked: a torn tail (a crash mid-append, never answered 200) is cut off, and damaged bytes in
-the middle are moved to `<spool>.quarantine` so the records after them still drain.
+An append-only file of framed records (`framing`), owned by one process at a time (a flock on
+`<spool>.lock`). On open and before each drain the file is checked: a spool of the previous
+version is converted, a torn tail (a crash mid-append, never answered 200) is cut off, and
+damaged bytes are moved to `<spool>.quarantine` so the records after them still drain.
 
-The drainer replays the records present when it starts, without holding the append lock, then
-drops that prefix under the lock (keeping what was appended meanwhile). A crash mid-drain
-replays some records twice, which the delivery-id dedup and persist's message-id uniqueness
-absorb; no record is dropped before it was published.
+The drainer replays the records present when it starts, without holding the append lock, and
+drops the published prefix under the lock as it goes (keeping what was appended meanwhile). A
+crash mid-drain replays some records twice, which the delivery-id dedup and persist's
+message-id uniqueness absorb; no record is dropped before it was published.
 """
 
 from __future__ import annotations
@@ -17,115 +16,55 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import fcntl
 import os
-import struct
-import zlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
-import msgspec
 import structlog
+
+from ingress.errors import SwitchboardError
+from ingress.framing import HEADER, MAGIC, Record, Scan, frame, old_records, record_at, scan
+
+__all__ = ["MAGIC", "Record", "Scan", "Spool", "SpoolFull", "SpoolInUse", "frame", "scan"]
 
 log = structlog.get_logger("spool")
 
-MAGIC = b"\xa5SB1"
-_HEADER = struct.Struct(">4sII")  # magic, payload length, crc32(length + payload)
-_LENGTH = struct.Struct(">I")
 _READ_CHUNK = 256 * 1024  # bytes of records read per step of a drain
 
 Write = Callable[[int, memoryview], int]
+T = TypeVar("T")
 
 
 class SpoolFull(Exception):
     pass
 
 
-class Record(msgspec.Struct, frozen=True):
-    key: str
-    fields: dict[str, bytes]
-    delivery: str = ""
-
-
-_encoder = msgspec.msgpack.Encoder()
-_decoder = msgspec.msgpack.Decoder(Record)
-
-
-def frame(record: Record) -> bytes:
-    payload = _encoder.encode(record)
-    length = _LENGTH.pack(len(payload))
-    return MAGIC + length + _LENGTH.pack(zlib.crc32(length + payload)) + payload
-
-
-def record_at(raw: bytes, offset: int) -> tuple[Record, int] | None:
-    """The record framed at `offset` and where it ends, or None if none is intact there."""
-    if len(raw) - offset < _HEADER.size:
-        return None
-    magic, length, crc = _HEADER.unpack_from(raw, offset)
-    end = offset + _HEADER.size + length
-    if magic != MAGIC or end > len(raw):
-        return None
-    payload = raw[offset + _HEADER.size : end]
-    if zlib.crc32(_LENGTH.pack(length) + payload) != crc:
-        return None
-    try:
-        return _decoder.decode(payload), end
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None  # a CRC collision on garbage: as damaged as any other
-
-
-class Scan(msgspec.Struct, frozen=True):
-    """What a spool file holds: its intact records' byte spans, the damaged spans between them,
-    and where a torn tail starts (None when the file ends on a whole record)."""
-
-    good: list[tuple[int, int]]
-    damaged: list[tuple[int, int]]
-    torn_at: int | None
-
-
-def scan(raw: bytes) -> Scan:
-    good: list[tuple[int, int]] = []
-    damaged: list[tuple[int, int]] = []
-    offset = 0
-    while offset < len(raw):
-        found = record_at(raw, offset)
-        if found is not None:
-            good.append((offset, found[1]))
-            offset = found[1]
-            continue
-        resume = _next_record(raw, offset + 1)
-        if resume is None:
-            if _is_torn(raw, offset):
-                return Scan(good=good, damaged=damaged, torn_at=offset)
-            damaged.append((offset, len(raw)))
-            break
-        damaged.append((offset, resume))
-        offset = resume
-    return Scan(good=good, damaged=damaged, torn_at=None)
-
-
-def _next_record(raw: bytes, start: int) -> int | None:
-    position = raw.find(MAGIC, start)
-    while position != -1:
-        if record_at(raw, position) is not None:
-            return position
-        position = raw.find(MAGIC, position + 1)
-    return None
-
-
-def _is_torn(raw: bytes, offset: int) -> bool:
-    """The last append stopped part way: a header's beginning, or a header whose payload runs
-    past the end. Anything else at the end (a whole record with a bad CRC) is damage."""
-    rest = raw[offset:]
-    if len(rest) < _HEADER.size:
-        return MAGIC.startswith(rest[: len(MAGIC)])
-    magic, length, _ = _HEADER.unpack_from(rest)
-    return bool(magic == MAGIC and _HEADER.size + length > len(rest))
+class SpoolInUse(SwitchboardError):
+    """Another process holds the spool: two drainers of one file would each cut the same
+    prefix, and the second cut would drop records appended (and answered) in between."""
 
 
 class Spool:
-    def __init__(self, path: Path, *, max_bytes: int, write: Write = os.write) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_bytes: int,
+        max_record: int | None = None,
+        write: Write = os.write,
+    ) -> None:
         self.path = path
         self.max_bytes = max_bytes
+        # The largest record an append could have written (the largest body, its fields and
+        # the framing): a stated length beyond it is damage, not a torn tail.
+        self.max_record = min(max_record or max_bytes, max_bytes)
+        # A long drain cuts its published prefix every so many bytes (a cut rewrites the
+        # rest of the file: not after every record).
+        self.cut_every = max(_READ_CHUNK, max_bytes // 8)
+        self._working: asyncio.Future[Any] | None = None  # the last file operation started
+        self._held: int | None = None  # the lock file's descriptor while this process owns it
         self.quarantine = path.with_name(path.name + ".quarantine")
         self.lock = asyncio.Lock()  # appends, checks and the drained prefix's cut
         # One drain at a time: two would both cut `done` bytes, the second from records
@@ -134,6 +73,27 @@ class Spool:
         self._write_fn = write  # the OS seam: tests inject short writes
         # Bytes known to be whole records (appended by us, or checked): -1 until checked.
         self._checked = -1
+
+    def hold(self) -> None:
+        """Own the spool for this process's lifetime (an exclusive `flock` on `<spool>.lock`,
+        let go by `release` or the process's end), or SpoolInUse."""
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise SpoolInUse(
+                f"spool {self.path} is held by another ingress (same SWITCHBOARD_HOME and "
+                "port): stop it, or give this one its own port or SWITCHBOARD_HOME"
+            ) from None
+        self._held = fd
+
+    def release(self) -> None:
+        if self._held is not None:
+            os.close(self._held)  # closing the descriptor lets the flock go
+            self._held = None
 
     def size(self) -> int:
         try:
@@ -158,10 +118,12 @@ class Spool:
     async def append(self, record: Record) -> None:
         """Write and fsync one record; raises SpoolFull or OSError (nothing kept) otherwise."""
         blob = frame(record)
-        async with self.lock:
-            if self.size() + len(blob) > self.max_bytes:
-                raise SpoolFull(f"spool over {self.max_bytes} bytes")
-            await asyncio.to_thread(self._append, blob)
+        await self._exclusive(self._append_within_cap, blob)
+
+    def _append_within_cap(self, blob: bytes) -> None:
+        if self.size() + len(blob) > self.max_bytes:
+            raise SpoolFull(f"spool over {self.max_bytes} bytes")
+        self._append(blob)
 
     def _append(self, blob: bytes) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -190,8 +152,7 @@ class Spool:
 
     async def check(self) -> int:
         """Cut a torn tail and quarantine damage; returns the bytes of whole records."""
-        async with self.lock:
-            return await asyncio.to_thread(self._check)
+        return await self._exclusive(self._check)
 
     def _check(self) -> int:
         size = self.size()
@@ -201,11 +162,23 @@ class Spool:
             raw = self.path.read_bytes()
         except FileNotFoundError:
             raw = b""
-        found = scan(raw)
+        raw = self._upgraded(raw)
+        found = scan(raw, max_record=self.max_record)
         if found.damaged or found.torn_at is not None:
             self._repair(raw, found)
         self._checked = sum(end - start for start, end in found.good)
         return self._checked
+
+    def _upgraded(self, raw: bytes) -> bytes:
+        """A spool left by the previous version, in this one's framing (written whole, then
+        renamed over it: a crash leaves one or the other), so that an upgrade drains it."""
+        records = old_records(raw)
+        if records is None:
+            return raw
+        content = b"".join(frame(record) for record in records)
+        self._replace(content)
+        log.warning("spool.upgraded", records=len(records), path=str(self.path))
+        return content
 
     def _repair(self, raw: bytes, found: Scan) -> None:
         if found.damaged:
@@ -251,9 +224,9 @@ class Spool:
             if not records and offset < limit:
                 # A record bigger than a chunk: read just it.
                 source.seek(offset)
-                header = source.read(_HEADER.size)
-                if len(header) == _HEADER.size:
-                    raw = header + source.read(_HEADER.unpack(header)[1])
+                header = source.read(HEADER.size)
+                if len(header) == HEADER.size:
+                    raw = header + source.read(HEADER.unpack(header)[1])
                     found = record_at(raw, 0)
                     if found is not None:
                         records.append((found[0], offset + found[1]))
@@ -262,34 +235,54 @@ class Spool:
             raise OSError(errno.EIO, f"spool record at byte {offset} is not readable")
         return records
 
-    def _records(self, limit: int) -> Iterator[list[tuple[Record, int]]]:
-        offset = 0
-        while offset < limit:
-            batch = self._read(offset, limit)
-            yield batch
-            offset = batch[-1][1]
-
     async def drain(self, publish: Callable[[Record], Awaitable[None]]) -> int:
         """Replay the records present now through `publish`, in order, then drop them.
 
         The file is read and published without the lock, so webhooks appended meanwhile wait
-        only for the final cut; they land after `limit` and so stay behind the older records.
+        only for a cut; they land after `limit` and so stay behind the older records. A long
+        drain cuts what it published every `cut_every` bytes: a full spool frees room while
+        it drains, not only at the end.
         """
         async with self._draining:
             limit = await self.check()
-            done, count = 0, 0
-            nothing: list[tuple[Record, int]] = []
+            done, count = 0, 0  # done: where the next record starts in the file as it is now
             try:
-                batches = self._records(limit)
-                while batch := await asyncio.to_thread(next, batches, nothing):
+                while done < limit:
+                    batch = await asyncio.to_thread(self._read, done, limit)
                     for record, end in batch:
                         await publish(record)
                         done, count = end, count + 1
+                    if done >= self.cut_every:
+                        await self._cut(done)
+                        done, limit = 0, limit - done
             finally:
                 if done:
-                    async with self.lock:
-                        await asyncio.to_thread(self._drop, done)
+                    await self._cut(done)
             return count
+
+    async def _cut(self, upto: int) -> None:
+        await self._exclusive(self._drop, upto)
+
+    async def _exclusive(self, work: Callable[..., T], *args: object) -> T:
+        """Run `work` (a file operation) in a thread, under the lock, shielded from
+        cancellation. Cancelled mid-way (a shutdown cancels the drainer), a plain `async with
+        lock: await to_thread(...)` lets the lock go while the thread still rewrites the
+        file, and the last drain's check could rewrite it at the same moment (both through
+        `.tmp`). Here the operation runs to its end holding the lock; `settled` waits for it."""
+
+        async def locked() -> T:
+            async with self.lock:
+                return await asyncio.to_thread(work, *args)
+
+        task = asyncio.ensure_future(locked())
+        self._working = task
+        return await asyncio.shield(task)
+
+    async def settled(self) -> None:
+        """Wait for a file operation still under way (one whose caller was cancelled)."""
+        if self._working is not None:
+            with contextlib.suppress(Exception):  # its caller got (or dropped) the outcome
+                await self._working
 
     def _drop(self, upto: int) -> None:
         with self.path.open("rb") as source:

@@ -148,6 +148,20 @@ class OutboundSQL(SQL):
         )
         return bool(held)
 
+    async def await_echo_unchanged(self, row: OutboundRow, until: dt.datetime) -> bool:
+        """A requeued reply whose earlier attempt may have landed: `sending` again (no attempt
+        counted), not attempted before `until`, so that its echo can show it landed."""
+        marked = await self.conn.fetchval(
+            f"""
+            UPDATE outbound SET status = 'sending', next_attempt_at = $5
+            WHERE ref = $1 AND {_UNCHANGED}
+            RETURNING true
+            """,
+            *_seen(row),
+            until,
+        )
+        return bool(marked)
+
     async def suppress_unchanged(self, row: OutboundRow, reason: str) -> bool:
         suppressed = await self.conn.fetchval(
             f"""

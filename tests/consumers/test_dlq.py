@@ -13,6 +13,7 @@ import msgspec
 import pytest
 import redis.asyncio as aioredis
 
+from consumers import dlq
 from consumers.chatwoot import ChatwootClient
 from consumers.deliver import Deliverer, Retrier
 from consumers.runner import Runner
@@ -21,7 +22,7 @@ from ingress import events
 from ingress.settings import Secret
 from ingress.topology import Topology
 from tests import chatwoot
-from tests.conftest import BOT_TOKEN, Fake
+from tests.conftest import BOT_TOKEN, USER_TOKEN, Fake
 from tests.consumers.test_cli import run
 from tests.pipeline import persist_runner, rows, xadd, xrange
 
@@ -38,11 +39,18 @@ class Delivery:
     """The deliver group in-process (stream runner and retry worker), retrying fast."""
 
     def __init__(
-        self, redis: aioredis.Redis, store: Store, topology: Topology, client: ChatwootClient
+        self,
+        redis: aioredis.Redis,
+        store: Store,
+        topology: Topology,
+        client: ChatwootClient,
+        *,
+        echo_wait_ms: int = 20,
     ) -> None:
         spec = msgspec.structs.replace(
-            topology.delivery, retry_ms=(10, 20), jitter=0.0, max_attempts=2
-        )
+            topology.delivery, retry_ms=(10, 20), jitter=0.0, max_attempts=2,
+            echo_wait_ms=echo_wait_ms,
+        )  # fmt: skip
         topology = msgspec.structs.replace(topology, delivery=spec)
         deliverer = Deliverer(
             store, client, topology, redis=redis, base_url=f"http://{topology.prefix}.test"
@@ -260,3 +268,99 @@ async def test_replies_chatwoot_has_or_the_outbox_never_saw(
 
 def _reply_fields() -> dict[str, bytes]:
     return events.encode(msgspec.convert(REPLY, events.OutboundEntry))
+
+
+async def test_replay_after_an_ambiguous_last_attempt_that_landed_posts_nothing(
+    redis: aioredis.Redis,
+    store: Store,
+    topology: Topology,
+    fake: Fake,
+    process_env: dict[str, str],
+) -> None:
+    """A reply whose last attempt got a 504 after Chatwoot saved it, replayed: the message
+    list shows it landed, so it is recorded sent and never posted a second time."""
+    async with ChatwootClient(fake.url, Secret(BOT_TOKEN), user_token=Secret(USER_TOKEN),
+                              timeout=1.0) as client:  # fmt: skip
+        fake.faults(
+            {"path": "messages", "method": "POST", "status": 500, "times": 1},
+            {"path": "messages", "method": "POST", "status": 504, "after": True, "times": 1},
+        )
+        await reply(redis, topology, ref="r-amb")
+        delivery = Delivery(redis, store, topology, client)
+        await delivery.drain(rounds=5)
+        [row] = await rows(store, "SELECT status FROM outbound")
+        assert row["status"] == "failed"
+        [dead_id] = await dead_ids(redis, topology)
+        fake.faults()
+        done = run(process_env, "dlq", "replay", dead_id)
+        assert done.returncode == 0, done.stderr
+        await delivery.drain()
+    sent = [m["content_attributes"].get("ext_ref") for m in fake.messages()]
+    assert sent == ["r-amb"]
+    [row] = await rows(store, "SELECT status FROM outbound")
+    assert row["status"] == "sent"
+
+
+async def test_replay_without_a_user_token_waits_for_the_echo(
+    redis: aioredis.Redis,
+    store: Store,
+    topology: Topology,
+    fake: Fake,
+    client: ChatwootClient,
+    process_env: dict[str, str],
+) -> None:
+    """Without a message list to ask, a replayed reply that was attempted before is first
+    given the echo's time (`sending`, no attempt counted), then posted once."""
+    fake.faults({"path": "messages", "status": 404, "body": '{"error": "not found"}'})
+    await reply(redis, topology, ref="r-404")
+    delivery = Delivery(redis, store, topology, client, echo_wait_ms=1_500)
+    await delivery.drain()
+    [dead_id] = await dead_ids(redis, topology)
+    fake.faults()
+    assert run(process_env, "dlq", "replay", dead_id).returncode == 0
+    await delivery.retrier.drain()
+    [row] = await rows(store, "SELECT status, attempts FROM outbound")
+    assert (row["status"], row["attempts"]) == ("sending", 0)
+    assert fake.messages() == []
+    await asyncio.sleep(1.6)  # the echo's time is up: no echo came
+    await delivery.drain()
+    assert [m["content_attributes"]["ext_ref"] for m in fake.messages()] == ["r-404"]
+
+
+async def test_a_dead_letter_with_a_non_utf8_field_name_is_listed_shown_and_replayed(
+    redis: aioredis.Redis, topology: Topology, process_env: dict[str, str]
+) -> None:
+    """A dead letter holding a field name that is not UTF-8 (as the runner wrote it before)
+    is listed and shown (escaped), and replayed with the name's bytes as they were."""
+    events_key = topology.key("events")
+    dead_id = await xadd(redis, topology.key("dead"), {
+        b"\xff": b"x", b"stream": events_key.encode(), b"group": b"persist", b"id": b"1-0",
+        b"deliveries": b"1", b"reason": b"undecodable", b"error": b"e",
+    })  # fmt: skip
+    listed = run(process_env, "dlq", "list")
+    assert listed.returncode == 0 and dead_id in listed.stdout, listed.stderr
+    shown = run(process_env, "dlq", "show", dead_id)
+    assert shown.returncode == 0 and "\\xff: x" in shown.stdout, shown.stderr
+    replayed = run(process_env, "dlq", "replay", dead_id)
+    assert replayed.returncode == 0, replayed.stderr
+    [(_, fields)] = await xrange(redis, events_key)
+    assert fields == {b"\xff": b"x"}
+    assert await dead_ids(redis, topology) == []
+
+
+async def test_a_selection_ends_at_the_last_dead_letter_present_when_it_starts(
+    redis: aioredis.Redis, topology: Topology
+) -> None:
+    """A dead letter written while a selection is read (purge or replay under way, a
+    replayed entry dead-lettered again) is not part of it."""
+    dead_key = topology.key("dead")
+    old = events.encode(events.DeadEntry(stream="s", group="g", reason="old"))
+    for _ in range(dlq.PAGE + 5):
+        await xadd(redis, dead_key, old)
+    selected = dlq.select(redis, topology, dlq.Selection())
+    first = [await anext(selected)]
+    new = await xadd(redis, dead_key, events.encode(events.DeadEntry(stream="s", reason="new")))
+    rest = [entry_id async for entry_id, _ in selected]
+    assert len(first + rest) == dlq.PAGE + 5 and new not in rest
+    assert await dlq.purge(redis, topology, dlq.Selection(reason="old")) == dlq.PAGE + 5
+    assert await dead_ids(redis, topology) == [new]

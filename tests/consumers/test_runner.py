@@ -298,3 +298,40 @@ async def test_a_redis_oom_reply_is_waited_out_without_counting(
     assert written == ["oom", "stored"]
     assert await dead(redis, topology) == []
     assert await pending(redis, topology) == 0
+
+
+async def test_a_non_utf8_field_name_is_dead_lettered_byte_for_byte(
+    redis: aioredis.Redis, topology: Topology
+) -> None:
+    """An entry whose field name is not UTF-8 (an agent's own XADD) is dead-lettered with
+    that name's bytes, and acknowledged: it holds up nothing."""
+    r = runner(redis, topology, Recorder(fail={b"1"}, error=PermanentError("bad entry")))
+    await r.ensure_group()
+    await redis.xadd(topology.key("events"), {b"\xff\xfe": b"x", b"n": b"1"})
+    await add(redis, topology, 2)
+    await r.drain()
+    [letter] = await dead(redis, topology)
+    assert letter[b"\xff\xfe"] == b"x" and letter[b"n"] == b"1"
+    assert letter[b"reason"] == b"permanent"
+    assert await pending(redis, topology) == 0
+
+
+async def test_a_dead_letter_that_cannot_be_written_keeps_its_entry_and_blocks_nothing(
+    redis: aioredis.Redis, topology: Topology
+) -> None:
+    """When the dead stream refuses the letter, the entry stays pending (it is nowhere else),
+    the entries behind it in its partition are handled, and a later reclaim dead-letters it."""
+    await redis.set(topology.key("dead"), "not a stream")  # XADD to it: WRONGTYPE
+    handler = Recorder(fail={b"1"}, error=PermanentError("bad entry"))
+    r = runner(redis, topology, handler)
+    await r.ensure_group()
+    await add(redis, topology, 1, 2, 3)
+    await r.drain()
+    assert [e.fields[b"n"] for e in handler.seen] == [b"1", b"2", b"3"]
+    assert await pending(redis, topology) == 1
+    await redis.delete(topology.key("dead"))
+    await asyncio.sleep(0.02)
+    await runner(redis, topology, handler, consumer="c2", claim_idle_ms=10).drain()
+    [letter] = await dead(redis, topology)
+    assert letter[b"n"] == b"1"
+    assert await pending(redis, topology) == 0

@@ -22,16 +22,19 @@ def row(
     due: dt.datetime | None = NOW,
     kind: str = "message",
     conversation: int | None = 1046,
+    known: int | None = None,
 ) -> OutboundRow:
     return OutboundRow(
         ref="r", account_id=3, kind=kind, turn=None, status=status, attempts=attempts,
         chatwoot_message_id=None, chatwoot_conversation_id=conversation, next_attempt_at=due,
-        known_through=900,
+        known_through=known if known is not None or status is Outbound.QUEUED else 900,
     )  # fmt: skip
 
 
 LATER = NOW + dt.timedelta(seconds=30)
 SENDING = row(Outbound.SENDING, attempts=1)
+# Failed after an attempt (claimed once: `known_through` set), queued again by `dlq replay`.
+REQUEUED = row(known=900)
 GO, WAIT = steps.Go(), steps.Wait(2.0, "rate limited")
 UNKNOWN = steps.Unknown("GET messages: 500")
 
@@ -81,6 +84,24 @@ UNKNOWN = steps.Unknown("GET messages: 500")
                      steps.Hold(NOW + dt.timedelta(seconds=5),
                                 "cannot tell whether attempt 2 landed: GET messages: 500"),
                      id="failed-check-backs-off"),
+        pytest.param(REQUEUED, "a human handles the conversation", None, None, True,
+                     steps.Suppress("a human handles the conversation"), id="requeued-gated"),
+        pytest.param(REQUEUED, None, steps.Landed(78), None, True,
+                     steps.Recovered(78), id="requeued-echo-proves-it-landed"),
+        pytest.param(REQUEUED, None, None, GO, True, steps.CheckProof(),
+                     id="requeued-checks-before-posting"),
+        pytest.param(REQUEUED, None, steps.Absent(), GO, True, steps.Attempt(),
+                     id="requeued-absent-go"),
+        pytest.param(REQUEUED, None, UNKNOWN, GO, True,
+                     steps.Hold(NOW + dt.timedelta(seconds=1),
+                                "cannot tell whether the attempt before the replay landed: "
+                                "GET messages: 500"),
+                     id="requeued-failed-check-holds"),
+        pytest.param(REQUEUED, None, None, None, False,
+                     steps.AwaitEcho(NOW + dt.timedelta(milliseconds=SPEC.echo_wait_ms)),
+                     id="requeued-no-user-token-waits-for-the-echo"),
+        pytest.param(row(known=900, kind="typing_on"), None, None, GO, False, steps.Attempt(),
+                     id="requeued-toggle-redone"),
     ],
 )  # fmt: skip
 def test_next_step(

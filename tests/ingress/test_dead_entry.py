@@ -10,8 +10,7 @@ from ingress import events
 
 
 def roundtrip(entry: events.DeadEntry) -> events.DeadEntry:
-    wire = {k.encode(): v for k, v in events.encode(entry).items()}
-    return events.decode(events.DeadEntry, wire)
+    return events.decode(events.DeadEntry, events.wire(events.encode(entry)))
 
 
 def test_roundtrip_keeps_meta_and_original_fields() -> None:
@@ -76,3 +75,22 @@ def test_decoding_never_fails_on_what_lies_in_the_dead_stream() -> None:
     can always see and purge it."""
     back = events.decode(events.DeadEntry, {b"deliveries": b"many", b"x": b"\xff"})
     assert back == events.DeadEntry(deliveries=None, original={"x": b"\xff"})
+
+
+@given(fields=st.dictionaries(st.binary(min_size=1, max_size=12), st.binary(max_size=20)))
+def test_any_bytes_field_names_roundtrip_through_a_dead_letter(
+    fields: dict[bytes, bytes],
+) -> None:
+    """Field names as read from Redis, UTF-8 or not, are dead-lettered and come back (and go
+    back on the wire) byte for byte."""
+    entry = events.DeadEntry(stream="s", group="g", id="1-0", original=events.plain(fields))
+    assert events.wire(events.plain(fields)) == fields
+    back = roundtrip(entry)
+    assert back == entry
+    assert events.wire(back.original) == fields
+
+
+def test_a_non_utf8_field_name_is_shown_escaped() -> None:
+    """A name holding bytes that are not UTF-8 prints as escapes, never an encoding error."""
+    [name] = events.plain({b"a\xffb": b""})
+    assert events.shown(name) == "a\\xffb"

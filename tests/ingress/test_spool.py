@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from ingress.app import create_app
 from ingress.errors import PublishError
 from ingress.publish import Publisher
 from ingress.settings import Settings
-from ingress.spool import Record, Spool, SpoolFull, frame, scan
+from ingress.spool import Record, Spool, SpoolFull, SpoolInUse, frame, scan
 from ingress.topology import Topology
 from tests import chatwoot
 from tests.services import free_port
@@ -410,3 +412,161 @@ def test_scan_finds_whole_records_damage_and_a_torn_tail(
     is not mistaken for a record; only an unfinished last record counts as torn."""
     found = scan(raw)
     assert (found.good, found.damaged, found.torn_at) == (good, damaged, torn_at)
+
+
+def test_scan_calls_a_tail_stating_an_impossible_length_damage() -> None:
+    """A flipped bit in the last record's length states a record no append could write: it
+    is damage (quarantined), not a torn tail (cut); a plausible one is still torn."""
+    huge = flipped(TWO, 4)  # the length's top byte
+    found = scan(ONE + huge, max_record=10_000)
+    assert (found.good, found.damaged, found.torn_at) == (
+        [(0, len(ONE))], [(len(ONE), len(ONE + huge))], None
+    )  # fmt: skip
+    assert scan(ONE + TWO[:-1], max_record=10_000).torn_at == len(ONE)
+
+
+async def test_a_flipped_bit_in_the_last_length_is_quarantined(tmp_path: Path) -> None:
+    """Three answered webhooks, a bit flipped in the last one's length: the first two stay,
+    the third's bytes go to the quarantine rather than vanish."""
+    spool = Spool(tmp_path / "s.spool", max_bytes=10**6)
+    last = Record("k", {"body": b"x" * 50}, "d-2")
+    for n in range(2):
+        await spool.append(Record("k", {"body": b"x" * 50}, f"d-{n}"))
+    await spool.append(last)
+    raw = bytearray(spool.path.read_bytes())
+    raw[len(raw) - len(frame(last)) + 4] ^= 0x80
+    spool.path.write_bytes(bytes(raw))
+    fresh = Spool(spool.path, max_bytes=10**6)
+    assert await fresh.check() == len(raw) - len(frame(last))
+    assert fresh.quarantine.read_bytes() == bytes(raw[len(raw) - len(frame(last)) :])
+
+
+async def test_a_full_spool_while_redis_answers_stores_the_webhook_directly(
+    redis: aioredis.Redis, tmp_path: Path, topology: Topology
+) -> None:
+    """The spool, full after an outage, drains; a webhook arriving meanwhile is XADDed at
+    once (ahead of the spooled ones) rather than refused with Redis up."""
+    spool = Spool(tmp_path / "s.spool", max_bytes=len(frame(record(topology, 1))) * 3)
+    await fill(spool, topology, range(1, 4))
+    publisher = Publisher(redis, spool=spool)
+    done = await publisher.publish(topology.key("events"), entry(99), delivery="d-99")
+    assert done.entry is not None and not done.spooled
+    assert await publisher.drain_spool() == 3
+    assert await stream_numbers(redis, topology) == [99, 1, 2, 3]
+
+
+async def test_a_full_spool_and_redis_down_is_a_publish_error(
+    tmp_path: Path, topology: Topology
+) -> None:
+    """Spool full and Redis away: the webhook is refused (503), not lost in silence."""
+    spool = Spool(tmp_path / "s.spool", max_bytes=len(frame(record(topology, 1))))
+    await fill(spool, topology, range(1, 2))
+    down = aioredis.Redis(port=free_port(), socket_connect_timeout=0.2)
+    with pytest.raises(PublishError, match="spool refused"):
+        await Publisher(down, spool=spool).publish(topology.key("events"), entry(2))
+    await down.aclose()
+
+
+async def test_a_long_drain_frees_room_as_it_goes(tmp_path: Path, topology: Topology) -> None:
+    """A drain longer than `cut_every` drops what it published batch by batch: the spool
+    shrinks while it drains, and nothing is published twice or lost."""
+    spool = Spool(tmp_path / "s.spool", max_bytes=10**7)
+    spool.cut_every = 1  # cut after every batch read
+    big = [Record("k", {"n": str(n).encode(), "body": b"x" * 100_000}) for n in range(8)]
+    for item in big:
+        await spool.append(item)
+    sizes: list[int] = []
+    published: list[Record] = []
+
+    async def keep(item: Record) -> None:
+        sizes.append(spool.size())
+        published.append(item)
+
+    assert await spool.drain(keep) == 8
+    assert published == big and not spool.path.exists()
+    assert sizes[-1] < sizes[0]
+
+
+async def test_a_spool_of_the_previous_version_is_converted_and_drained(
+    redis: aioredis.Redis, tmp_path: Path, topology: Topology
+) -> None:
+    """A spool the previous version left (a 4-byte length, then the msgpack record; its
+    last record torn) is converted to this framing on open and drained, nothing quarantined."""
+    path = tmp_path / "events-8000.spool"
+    old = [record(topology, n) for n in (1, 2)]
+    encoded = [msgspec.msgpack.encode(item) for item in old]
+    torn = len(encoded[1]).to_bytes(4, "big") + encoded[1][:5]
+    path.write_bytes(b"".join(len(e).to_bytes(4, "big") + e for e in encoded) + torn)
+    spool = Spool(path, max_bytes=10**6)
+    assert await Publisher(redis, spool=spool).drain_spool() == 2
+    assert await stream_numbers(redis, topology) == [1, 2]
+    assert not spool.quarantine.exists() and not path.exists()
+
+
+async def test_a_second_ingress_on_the_same_spool_refuses_to_start(
+    tmp_path: Path, topology: Topology, redis: aioredis.Redis
+) -> None:
+    """Two processes draining one spool would each cut the same prefix and lose a record:
+    the second one to start refuses, saying why; once the first stops, one may start."""
+    settings = Settings.from_env({"CHATWOOT_WEBHOOK_SECRETS": chatwoot.SECRET})
+    path = tmp_path / "spool" / "events-8000.spool"
+    first = create_app(settings, topology, redis=redis, spool_path=path)
+    async with LifespanManager(first):
+        second = create_app(settings, topology, redis=redis, spool_path=path)
+        with capture_logs() as logs, pytest.raises(SpoolInUse, match="another ingress"):
+            async with LifespanManager(second):
+                pass
+        assert [e["event"] for e in logs if e["log_level"] == "error"] == ["spool.in_use"]
+    third = create_app(settings, topology, redis=redis, spool_path=path)
+    async with LifespanManager(third):
+        pass
+
+
+async def test_a_cut_cancelled_mid_way_still_ends_before_anything_else_rewrites(
+    tmp_path: Path, topology: Topology
+) -> None:
+    """A drain cancelled at shutdown while its cut waits or runs: the cut completes (holding
+    the lock), so the last-chance drain neither overlaps it nor publishes its records again."""
+    spool = Spool(tmp_path / "s.spool", max_bytes=10**6)
+    await fill(spool, topology, range(1, 4))
+    published: list[Record] = []
+
+    async def keep(item: Record) -> None:
+        published.append(item)
+        if len(published) == 3:
+            await spool.lock.acquire()  # the cut has to wait: the drain is cancelled meanwhile
+
+    draining = asyncio.create_task(spool.drain(keep))
+    while len(published) < 3 or not spool.lock.locked():
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.01)
+    draining.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(draining, timeout=5)
+    spool.lock.release()
+    await asyncio.wait_for(spool.settled(), timeout=5)
+    assert await asyncio.wait_for(spool.drain(keep), timeout=5) == 0
+    assert len(published) == 3 and not spool.path.exists()
+
+
+def test_python_m_ingress_on_a_held_spool_exits_2_with_one_line(
+    tmp_path: Path, streams_file: Any
+) -> None:
+    """A second `python -m ingress` with the same SWITCHBOARD_HOME and port says in one line
+    that the spool is held, and exits 2 without serving."""
+    port = free_port()
+    held = Spool(tmp_path / "spool" / f"events-{port}.spool", max_bytes=1)
+    held.hold()
+    env = {"REDIS_URL": "redis://127.0.0.1:1", "SWITCHBOARD_STREAMS": str(streams_file),
+           "CHATWOOT_WEBHOOK_SECRETS": chatwoot.SECRET, "SWITCHBOARD_HOME": str(tmp_path),
+           "PORT": str(port), "PATH": "/usr/bin:/bin"}  # fmt: skip
+    root = Path(__file__).resolve().parents[2]
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "ingress"], env=env, cwd=root, capture_output=True, timeout=60
+        )
+    finally:
+        held.release()
+    assert done.returncode == 2
+    [line] = done.stderr.decode().splitlines()
+    assert line.startswith("switchboard ingress: spool ") and "another ingress" in line
