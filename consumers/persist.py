@@ -65,7 +65,9 @@ class Persister:
 
     async def __call__(self, entry: StreamEntry) -> None:
         event = events.decode(events.EventEntry, entry.fields)
-        structlog.contextvars.bind_contextvars(delivery=event.delivery, webhook_event=event.event)
+        structlog.contextvars.bind_contextvars(
+            delivery=events.bounded_delivery(event.delivery), webhook_event=event.event
+        )
         for name, value in (("account.id", event.account), ("conversation.id", event.conversation)):
             if value is not None and _int64(value) is None:
                 raise PermanentError(f"{name} {value} is outside int64")
