@@ -355,3 +355,29 @@ async def test_a_stop_ends_a_scan_with_its_watermark_unmoved(
     assert calls(fake, "/conversations") == []
     [row] = await rows(store, "SELECT last_activity_at, lease_owner FROM backfill_watermarks")
     assert row == {"last_activity_at": None, "lease_owner": None}
+
+
+@pytest.mark.usefixtures("clean")
+async def test_a_truncated_scan_goes_on_next_round_and_loses_nothing(
+    fake: Fake, redis: aioredis.Redis, store: Store, topology: Topology, client: ChatwootClient
+) -> None:
+    """More active conversations than `max_pages` lists: the watermark stays until the sweep
+    has reached it, the next round goes on from the next page, every message is published once."""
+    conversation(fake, 1)
+    [oldest] = say(fake, 1, "lost while the ingress was down")
+    newer = []
+    for number in range(2, 27):  # 25 more, newer: exactly one page
+        conversation(fake, number)
+        newer += say(fake, number, f"hi from {number}")
+    backfill = worker(store, redis, client, topology, max_pages=1)
+    first = await backfill.round(accounts=[ACCOUNT])
+    assert (first.conversations, first.published) == (25, 25)
+    assert await rows(store, "SELECT last_activity_at FROM backfill_watermarks") == [
+        {"last_activity_at": None}
+    ]
+    for _ in range(3):
+        await backfill.round(accounts=[ACCOUNT])
+    published = [f[b"delivery"].decode() for _, f in await xrange(redis, topology.key("events"))]
+    assert sorted(published) == sorted(f"backfill:{ACCOUNT}:{i}" for i in [oldest, *newer])
+    [mark] = await rows(store, "SELECT last_activity_at FROM backfill_watermarks")
+    assert mark["last_activity_at"] is not None
