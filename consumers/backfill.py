@@ -52,6 +52,7 @@ local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
 redis.call('SET', KEYS[2], id, 'EX', ARGV[1])
 return id
 """
+INCOMING = 0  # the REST list's message_type of a customer message
 OFF_REASON = "CHATWOOT_USER_TOKEN is not set: bot tokens cannot list conversations or messages"
 
 
@@ -301,28 +302,37 @@ class Backfiller:
     ) -> None:
         async with self.store.transaction() as tx:
             after = await BackfillSQL(tx.conn).resume_after(account, conversation.id, cutoff)
+        listed: list[ApiMessage] = []
         while True:
             await self._token(account)
             page = await self.client.message_page(account, conversation.id, after=after)
             # Older messages were covered by an earlier scan (or predate us: never answer
             # history); activity messages are never webhooks.
-            wanted = [m for m in page if m.created_at >= cutoff
-                      and m.message_type in synthetic.MESSAGE_TYPES]  # fmt: skip
-            if wanted:
-                async with self.store.transaction() as tx:
-                    held = await BackfillSQL(tx.conn).stored_message_ids(
-                        account, [m.id for m in wanted]
-                    )
-                for message in wanted:
-                    if message.id not in held:
-                        report.found += 1
-                        report.published += await self._publish(account, conversation, message)
+            listed += [m for m in page if m.created_at >= cutoff
+                       and m.message_type in synthetic.MESSAGE_TYPES]  # fmt: skip
             if len(page) < MESSAGES_PER_PAGE:
-                return
+                break
             after = page[-1].id
+        if not listed:
+            return
+        async with self.store.transaction() as tx:
+            held = await BackfillSQL(tx.conn).stored_message_ids(account, [m.id for m in listed])
+        replied = synthetic.last_public_reply(listed)
+        for message in listed:
+            if message.id not in held:
+                report.found += 1
+                answered = replied is not None and message.id < replied
+                report.published += await self._publish(
+                    account, conversation, message, answered=answered
+                )
 
     async def _publish(
-        self, account: int, conversation: ListedConversation, message: ApiMessage
+        self,
+        account: int,
+        conversation: ListedConversation,
+        message: ApiMessage,
+        *,
+        answered: bool = False,
     ) -> int:
         body = synthetic.message_created(account, conversation, message)
         if body is None:  # activity messages were left out: no webhook exists for them
@@ -337,6 +347,9 @@ class Backfiller:
             received_at=int(self.clock() * 1000),
             signed=False,
             body=events.json_encoder.encode(body),
+            # Persist applies it against today's snapshot: a question someone answered while
+            # we were not listening must not come back as a turn (the bot would answer it).
+            answered=answered and message.message_type == INCOMING,
         )
         args: list[Any] = [self.topology.ingress.dedup_window_s]
         for name, value in events.encode(entry).items():

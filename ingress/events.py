@@ -39,6 +39,9 @@ class EventEntry(Entry, frozen=True, kw_only=True):
     received_at: int
     signed: bool
     body: bytes
+    # Set by the backfill only: a customer message a public reply (human or bot) already
+    # followed when it was listed. Stored like any message, but never turned into a turn.
+    answered: bool = False
 
 
 # Chatwoot's delivery ids are UUIDs (36 characters); the header is neither signed nor bounded,

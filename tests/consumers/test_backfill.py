@@ -381,3 +381,40 @@ async def test_a_truncated_scan_goes_on_next_round_and_loses_nothing(
     assert sorted(published) == sorted(f"backfill:{ACCOUNT}:{i}" for i in [oldest, *newer])
     [mark] = await rows(store, "SELECT last_activity_at FROM backfill_watermarks")
     assert mark["last_activity_at"] is not None
+
+
+@pytest.mark.usefixtures("clean")
+async def test_a_question_a_human_answered_while_we_were_down_makes_no_turn(
+    fake: Fake, redis: aioredis.Redis, store: Store, topology: Topology, client: ChatwootClient
+) -> None:
+    """While the ingress was down the customer asked, a human answered and resolved: the
+    question is backfilled marked answered, stored, and the bot is not asked to answer it."""
+    conversation(fake, 1)
+    [question] = say(fake, 1, "what are your opening hours?")
+    post(fake, "agent", conversation=1, content="9 to 5, Priya")
+    post(fake, "status", conversation=1, status="resolved")
+    await worker(store, redis, client, topology).round(accounts=[ACCOUNT])
+    entries = [events.decode(events.EventEntry, f) for _, f in
+               await xrange(redis, topology.key("events"))]  # fmt: skip
+    assert {e.delivery: e.answered for e in entries}[f"backfill:{ACCOUNT}:{question}"] is True
+    await persist_all(redis, store, topology)
+    assert question in await stored(store)
+    assert await emit_turns(redis, store, topology) == []
+
+
+@pytest.mark.usefixtures("clean")
+async def test_a_question_asked_after_the_last_reply_still_makes_a_turn(
+    fake: Fake, redis: aioredis.Redis, store: Store, topology: Topology, client: ChatwootClient
+) -> None:
+    """Only what a public reply followed is answered: a later question gets its turn."""
+    conversation(fake, 1)
+    [first] = say(fake, 1, "hello?")
+    post(fake, "agent", conversation=1, content="hi!", private=True)  # a note answers nothing
+    post(fake, "agent", conversation=1, content="Hi, how can I help?")
+    [later] = say(fake, 1, "what are your opening hours?")
+    await worker(store, redis, client, topology).round(accounts=[ACCOUNT])
+    answered = {e.delivery: e.answered for e in (
+        events.decode(events.EventEntry, f) for _, f in await xrange(redis, topology.key("events"))
+    )}  # fmt: skip
+    assert answered[f"backfill:{ACCOUNT}:{first}"] is True
+    assert answered[f"backfill:{ACCOUNT}:{later}"] is False
