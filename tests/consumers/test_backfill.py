@@ -418,3 +418,25 @@ async def test_a_question_asked_after_the_last_reply_still_makes_a_turn(
     )}  # fmt: skip
     assert answered[f"backfill:{ACCOUNT}:{first}"] is True
     assert answered[f"backfill:{ACCOUNT}:{later}"] is False
+
+
+@pytest.mark.usefixtures("clean")
+async def test_a_conversation_that_moves_up_during_a_long_sweep_is_not_skipped(
+    fake: Fake, redis: aioredis.Redis, store: Store, topology: Topology, client: ChatwootClient
+) -> None:
+    """A conversation below a truncated scan's cursor that gets new activity jumps above it:
+    the pass from the top after the sweep still lists its older lost message."""
+    conversation(fake, 1)
+    [lost] = say(fake, 1, "lost while the ingress was down")
+    time.sleep(1.1)  # Chatwoot's list renders whole seconds: the others must be a second newer
+    for number in range(2, 27):
+        conversation(fake, number)
+        say(fake, number, f"hi from {number}")
+    backfill = worker(store, redis, client, topology, max_pages=1, overlap_s=0)
+    await backfill.round(accounts=[ACCOUNT])  # the 25 newest; conversation 1 is on page 2
+    [again] = say(fake, 1, "hello??")  # conversation 1 now tops the list, above the cursor
+    for _ in range(3):
+        await backfill.round(accounts=[ACCOUNT])
+    published = [f[b"delivery"].decode() for _, f in await xrange(redis, topology.key("events"))]
+    assert published.count(f"backfill:{ACCOUNT}:{lost}") == 1
+    assert published.count(f"backfill:{ACCOUNT}:{again}") == 1
