@@ -239,12 +239,13 @@ class Runner:
                 # Usually one pass. A partition held in an outage wait (its entry is never
                 # acked) must not hold back the acks of the partitions that finished: what
                 # is done is acknowledged every `ack_every_s` while the others go on.
+                # What the other partitions finished is acknowledged even when one failed.
                 finished, pending = await asyncio.wait(pending, timeout=self.ack_every_s)
                 await self._ack([i for t in finished if t.exception() is None for i in t.result()])
         finally:
-            for task in pending:  # cancelled or stopped mid-batch: the held entries stay pending
+            for task in pending:  # cancelled mid-batch: the held entries stay pending
                 task.cancel()
-        # What the other partitions finished is acknowledged even when one of them failed.
+            await asyncio.gather(*pending, return_exceptions=True)
         for task in tasks:
             if (error := task.exception()) is not None:
                 raise error
