@@ -52,11 +52,28 @@ local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
 redis.call('SET', KEYS[2], id, 'EX', ARGV[1])
 return id
 """
+INCOMING = 0  # the REST list's message_type of a customer message
 OFF_REASON = "CHATWOOT_USER_TOKEN is not set: bot tokens cannot list conversations or messages"
 
 
 class _Stopped(Exception):
     """SIGTERM mid-scan: the scan ends where it is, its watermark unmoved."""
+
+
+class Cursor(msgspec.Struct, kw_only=True):
+    """A sweep that takes more than one round (more active conversations than `max_pages`):
+    the next round lists from `page` on, down to `floor`, and the watermark moves (to
+    `newest`) only once the sweep has reached `floor`. Kept in Redis: a lost cursor only
+    means the sweep starts again from the top, the watermark unmoved, so nothing is skipped.
+
+    Messages are listed from `messages_from` (at most `floor`): after a multi-round sweep, one
+    more pass from the top lists messages from the old floor, since a conversation whose
+    new activity moved it above the sweep's cursor was listed by no round of it."""
+
+    page: int = 1
+    floor: float
+    messages_from: float
+    newest: float | None = None
 
 
 class Report(msgspec.Struct, kw_only=True):
@@ -176,8 +193,7 @@ class Backfiller:
             start = since if since is not None else lease.last_activity_at
             if start is None:
                 start = await self._first_start(account, now)
-            reached = await self._scan(account, start - self.spec.overlap_s, report)
-            reached = max(reached or start, start)
+            reached = await self._sweep(account, start, report, manual=since is not None)
         except _Stopped:
             reached = None  # what was published stays published; the next scan repeats it
         except ChatwootError as exc:
@@ -203,59 +219,120 @@ class Backfiller:
         floor = now - self.spec.lookback_s
         return floor if newest is None else max(newest, floor)
 
-    async def _scan(self, account: int, cutoff: float, report: Report) -> float | None:
-        """Every conversation with activity since `cutoff`; the newest activity seen."""
-        conversations = await self._active(account, cutoff)
-        for conversation in conversations:
+    async def _sweep(
+        self, account: int, start: float, report: Report, *, manual: bool
+    ) -> float | None:
+        """This round's part of a sweep from the top down to the watermark `start`: the new
+        watermark once the sweep is complete, None while it goes on (or a manual scan was
+        cut short: the watermark only ever marks what was fully listed)."""
+        cursor = None if manual else await self._load_cursor(account)
+        if cursor is None:
+            cursor = Cursor(floor=start, messages_from=start)
+        floor = min(cursor.floor, start)
+        overlap = self.spec.overlap_s
+        listed, next_page = await self._active(account, floor - overlap, first=cursor.page)
+        messages_from = min(cursor.messages_from, floor) - overlap
+        for conversation in listed:
             report.conversations += 1
-            await self._messages(account, conversation, cutoff, report)
-        return max((c.activity for c in conversations), default=None)
+            await self._messages(account, conversation, messages_from, report)
+        seen = [c.activity for c in listed] + ([cursor.newest] if cursor.newest else [])
+        newest = max(seen, default=None)
+        if next_page is not None:
+            if not manual:
+                await self._save_cursor(account, Cursor(page=next_page, floor=floor,
+                                        messages_from=min(cursor.messages_from, floor),
+                                        newest=newest))  # fmt: skip
+            return None
+        reached = max(newest or start, start)
+        if manual:
+            return reached
+        if cursor.page > 1:
+            # A multi-round sweep just ended: one pass from the top lists messages back to
+            # its floor (see Cursor).
+            await self._save_cursor(account, Cursor(floor=reached, messages_from=floor))
+        else:
+            await self._drop_cursor(account)
+        return reached
 
-    async def _active(self, account: int, cutoff: float) -> list[ListedConversation]:
-        """Pages of conversations, newest activity first, until one is older than `cutoff`
-        (with this sort, every later one is older too)."""
+    async def _active(
+        self, account: int, cutoff: float, *, first: int
+    ) -> tuple[list[ListedConversation], int | None]:
+        """Pages of conversations from page `first`, newest activity first, until one is older
+        than `cutoff` (with this sort, every later one is older too): what was listed, and the
+        page to go on from when `max_pages` ran out first (None: the cutoff was reached)."""
         found: dict[int, ListedConversation] = {}
-        for page in range(1, self.spec.max_pages + 1):
+        for page in range(first, first + self.spec.max_pages):
             await self._token(account)
             listed = await self.client.list_conversations(account, page)
             for conversation in listed:
                 if conversation.activity < cutoff:
-                    return list(found.values())
+                    return list(found.values()), None
                 # Activity during the scan moves a conversation up: keep its first sighting.
                 found.setdefault(conversation.id, conversation)
             if len(listed) < CONVERSATIONS_PER_PAGE:
-                return list(found.values())
+                return list(found.values()), None
         log.warning("backfill.truncated", account=account, pages=self.spec.max_pages,
-                    hint="raise backfill.max_pages, or scan more often")  # fmt: skip
-        return list(found.values())
+                    next_page=first + self.spec.max_pages,
+                    hint="the next round goes on from there; raise backfill.max_pages, "
+                    "or scan more often")  # fmt: skip
+        return list(found.values()), first + self.spec.max_pages
+
+    def _cursor_key(self, account: int) -> str:
+        return f"{self.topology.prefix}:backfill:cursor:{account}"
+
+    async def _load_cursor(self, account: int) -> Cursor | None:
+        raw: Any = await self.redis.get(self._cursor_key(account))
+        if raw is None:
+            return None
+        try:
+            return msgspec.json.decode(raw, type=Cursor)
+        except msgspec.DecodeError:
+            return None  # an unreadable cursor is no cursor: the sweep starts from the top
+
+    async def _save_cursor(self, account: int, cursor: Cursor) -> None:
+        # Expires: a sweep abandoned for that long starts again from the top (nothing lost).
+        await self.redis.set(self._cursor_key(account), msgspec.json.encode(cursor),
+                             ex=max(self.spec.lookback_s, 3600))  # fmt: skip
+
+    async def _drop_cursor(self, account: int) -> None:
+        await self.redis.delete(self._cursor_key(account))
 
     async def _messages(
         self, account: int, conversation: ListedConversation, cutoff: float, report: Report
     ) -> None:
         async with self.store.transaction() as tx:
             after = await BackfillSQL(tx.conn).resume_after(account, conversation.id, cutoff)
+        listed: list[ApiMessage] = []
         while True:
             await self._token(account)
             page = await self.client.message_page(account, conversation.id, after=after)
             # Older messages were covered by an earlier scan (or predate us: never answer
             # history); activity messages are never webhooks.
-            wanted = [m for m in page if m.created_at >= cutoff
-                      and m.message_type in synthetic.MESSAGE_TYPES]  # fmt: skip
-            if wanted:
-                async with self.store.transaction() as tx:
-                    held = await BackfillSQL(tx.conn).stored_message_ids(
-                        account, [m.id for m in wanted]
-                    )
-                for message in wanted:
-                    if message.id not in held:
-                        report.found += 1
-                        report.published += await self._publish(account, conversation, message)
+            listed += [m for m in page if m.created_at >= cutoff
+                       and m.message_type in synthetic.MESSAGE_TYPES]  # fmt: skip
             if len(page) < MESSAGES_PER_PAGE:
-                return
+                break
             after = page[-1].id
+        if not listed:
+            return
+        async with self.store.transaction() as tx:
+            held = await BackfillSQL(tx.conn).stored_message_ids(account, [m.id for m in listed])
+        replied = synthetic.last_public_reply(listed)
+        for message in listed:
+            if message.id not in held:
+                report.found += 1
+                answered = replied is not None and message.id < replied
+                report.published += await self._publish(
+                    account, conversation, message, answered=answered
+                )
 
     async def _publish(
-        self, account: int, conversation: ListedConversation, message: ApiMessage
+        self,
+        account: int,
+        conversation: ListedConversation,
+        message: ApiMessage,
+        *,
+        answered: bool = False,
     ) -> int:
         body = synthetic.message_created(account, conversation, message)
         if body is None:  # activity messages were left out: no webhook exists for them
@@ -270,6 +347,9 @@ class Backfiller:
             received_at=int(self.clock() * 1000),
             signed=False,
             body=events.json_encoder.encode(body),
+            # Persist applies it against today's snapshot: a question someone answered while
+            # we were not listening must not come back as a turn (the bot would answer it).
+            answered=answered and message.message_type == INCOMING,
         )
         args: list[Any] = [self.topology.ingress.dedup_window_s]
         for name, value in events.encode(entry).items():

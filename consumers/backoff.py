@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+import math
+
 import msgspec
+
+# The longest Retry-After honoured: past it (or a value that is not a finite, non-negative
+# number) a reply would wait for ever, or `now + timedelta(seconds=...)` would overflow.
+RETRY_AFTER_MAX_S = 3600.0
+
+
+def bounded_retry_after(value: float | None) -> float | None:
+    """A server's Retry-After in seconds as we honour it: finite, 0 to RETRY_AFTER_MAX_S;
+    NaN or a negative value is no advice at all."""
+    if value is None or math.isnan(value) or value < 0:
+        return None
+    return min(value, RETRY_AFTER_MAX_S)
 
 
 def backoff(
@@ -18,7 +32,7 @@ def backoff(
     than Chatwoot's Retry-After."""
     base = schedule[min(attempt, len(schedule)) - 1] / 1000
     spread = base * (1 + jitter * (2 * rand - 1))
-    return max(spread, retry_after or 0.0)
+    return max(spread, bounded_retry_after(retry_after) or 0.0)
 
 
 class Breaker(msgspec.Struct, frozen=True, kw_only=True):

@@ -12,7 +12,7 @@ from typing import Any, Self, TypeVar
 import httpx
 import msgspec
 
-from consumers import faults
+from consumers import backoff, faults
 from consumers.errors import ChatwootError
 from consumers.faults import Fault
 from ingress.settings import Secret
@@ -261,9 +261,11 @@ def _error_for(method: str, path: str, response: httpx.Response) -> ChatwootErro
 def _retry_after(response: httpx.Response) -> float | None:
     value = response.headers.get("retry-after", "")
     try:
-        return max(0.0, float(value))
+        seconds = float(value)
     except ValueError:
         return None
+    # `inf`, `nan`, `-5` or `1e308` are not advice we can follow: bounded, or ignored.
+    return backoff.bounded_retry_after(seconds)
 
 
 def _decode(response: httpx.Response, kind: type[T]) -> T:

@@ -22,8 +22,10 @@ class Fault(enum.StrEnum):
 
 # -- PostgreSQL ----------------------------------------------------------------------------------
 
-# Class 22 (data exception) and 23 (integrity violation): the values themselves are wrong.
-PERMANENT_SQLSTATE_CLASSES = frozenset({"22", "23"})
+# Class 22 (data exception), 23 (integrity violation) and 54 (program limit exceeded: a value
+# too long for a btree index, too many columns, a statement too complex): the values themselves
+# are wrong, and no amount of waiting makes them fit.
+PERMANENT_SQLSTATE_CLASSES = frozenset({"22", "23", "54"})
 TRANSIENT_SQLSTATES = frozenset(
     {
         "23505",  # unique_violation: two consumers raced to insert; the retry takes the update

@@ -78,7 +78,9 @@ class Persister:
 
     async def __call__(self, entry: StreamEntry) -> None:
         event = events.decode(events.EventEntry, entry.fields)
-        structlog.contextvars.bind_contextvars(delivery=event.delivery, webhook_event=event.event)
+        structlog.contextvars.bind_contextvars(
+            delivery=events.bounded_delivery(event.delivery), webhook_event=event.event
+        )
         for name, value in (("account.id", event.account), ("conversation.id", event.conversation)):
             if value is not None and _int64(value) is None:
                 raise PermanentError(f"{name} {value} is outside int64")
@@ -218,7 +220,10 @@ class Persister:
         inserted = await self._store_message(tx, _message_row(account, msg, who))
         conv = await self._merge_signals(tx, conv, cv.message_signals(msg, ours=ours))
         if inserted and cv.is_customer_turn_input(msg) and not ours:
-            await self._turn_input(tx, conv, msg.id)
+            if event.answered:  # backfilled, and a reply already followed it in Chatwoot
+                await tx.skip_turn_input(conv.account_id, conv.conversation_id, msg.id)
+            else:
+                await self._turn_input(tx, conv, msg.id)
         if not inserted and event.event == "message_created":
             return "duplicate", f"message {msg.id} already stored"
         return "applied", "echo of our reply" if echo else None

@@ -59,6 +59,11 @@ async def ensure_group(redis: aioredis.Redis, key: str, group: str) -> None:
             raise
 
 
+def group_missing(exc: RedisError) -> bool:
+    """A NOGROUP reply: the group (or its stream) no longer exists in Redis."""
+    return isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP")
+
+
 def by_conversation(entry: StreamEntry) -> bytes:
     """The partition of entries that carry `account` and `conversation` fields (events,
     outbound): one conversation's entries stay in order, different ones run side by side."""
@@ -92,6 +97,7 @@ class Runner:
         partition: Callable[[StreamEntry], bytes] | None = None,
         on_dead: OnDead | None = None,
         clock: Callable[[], float] = time.monotonic,
+        ack_every_s: float = 1.0,
     ) -> None:
         self.redis = redis
         self.key = key
@@ -101,6 +107,7 @@ class Runner:
         self.handler = handler
         self.consumer = consumer or consumer_name(group)
         self.clock = clock
+        self.ack_every_s = ack_every_s
         self.counters = Counters(redis, metrics_key=metrics_key)
         # Entries with the same partition key are handled in stream order, others concurrently.
         self.partition = partition
@@ -129,6 +136,19 @@ class Runner:
                 failures = 0
             except RedisError as exc:
                 failures += 1
+                if group_missing(exc):
+                    # The stream was deleted or Redis came back without its data: the next
+                    # XADD recreates the stream, never the group. Recreate it (from the start
+                    # of what the stream holds now); what Redis lost is gone with it.
+                    log.error(
+                        "runner.group_lost",
+                        group=self.group,
+                        stream=self.key,
+                        error=str(exc),
+                        hint="entries may be lost with Redis' data: run switchboard backfill",
+                    )
+                    await self.counters.add(f"{self.group}.group_lost")
+                    ready = False
                 wait = supervise.wait_after(failures + 1)
                 log.warning("runner.redis_unavailable", group=self.group, error=str(exc), wait=wait)
                 await self._sleep(wait)
@@ -213,17 +233,28 @@ class Runner:
         for entry in entries:
             key = self.partition(entry) if self.partition else b""
             partitions.setdefault(key, []).append(entry)
-        finished = await asyncio.gather(
-            *(self._in_order(p) for p in partitions.values()), return_exceptions=True
-        )
-        # What the other partitions finished is acknowledged even when one of them failed.
-        done = [entry_id for ids in finished if isinstance(ids, list) for entry_id in ids]
+        tasks = [asyncio.create_task(self._in_order(p)) for p in partitions.values()]
+        pending: set[asyncio.Task[list[str]]] = set(tasks)
+        try:
+            while pending:
+                # Usually one pass. A partition held in an outage wait (its entry is never
+                # acked) must not hold back the acks of the partitions that finished: what
+                # is done is acknowledged every `ack_every_s` while the others go on.
+                # What the other partitions finished is acknowledged even when one failed.
+                finished, pending = await asyncio.wait(pending, timeout=self.ack_every_s)
+                await self._ack([i for t in finished if t.exception() is None for i in t.result()])
+        finally:
+            for task in pending:  # cancelled mid-batch: the held entries stay pending
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        for task in tasks:
+            if (error := task.exception()) is not None:
+                raise error
+
+    async def _ack(self, done: list[str]) -> None:
         if done:
             await self.redis.xack(self.key, self.group, *done)
             await self.counters.add(f"{self.group}.handled", len(done))
-        for result in finished:
-            if isinstance(result, BaseException):
-                raise result
 
     async def _in_order(self, entries: list[StreamEntry]) -> list[str]:
         done: list[str] = []

@@ -55,6 +55,13 @@ def message_created(
     return body
 
 
+def last_public_reply(messages: list[ApiMessage]) -> int | None:
+    """The id of the newest public outgoing message (a human's or a bot's reply, or a
+    template) listed: a customer message before it was answered while we were not listening."""
+    replies = [m.id for m in messages if m.message_type in (1, 3) and not m.private]
+    return max(replies, default=None)
+
+
 def sender(listed: dict[str, Any] | None) -> dict[str, Any] | None:
     """The webhook's sender: a contact has no `type` key there; agents and bots keep theirs."""
     if listed is None:

@@ -64,7 +64,8 @@ class Ingress:
 
     async def chatwoot_webhook(self, request: Request) -> Response:
         structlog.contextvars.clear_contextvars()
-        delivery = request.headers.get("x-chatwoot-delivery", "")
+        # Bounded here: the dedup key and the audit column must hold it (a UUID normally).
+        delivery = events.bounded_delivery(request.headers.get("x-chatwoot-delivery", ""))
         structlog.contextvars.bind_contextvars(delivery=delivery)
         try:
             body = await _read_body(request, self.settings.max_body_bytes)

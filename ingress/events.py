@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import hashlib
 import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar, cast
@@ -38,6 +39,23 @@ class EventEntry(Entry, frozen=True, kw_only=True):
     received_at: int
     signed: bool
     body: bytes
+    # Set by the backfill only: a customer message a public reply (human or bot) already
+    # followed when it was listed. Stored like any message, but never turned into a turn.
+    answered: bool = False
+
+
+# Chatwoot's delivery ids are UUIDs (36 characters); the header is neither signed nor bounded,
+# and it is a dedup key and an indexed column (a btree row holds at most ~2.7 kB).
+DELIVERY_MAX = 200
+
+
+def bounded_delivery(delivery: str) -> str:
+    """A delivery id as stored: itself when short, else a stable digest of it, so a long
+    header still deduplicates and never makes its webhook unstorable."""
+    if len(delivery) <= DELIVERY_MAX:
+        return delivery
+    digest = hashlib.sha256(delivery.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"sha256:{digest}"
 
 
 class Attachment(msgspec.Struct, frozen=True, kw_only=True):

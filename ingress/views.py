@@ -24,6 +24,13 @@ EpochInt = Annotated[int, msgspec.Meta(ge=EPOCH_MIN, le=EPOCH_MAX)]
 # `a\x00b@x.io` the same customer as `ab@x.io`. (Message content is free text: persist
 # replaces its NULs, the raw body keeps them.)
 Text = Annotated[str, msgspec.Meta(pattern="^[^\x00]*$")]
+# What a customer's identity is made of (phone, email, identifier, source id): bounded, since
+# the identity is a btree key (`conversations_one_active`, at most ~2.7 kB a row) and a value
+# past it would make the webhook unstorable. No real address, phone or id comes near this.
+IDENTITY_MAX = 500
+IdentityText = Annotated[str, msgspec.Meta(pattern="^[^\x00]*$", max_length=IDENTITY_MAX)]
+# Our reply refs are at most 200 characters (`OutboundEntry.ref`): a longer `ext_ref` is not ours.
+REF_MAX = 200
 
 Id = Int64 | Text | None
 # The ingress routes whatever arrives (Chatwoot does not resend): its view takes any id and
@@ -114,14 +121,14 @@ class Person(msgspec.Struct, kw_only=True):
 
     id: Int64 | None = None
     name: Text | None = None
-    email: Text | None = None
-    phone_number: Text | None = None
-    identifier: Text | None = None
+    email: IdentityText | None = None
+    phone_number: IdentityText | None = None
+    identifier: IdentityText | None = None
     type: Text | None = None
 
 
 class ContactInbox(msgspec.Struct, kw_only=True):
-    source_id: Text | None = None
+    source_id: IdentityText | None = None
 
 
 class Team(msgspec.Struct, kw_only=True):
@@ -182,16 +189,18 @@ class Message(msgspec.Struct, kw_only=True):
     @property
     def ext_ref(self) -> str | None:
         value = (self.content_attributes or {}).get("ext_ref")
-        return value if isinstance(value, str) else None
+        # Anyone with API access can set one: a value longer than any ref of ours is not ours
+        # and is not stored in the indexed column (the raw body keeps it).
+        return value if isinstance(value, str) and len(value) <= REF_MAX else None
 
 
 class Contact(msgspec.Struct, kw_only=True):
     event: Text
     id: Int64
     name: Text | None = None
-    email: Text | None = None
-    phone_number: Text | None = None
-    identifier: Text | None = None
+    email: IdentityText | None = None
+    phone_number: IdentityText | None = None
+    identifier: IdentityText | None = None
     account: Ref | None = None
     changed_attributes: list[dict[str, Any]] | None = None
 

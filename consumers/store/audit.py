@@ -20,7 +20,8 @@ class AuditSQL(SQL):
             RETURNING true
             """,
             stream_id,
-            entry.delivery,
+            # Any writer's entry (an older ingress, a replay) fits the indexed column.
+            events.bounded_delivery(entry.delivery),
             dt.datetime.fromtimestamp(entry.received_at / 1000, dt.UTC),
             entry.source,
             entry.event,
@@ -43,7 +44,8 @@ class AuditSQL(SQL):
                 processed_at = now()
             """,
             stream_id,
-            entry.delivery,
+            # Any writer's entry (an older ingress, a replay) fits the indexed column.
+            events.bounded_delivery(entry.delivery),
             dt.datetime.fromtimestamp(entry.received_at / 1000, dt.UTC),
             entry.source,
             entry.event,

@@ -355,3 +355,88 @@ async def test_a_stop_ends_a_scan_with_its_watermark_unmoved(
     assert calls(fake, "/conversations") == []
     [row] = await rows(store, "SELECT last_activity_at, lease_owner FROM backfill_watermarks")
     assert row == {"last_activity_at": None, "lease_owner": None}
+
+
+@pytest.mark.usefixtures("clean")
+async def test_a_truncated_scan_goes_on_next_round_and_loses_nothing(
+    fake: Fake, redis: aioredis.Redis, store: Store, topology: Topology, client: ChatwootClient
+) -> None:
+    """More active conversations than `max_pages` lists: the watermark stays until the sweep
+    has reached it, the next round goes on from the next page, every message is published once."""
+    conversation(fake, 1)
+    [oldest] = say(fake, 1, "lost while the ingress was down")
+    newer = []
+    for number in range(2, 27):  # 25 more, newer: exactly one page
+        conversation(fake, number)
+        newer += say(fake, number, f"hi from {number}")
+    backfill = worker(store, redis, client, topology, max_pages=1)
+    first = await backfill.round(accounts=[ACCOUNT])
+    assert (first.conversations, first.published) == (25, 25)
+    assert await rows(store, "SELECT last_activity_at FROM backfill_watermarks") == [
+        {"last_activity_at": None}
+    ]
+    for _ in range(3):
+        await backfill.round(accounts=[ACCOUNT])
+    published = [f[b"delivery"].decode() for _, f in await xrange(redis, topology.key("events"))]
+    assert sorted(published) == sorted(f"backfill:{ACCOUNT}:{i}" for i in [oldest, *newer])
+    [mark] = await rows(store, "SELECT last_activity_at FROM backfill_watermarks")
+    assert mark["last_activity_at"] is not None
+
+
+@pytest.mark.usefixtures("clean")
+async def test_a_question_a_human_answered_while_we_were_down_makes_no_turn(
+    fake: Fake, redis: aioredis.Redis, store: Store, topology: Topology, client: ChatwootClient
+) -> None:
+    """While the ingress was down the customer asked, a human answered and resolved: the
+    question is backfilled marked answered, stored, and the bot is not asked to answer it."""
+    conversation(fake, 1)
+    [question] = say(fake, 1, "what are your opening hours?")
+    post(fake, "agent", conversation=1, content="9 to 5, Priya")
+    post(fake, "status", conversation=1, status="resolved")
+    await worker(store, redis, client, topology).round(accounts=[ACCOUNT])
+    entries = [events.decode(events.EventEntry, f) for _, f in
+               await xrange(redis, topology.key("events"))]  # fmt: skip
+    assert {e.delivery: e.answered for e in entries}[f"backfill:{ACCOUNT}:{question}"] is True
+    await persist_all(redis, store, topology)
+    assert question in await stored(store)
+    assert await emit_turns(redis, store, topology) == []
+
+
+@pytest.mark.usefixtures("clean")
+async def test_a_question_asked_after_the_last_reply_still_makes_a_turn(
+    fake: Fake, redis: aioredis.Redis, store: Store, topology: Topology, client: ChatwootClient
+) -> None:
+    """Only what a public reply followed is answered: a later question gets its turn."""
+    conversation(fake, 1)
+    [first] = say(fake, 1, "hello?")
+    post(fake, "agent", conversation=1, content="hi!", private=True)  # a note answers nothing
+    post(fake, "agent", conversation=1, content="Hi, how can I help?")
+    [later] = say(fake, 1, "what are your opening hours?")
+    await worker(store, redis, client, topology).round(accounts=[ACCOUNT])
+    answered = {e.delivery: e.answered for e in (
+        events.decode(events.EventEntry, f) for _, f in await xrange(redis, topology.key("events"))
+    )}  # fmt: skip
+    assert answered[f"backfill:{ACCOUNT}:{first}"] is True
+    assert answered[f"backfill:{ACCOUNT}:{later}"] is False
+
+
+@pytest.mark.usefixtures("clean")
+async def test_a_conversation_that_moves_up_during_a_long_sweep_is_not_skipped(
+    fake: Fake, redis: aioredis.Redis, store: Store, topology: Topology, client: ChatwootClient
+) -> None:
+    """A conversation below a truncated scan's cursor that gets new activity jumps above it:
+    the pass from the top after the sweep still lists its older lost message."""
+    conversation(fake, 1)
+    [lost] = say(fake, 1, "lost while the ingress was down")
+    time.sleep(1.1)  # Chatwoot's list renders whole seconds: the others must be a second newer
+    for number in range(2, 27):
+        conversation(fake, number)
+        say(fake, number, f"hi from {number}")
+    backfill = worker(store, redis, client, topology, max_pages=1, overlap_s=0)
+    await backfill.round(accounts=[ACCOUNT])  # the 25 newest; conversation 1 is on page 2
+    [again] = say(fake, 1, "hello??")  # conversation 1 now tops the list, above the cursor
+    for _ in range(3):
+        await backfill.round(accounts=[ACCOUNT])
+    published = [f[b"delivery"].decode() for _, f in await xrange(redis, topology.key("events"))]
+    assert published.count(f"backfill:{ACCOUNT}:{lost}") == 1
+    assert published.count(f"backfill:{ACCOUNT}:{again}") == 1

@@ -14,10 +14,12 @@ from consumers.backoff import Breaker, backoff
         pytest.param(9, 0.5, None, 4.0, id="last-delay-repeats"),
         pytest.param(1, 0.0, None, 0.8, id="jitter-down"),
         pytest.param(1, 0.5, 30.0, 30.0, id="retry-after-wins"),
+        pytest.param(1, 0.5, float("inf"), 3600.0, id="retry-after-inf-capped"),
+        pytest.param(1, 0.5, float("nan"), 1.0, id="retry-after-nan-ignored"),
     ],
 )
 def test_backoff(attempt: int, rand: float, retry_after: float | None, expected: float) -> None:
-    """The schedule's delay, spread by the jitter, never sooner than Retry-After."""
+    """The schedule's delay, spread by the jitter, never sooner than Retry-After (capped at 1 h)."""
     wait = backoff(attempt, (1000, 4000), jitter=0.2, rand=rand, retry_after=retry_after)
     assert wait == pytest.approx(expected)
 

@@ -55,6 +55,17 @@ async def test_create_message_request_and_answer() -> None:
             7.0,
             id="429",
         ),
+        *(
+            pytest.param(
+                httpx.Response(429, headers={"retry-after": header}), True, False, bounded, id=name
+            )
+            for header, bounded, name in [
+                ("inf", 3600.0, "retry-after-inf-capped"),
+                ("1e308", 3600.0, "retry-after-huge-capped"),
+                ("nan", None, "retry-after-nan-ignored"),
+                ("-5", None, "retry-after-negative-ignored"),
+            ]
+        ),
         pytest.param(httpx.Response(403, text="no"), False, False, None, id="403"),
         pytest.param(httpx.Response(410, text="gone"), False, False, None, id="410"),
         pytest.param(httpx.Response(408, text="timeout"), True, True, None, id="408"),

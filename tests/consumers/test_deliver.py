@@ -333,6 +333,19 @@ async def test_retry_after_is_honoured(
     assert 28 < await retry_at(store) <= 30
 
 
+async def test_a_huge_retry_after_is_capped_at_an_hour(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake, client: ChatwootClient
+) -> None:
+    """A Retry-After past what a date can hold waits an hour: the reply stays queued for its
+    retry, not dead-lettered as a bug with its row left `sending`."""
+    fake.faults({"path": "messages", "status": 429, "body": "Retry later", "retry_after": 10**18})
+    await reply(redis, topology, ref="much-later")
+    await deliver(deliver_runner(redis, store, topology, client))
+    assert len(posts(fake)) == 1
+    assert 3500 < await retry_at(store) <= 3600
+    assert await redis.xlen(topology.key("dead")) == 0
+
+
 async def test_schedule_with_jitter_and_cap(
     redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake, client: ChatwootClient
 ) -> None:

@@ -19,6 +19,8 @@ from ingress.errors import EntryDecodeError
         pytest.param("23502", Fault.PERMANENT, id="not-null"),
         pytest.param("23503", Fault.PERMANENT, id="foreign-key"),
         pytest.param("23514", Fault.PERMANENT, id="check"),
+        pytest.param("54000", Fault.PERMANENT, id="index-row-too-large"),
+        pytest.param("54001", Fault.PERMANENT, id="statement-too-complex"),
         pytest.param("23505", Fault.TRANSIENT, id="unique-race"),
         pytest.param("40001", Fault.TRANSIENT, id="serialization"),
         pytest.param("40P01", Fault.TRANSIENT, id="deadlock"),
@@ -42,7 +44,7 @@ from ingress.errors import EntryDecodeError
     ],
 )
 def test_sqlstates(sqlstate: str | None, fault: Fault) -> None:
-    """Only classes 22 and 23 are the data's fault; races retry; everything else is waited out."""
+    """Classes 22, 23 and 54 are the data's fault; races retry; anything else is waited out."""
     assert faults.of_sqlstate(sqlstate) is fault
 
 

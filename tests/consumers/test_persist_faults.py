@@ -4,6 +4,8 @@ Persister and runner over real Redis and PostgreSQL, fixture payloads with one v
 from __future__ import annotations
 
 import asyncio
+import random
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -13,11 +15,14 @@ import redis.asyncio as aioredis
 from consumers.persist import Persister
 from consumers.runner import Runner
 from consumers.store import Store
+from ingress import events
 from ingress.topology import Topology
 from tests import chatwoot
-from tests.pipeline import feed, rows, xrange
+from tests.pipeline import feed, rows, xadd, xrange
 
 MESSAGE = "message_created__whatsapp_incoming_phone"
+# Past a btree row's ~2.7 kB, and random, so PostgreSQL cannot compress it under the limit.
+HUGE = "".join(random.Random(54).choices("0123456789abcdef", k=6000))
 Edit = Callable[[dict[str, Any]], None]
 
 
@@ -97,6 +102,16 @@ async def run(redis: aioredis.Redis, store: Store, topology: Topology, data: obj
             id="nul-phone",
         ),
         pytest.param(
+            put("conversation.meta.sender.phone_number", "+" + HUGE),
+            "at `$.conversation.meta.sender.phone_number`",
+            id="identity-phone-too-long",
+        ),
+        pytest.param(
+            put("conversation.contact_inbox.source_id", HUGE),
+            "at `$.conversation.contact_inbox.source_id`",
+            id="identity-source-id-too-long",
+        ),
+        pytest.param(
             put("conversation.labels", ["vip\x00"]),
             "at `$.conversation.labels[0]`",
             id="nul-label",
@@ -169,3 +184,44 @@ async def test_a_dead_letter_is_written_when_its_audit_row_cannot_be(
     await asyncio.wait_for(r.drain(), timeout=10)
     assert await redis.xlen(topology.key("dead")) == 1
     assert await rows(store, "SELECT 1 FROM webhook_events") == []
+
+
+async def test_a_long_delivery_id_does_not_hold_its_batch(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """An entry whose delivery id is too long for its index (written by an older ingress, or
+    any writer) is stored under the id's digest; the conversation behind it is stored too."""
+    body = b'{"event":"conversation_typing_on","conversation":{"id":1},"account":{"id":3}}'
+    for conversation, delivery in ((1, HUGE), (2, "ok")):
+        entry = events.EventEntry(
+            event="conversation_typing_on",
+            delivery=delivery,
+            account=3,
+            conversation=conversation,
+            received_at=int(time.time() * 1000),
+            signed=True,
+            body=body,
+        )
+        await xadd(redis, topology.key("events"), events.encode(entry))
+    await asyncio.wait_for(runner(redis, store, topology).drain(), timeout=10)
+    stored = await rows(store, "SELECT delivery_id, outcome FROM webhook_events ORDER BY 1")
+    assert [r["delivery_id"] for r in stored] == ["ok", events.bounded_delivery(HUGE)]
+    assert {r["outcome"] for r in stored} != {"dead"}
+    assert await redis.xpending(topology.key("events"), "persist") == {
+        "pending": 0, "min": None, "max": None, "consumers": [],
+    }  # fmt: skip
+
+
+async def test_a_foreign_ext_ref_longer_than_our_refs_is_not_indexed(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """Any API user can set `content_attributes.ext_ref`: one longer than our refs (200) cannot
+    be ours, so the message is stored with no ext_ref (the raw body keeps it)."""
+    data = chatwoot.payload("message_created__api_channel_incoming")
+    data["content_attributes"] = {"ext_ref": HUGE}
+    await run(redis, store, topology, data)
+    [message] = await rows(store, "SELECT ext_ref FROM messages")
+    assert message["ext_ref"] is None
+    [audit] = await rows(store, "SELECT body FROM webhook_events")
+    assert HUGE.encode() in audit["body"]
+    assert await redis.xlen(topology.key("dead")) == 0

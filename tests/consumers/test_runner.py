@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from structlog.testing import capture_logs
 
 from consumers.errors import PermanentError, RetryableError, StoreError
 from consumers.runner import Runner, StreamEntry, by_conversation
@@ -334,4 +335,67 @@ async def test_a_dead_letter_that_cannot_be_written_keeps_its_entry_and_blocks_n
     await runner(redis, topology, handler, consumer="c2", claim_idle_ms=10).drain()
     [letter] = await dead(redis, topology)
     assert letter[b"n"] == b"1"
+
+
+async def test_finished_partitions_are_acked_while_one_waits_out_an_outage(
+    redis: aioredis.Redis, topology: Topology
+) -> None:
+    """One conversation held in an outage wait does not hold back the acks of the others in
+    its batch; the held entry itself is acked only once it is applied."""
+    release = asyncio.Event()
+
+    async def handler(entry: StreamEntry) -> None:
+        if entry.fields[b"conversation"] == b"1" and not release.is_set():
+            raise StoreError("index rebuild under way", retryable=True, outage=True)
+
+    r = runner(redis, topology, handler)
+    r.partition = by_conversation
+    r.ack_every_s = 0.05
+    await r.ensure_group()
+    for conversation in ("1", "2", "3"):
+        await xadd(redis, topology.key("events"), {"account": "3", "conversation": conversation})
+    task = asyncio.create_task(r.drain())
+    try:
+        for _ in range(100):
+            if await pending(redis, topology) == 1:
+                break
+            await asyncio.sleep(0.02)
+        held: Any = await redis.xpending_range(topology.key("events"), GROUP, "-", "+", 10)
+        assert [row["times_delivered"] for row in held] == [1]
+        assert not task.done()
+    finally:
+        release.set()
+    assert await asyncio.wait_for(task, timeout=10) == 3
+    assert await pending(redis, topology) == 0
+
+
+async def test_a_lost_group_is_recreated(redis: aioredis.Redis, topology: Topology) -> None:
+    """The stream deleted (or Redis restarted without its data): the next XADD recreates the
+    stream but not the group; the runner recreates the group, says so, and goes on."""
+    seen: list[bytes] = []
+
+    async def handler(entry: StreamEntry) -> None:
+        seen.append(entry.fields[b"n"])
+
+    r = runner(redis, topology, handler)
+    with capture_logs() as logs:
+        task = asyncio.create_task(r.run())
+        try:
+            await r.ensure_group()
+            await add(redis, topology, 1)
+            for _ in range(200):
+                if seen:
+                    break
+                await asyncio.sleep(0.02)
+            await redis.delete(topology.key("events"))
+            await add(redis, topology, 2)
+            for _ in range(400):
+                if len(seen) == 2:
+                    break
+                await asyncio.sleep(0.02)
+        finally:
+            r.stop()
+            await asyncio.wait_for(task, timeout=10)
+    assert seen == [b"1", b"2"]
+    assert any(line["event"] == "runner.group_lost" for line in logs)
     assert await pending(redis, topology) == 0

@@ -249,6 +249,21 @@ async def test_a_repeated_delivery_id_is_stored_once(
     assert len(await entries(redis, topology, "events")) == 1
 
 
+async def test_a_long_delivery_id_is_kept_as_its_digest(
+    client: Client, redis: aioredis.Redis, topology: Topology
+) -> None:
+    """An unbounded X-Chatwoot-Delivery is stored as a stable sha256 digest: still deduplicated,
+    never too long for the dedup key or the indexed audit column."""
+    body = chatwoot.rails_json(chatwoot.payload("message_created__private_note"))
+    headers = {**chatwoot.headers(body), "x-chatwoot-delivery": "d" * 100 + "e" * 8000}
+    first = await client.post("/webhooks/chatwoot", content=body, headers=headers)
+    again = await client.post("/webhooks/chatwoot", content=body, headers=headers)
+    assert first.status_code == 200 and again.json()["duplicate"] is True
+    [(_, fields)] = await entries(redis, topology, "events")
+    delivery = events.decode(events.EventEntry, fields).delivery
+    assert delivery.startswith("sha256:") and len(delivery) == len("sha256:") + 64
+
+
 async def test_metrics_show_the_pipeline(
     client: Client, redis: aioredis.Redis, topology: Topology
 ) -> None:
