@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ingress import events, signatures, views
+from ingress.connect import redis_client
 from ingress.errors import PublishError
 from ingress.metrics import Metrics
 from ingress.publish import Publisher
@@ -252,7 +253,7 @@ def create_app(
     if redis is None:
         settings.require("redis_url")
         assert settings.redis_url is not None
-        redis = aioredis.Redis.from_url(
+        redis = redis_client(
             settings.redis_url,
             socket_connect_timeout=REDIS_SOCKET_TIMEOUT_S,
             socket_timeout=REDIS_SOCKET_TIMEOUT_S,
