@@ -35,6 +35,17 @@ log = structlog.get_logger("ingress")
 REDIS_SOCKET_TIMEOUT_S = 0.5
 
 
+class _Answer(msgspec.Struct):
+    """What a stored webhook is answered: the same keys, in the same order, as before."""
+
+    entry: str | None
+    spooled: bool
+    duplicate: bool
+
+
+_ANSWER = msgspec.json.Encoder()
+
+
 class BodyTooLarge(Exception):
     pass
 
@@ -58,6 +69,10 @@ class Ingress:
         ]
         self.events_key = topology.key("events")
         self.meters = Metrics(topology)
+        # The counters of the hot path's outcomes, looked up once rather than per webhook.
+        self.outcomes = {
+            name: self.meters.webhooks.labels(name) for name in ("stored", "duplicate", "spooled")
+        }
         self.outbound_key = topology.key("outbound")
         self.drainer: asyncio.Task[None] | None = None  # set by the lifespan
 
@@ -112,7 +127,7 @@ class Ingress:
         outcome = (
             "spooled" if published.spooled else "duplicate" if published.duplicate else "stored"
         )
-        self.meters.webhooks.labels(outcome).inc()
+        self.outcomes[outcome].inc()
         log.info(
             "webhook.accepted",
             webhook_event=entry.event,
@@ -123,10 +138,10 @@ class Ingress:
             duplicate=published.duplicate,
             signed=check.signed,
         )
-        return JSONResponse(
-            {"entry": published.entry, "spooled": published.spooled,
-             "duplicate": published.duplicate}
-        )  # fmt: skip
+        # msgspec encodes the answer several times faster than JSONResponse's json.dumps.
+        return Response(_ANSWER.encode(_Answer(published.entry, published.spooled,
+                                               published.duplicate)),
+                        media_type="application/json")  # fmt: skip
 
     async def outbound(self, request: Request) -> Response:
         structlog.contextvars.clear_contextvars()

@@ -85,10 +85,11 @@ class Publisher:
         # The XADDs asked for during the current event-loop tick, sent as one pipeline.
         self._batch: list[_Pending] = []
         self._sending: set[asyncio.Task[None]] = set()
+        self._maybe_spooled = True  # until a look at the spool says it is empty
 
     async def publish(self, key: str, entry: events.Entry, *, delivery: str = "") -> Published:
         fields = events.encode(entry)
-        if self.spool is not None and self.spool.size() > 0:
+        if self.spool is not None and self._spooled():
             # Older webhooks wait in the spool: queue behind them, keeping Chatwoot's order.
             return await self._to_spool(Record(key, fields, delivery), cause="spool draining")
         try:
@@ -152,8 +153,17 @@ class Publisher:
                 if not pending.done.done():
                     pending.done.cancel()
 
+    def _spooled(self) -> bool:
+        """Whether the spool holds anything, without a stat() per webhook: only this process
+        appends to its spool, so once seen empty it stays empty until we append."""
+        assert self.spool is not None
+        if self._maybe_spooled:
+            self._maybe_spooled = self.spool.size() > 0
+        return self._maybe_spooled
+
     async def _to_spool(self, record: Record, *, cause: str) -> Published:
         assert self.spool is not None
+        self._maybe_spooled = True  # before the append: a failed append may have written part
         try:
             await self.spool.append(record)
         except (SpoolFull, OSError) as exc:
