@@ -17,7 +17,8 @@ from consumers.embedded import free_port, redis_binary
 from consumers.store import Store
 from tests import chatwoot
 from tests.conftest import PREFIX
-from tests.e2e.deployment import Deployment, query
+from tests.e2e.deployment import SWITCHBOARD, Deployment, query
+from tests.services import ROOT
 
 pytestmark = pytest.mark.e2e
 SLOTS = 16384
@@ -122,6 +123,15 @@ def test_a_customer_message_gets_one_reply_through_a_cluster(
         ]
         [out] = query(db, "SELECT status, attempts FROM outbound")
         assert (out["status"], out["attempts"]) == ("sent", 1)
+        # The ingress's scrape (stream lengths, the metrics hash, a SCAN for breakers) and
+        # the CLI read the cluster too.
+        scrape = httpx.get(f"{deployment.ingress}/metrics")
+        assert scrape.status_code == 200 and "switchboard_redis_up 1.0" in scrape.text
+        assert f'switchboard_stream_length{{stream="{PREFIX}:events"}} 2.0' in scrape.text
+        streams = subprocess.run([SWITCHBOARD, "streams"], env=deployment.env, cwd=ROOT,
+                                 capture_output=True, text=True, timeout=30)  # fmt: skip
+        assert streams.returncode == 0, streams.stderr
+        assert f"{PREFIX}:events" in streams.stdout
         # The streams are spread over the masters: the run crossed slots (and nodes).
         client: Any = redis.RedisCluster.from_url(f"redis://127.0.0.1:{cluster.ports[0]}")
         try:
