@@ -85,6 +85,7 @@ class Publisher:
         # The XADDs asked for during the current event-loop tick, sent as one pipeline.
         self._batch: list[_Pending] = []
         self._sending: set[asyncio.Task[None]] = set()
+        self._next: asyncio.Task[None] | None = None  # the task that will send `_batch`
         self._maybe_spooled = True  # until a look at the spool says it is empty
 
     async def publish(self, key: str, entry: events.Entry, *, delivery: str = "") -> Published:
@@ -109,10 +110,12 @@ class Publisher:
         for name, value in fields.items():
             args += [name, value]
         loop = asyncio.get_running_loop()
-        if not self._batch:
-            # The first of this tick: the flush runs once every handler made ready in this
-            # tick has had its turn (call_soon callbacks run in the next loop iteration).
-            loop.call_soon(self._flush)
+        if self._next is None:
+            # The first of this tick: the sending task's first step runs in the next loop
+            # iteration, once every handler made ready in this tick has had its turn.
+            self._next = loop.create_task(self._send())
+            self._sending.add(self._next)  # a strong reference until it is done
+            self._next.add_done_callback(self._sent)
         done: asyncio.Future[Any] = loop.create_future()
         self._batch.append(_Pending(keys, args, done))
         entry_id = await done
@@ -120,13 +123,17 @@ class Publisher:
             return None
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
-    def _flush(self) -> None:
-        batch, self._batch = self._batch, []
-        task = asyncio.create_task(self._send(batch))
-        self._sending.add(task)  # a strong reference until it is done
-        task.add_done_callback(self._sending.discard)
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        if self._next is task:  # cancelled before it took its batch (shutdown)
+            self._next = None
+            batch, self._batch = self._batch, []
+            for pending in batch:
+                pending.done.cancel()
 
-    async def _send(self, batch: list[_Pending]) -> None:
+    async def _send(self) -> None:
+        self._next = None
+        batch, self._batch = self._batch, []
         try:
             # EVAL, not EVALSHA: a pipeline holding EVALSHA costs redis-py an extra SCRIPT
             # EXISTS round trip per execute, and EVAL never meets NOSCRIPT after a restart or

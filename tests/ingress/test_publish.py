@@ -170,3 +170,22 @@ async def test_a_cancelled_request_leaves_the_batch_intact(
     gone.cancel()
     assert (await kept).entry is not None
     assert gone.cancelled()
+
+
+async def test_a_sender_cancelled_before_it_ran_leaves_no_one_waiting(
+    redis: aioredis.Redis, topology: Topology
+) -> None:
+    """Shutdown can cancel the task that was to send a tick's batch before it ran: its
+    requests are cancelled, not left waiting forever, and later publishes still go out."""
+    key = topology.key("events")
+    publisher = Publisher(redis)
+    waiting = asyncio.create_task(publisher.publish(key, entry(1)))
+    await asyncio.sleep(0)  # the request queued its XADD; the sender has not run yet
+    sender = publisher._next  # noqa: SLF001 - the task a shutdown would cancel
+    assert sender is not None
+    sender.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(waiting, timeout=2)
+    later = await asyncio.wait_for(publisher.publish(key, entry(2)), timeout=2)
+    assert later.entry is not None
+    assert await stored(redis, key) == ["d-2"]
