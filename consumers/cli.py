@@ -19,6 +19,7 @@ from consumers.errors import StoreError
 from consumers.local import LocalStack, migrate
 from consumers.store import Store, schema
 from ingress import events, logs, topology
+from ingress.connect import redis_client
 from ingress.errors import ConfigError
 from ingress.settings import Settings
 from ingress.topology import Topology
@@ -131,7 +132,7 @@ async def _with_redis(
 ) -> int:
     settings.require("redis_url")
     assert settings.redis_url is not None
-    redis = aioredis.Redis.from_url(settings.redis_url)
+    redis = redis_client(settings.redis_url)
     try:
         return await command(redis)
     except RedisError as exc:
@@ -192,7 +193,7 @@ async def _dlq_replay(args: argparse.Namespace, settings: Settings, topo: Topolo
         return 2
     settings.require("redis_url", "database_url")
     assert settings.redis_url is not None and settings.database_url is not None
-    redis = aioredis.Redis.from_url(settings.redis_url)
+    redis = redis_client(settings.redis_url)
     store = await Store.connect(settings.database_url, max_size=1)
     counts: Counter[dlq.Outcome] = Counter()
     last: dlq.Replayed | None = None
@@ -252,7 +253,7 @@ async def _replay(args: argparse.Namespace, settings: Settings, topo: Topology) 
     finally:
         await store.close()
     if not args.dry_run and found:
-        redis = aioredis.Redis.from_url(settings.redis_url)
+        redis = redis_client(settings.redis_url)
         try:
             for entry in found:
                 await redis.xadd(topo.key("events"), events.encode(entry))  # type: ignore[arg-type]
@@ -283,7 +284,7 @@ async def _doctor(settings: Settings, topo: Topology) -> int:
         problems.append("REDIS_URL is not set")
     else:
         try:
-            redis = aioredis.Redis.from_url(settings.redis_url)
+            redis = redis_client(settings.redis_url)
             try:
                 info = await redis.info("server")
                 print(f"redis: ok, version {info.get('redis_version')}")  # noqa: T201

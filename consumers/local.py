@@ -12,8 +12,6 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-import redis.asyncio as aioredis
-
 from consumers.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
@@ -23,6 +21,7 @@ from consumers.embedded import (
 )
 from consumers.runner import ensure_group
 from consumers.store import Store, schema
+from ingress.connect import redis_client
 from ingress.errors import ConfigError
 from ingress.settings import Settings
 from ingress.topology import Topology
@@ -66,7 +65,7 @@ async def migrate(database_url: str) -> str:
 async def prepare(redis_url: str, database_url: str, topology: Topology) -> None:
     """Migrate the schema and create every group (both idempotent)."""
     print(f"switchboard up: {await migrate(database_url)}", flush=True)  # noqa: T201
-    redis = aioredis.Redis.from_url(redis_url)
+    redis = redis_client(redis_url)
     try:
         for group, spec in topology.groups.items():
             await ensure_group(redis, topology.key(spec.stream), group)

@@ -23,6 +23,7 @@ from consumers.store import Store, schema
 from consumers.supervise import Worker, supervise
 from consumers.turns import TurnEmitter
 from consumers.unanswered import Unanswered
+from ingress.connect import redis_client
 from ingress.errors import ConfigError
 from ingress.settings import Settings
 from ingress.topology import Topology
@@ -63,7 +64,7 @@ async def connections(
     settings.require("redis_url", "database_url")
     assert settings.redis_url is not None and settings.database_url is not None
     read_s, connect_s = redis_timeouts(topology)
-    redis = aioredis.Redis.from_url(
+    redis = redis_client(
         settings.redis_url, socket_timeout=read_s, socket_connect_timeout=connect_s
     )
     store = await _connect(settings.database_url)

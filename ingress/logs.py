@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from collections.abc import MutableMapping
@@ -16,9 +17,15 @@ from ingress.settings import LogFormat
 REDACTED = ("token", "secret", "password", "authorization", "api_access_token", "signature")
 
 
+@functools.lru_cache(maxsize=1024)
+def _is_secret(key: str) -> bool:
+    # Memoized: every log line passes the same few keys through here.
+    return any(word in key.lower() for word in REDACTED)
+
+
 def _redact(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for key in event:
-        if any(word in key.lower() for word in REDACTED):
+        if _is_secret(key):
             event[key] = "********"
     return event
 

@@ -4,7 +4,7 @@ spool while Redis is unreachable."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 import redis.asyncio as aioredis
@@ -27,6 +27,32 @@ local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
 if KEYS[2] ~= nil then redis.call('SET', KEYS[2], id, 'EX', ARGV[1]) end
 return id
 """
+
+
+class _Pending(NamedTuple):
+    keys: list[str]
+    args: list[Any]
+    done: asyncio.Future[Any]  # the script's reply: the entry id, or None for a duplicate
+
+
+def _settle(
+    done: asyncio.Future[Any], *, result: Any = None, exc: BaseException | None = None
+) -> None:
+    if done.done():  # its request went away (client gone, server stopping)
+        return
+    if exc is not None:
+        done.set_exception(exc)
+    else:
+        done.set_result(result)
+
+
+def _fresh(exc: Exception) -> Exception:
+    """One instance per waiting request: a shared one would collect every raiser's frames."""
+    try:
+        copy = type(exc)(*exc.args)
+    except Exception:  # noqa: BLE001 - an exception type with an unusual constructor
+        return exc
+    return copy if isinstance(copy, Exception) else exc
 
 
 class Published(msgspec.Struct, frozen=True):
@@ -56,13 +82,17 @@ class Publisher:
         self.spool = spool
         self.dedup_window_s = dedup_window_s
         self.budget_s = budget_s
-        self._script: Any = redis.register_script(XADD_ONCE)
+        # The XADDs asked for during the current event-loop tick, sent as one pipeline.
+        self._batch: list[_Pending] = []
+        self._sending: set[asyncio.Task[None]] = set()
+        self._next: asyncio.Task[None] | None = None  # the task that will send `_batch`
+        self._maybe_spooled = True  # until a look at the spool says it is empty
 
     async def publish(self, key: str, entry: events.Entry, *, delivery: str = "") -> Published:
         fields = events.encode(entry)
         record = Record(key, fields, delivery)
         refused: Exception | None = None
-        if self.spool is not None and self.spool.size() > 0:
+        if self.spool is not None and self._spooled():
             # Older webhooks wait in the spool: queue behind them, keeping Chatwoot's order.
             try:
                 await self.spool.append(record)
@@ -88,20 +118,74 @@ class Publisher:
         return Published(entry=entry_id, duplicate=entry_id is None)
 
     async def _xadd(self, key: str, fields: dict[str, bytes], delivery: str) -> str | None:
+        """XADD_ONCE, sent with every other one asked for in this tick; answered (or raised)
+        once the pipeline that carries it has its reply."""
         keys = [key, f"{{{key}}}:delivery:{delivery}"] if delivery else [key]
         args: list[Any] = [self.dedup_window_s]
         for name, value in fields.items():
             args += [name, value]
-        # A timeout may leave the XADD done but unanswered: the spooled copy is then a
-        # duplicate, which the delivery-id dedup (and persist's uniqueness) absorbs.
-        async with asyncio.timeout(self.budget_s):
-            entry_id = await self._script(keys=keys, args=args)
+        loop = asyncio.get_running_loop()
+        if self._next is None:
+            # The first of this tick: the sending task's first step runs in the next loop
+            # iteration, once every handler made ready in this tick has had its turn.
+            self._next = loop.create_task(self._send())
+            self._sending.add(self._next)  # a strong reference until it is done
+            self._next.add_done_callback(self._sent)
+        done: asyncio.Future[Any] = loop.create_future()
+        self._batch.append(_Pending(keys, args, done))
+        entry_id = await done
         if entry_id is None:
             return None
         return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sending.discard(task)
+        if self._next is task:  # cancelled before it took its batch (shutdown)
+            self._next = None
+            batch, self._batch = self._batch, []
+            for pending in batch:
+                pending.done.cancel()
+
+    async def _send(self) -> None:
+        self._next = None
+        batch, self._batch = self._batch, []
+        try:
+            # EVAL, not EVALSHA: a pipeline holding EVALSHA costs redis-py an extra SCRIPT
+            # EXISTS round trip per execute, and EVAL never meets NOSCRIPT after a restart or
+            # a failover. Redis caches the compiled script by its hash either way.
+            # A timeout may leave XADDs done but unanswered: their spooled copies are then
+            # duplicates, which the delivery-id dedup (and persist's uniqueness) absorbs.
+            async with asyncio.timeout(self.budget_s):
+                async with self.redis.pipeline(transaction=False) as pipe:
+                    for pending in batch:
+                        pipe.eval(XADD_ONCE, len(pending.keys), *pending.keys, *pending.args)
+                    replies = await pipe.execute(raise_on_error=False)
+        except Exception as exc:  # noqa: BLE001 - decided: each request gets it, and spools
+            for pending in batch:
+                _settle(pending.done, exc=_fresh(exc))
+        else:
+            # An error reply (OOM, WRONGTYPE) fails its own entry only.
+            for pending, reply in zip(batch, replies, strict=True):
+                if isinstance(reply, Exception):
+                    _settle(pending.done, exc=reply)
+                else:
+                    _settle(pending.done, result=reply)
+        finally:
+            for pending in batch:  # cancelled (shutdown): nobody is left waiting forever
+                if not pending.done.done():
+                    pending.done.cancel()
+
+    def _spooled(self) -> bool:
+        """Whether the spool holds anything, without a stat() per webhook: only this process
+        appends to its spool, so once seen empty it stays empty until we append."""
+        assert self.spool is not None
+        if self._maybe_spooled:
+            self._maybe_spooled = self.spool.size() > 0
+        return self._maybe_spooled
+
     async def _to_spool(self, record: Record, *, cause: str) -> Published:
         assert self.spool is not None
+        self._maybe_spooled = True  # before the append: a failed append may have written part
         try:
             await self.spool.append(record)
         except (SpoolFull, OSError) as exc:

@@ -118,7 +118,11 @@ class _Reader:
 
     def settings(self) -> Settings:
         settings = Settings(
-            redis_url=self.parse("REDIS_URL", _url("redis", "rediss", "unix"), None),
+            redis_url=self.parse(
+                "REDIS_URL",
+                _url("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"),
+                None,
+            ),
             database_url=self.parse("DATABASE_URL", _url("postgres", "postgresql"), None),
             chatwoot_base_url=self.parse("CHATWOOT_BASE_URL", _base_url, None),
             chatwoot_api_token=_secret(self.get("CHATWOOT_API_TOKEN")),

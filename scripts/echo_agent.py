@@ -34,12 +34,20 @@ def reply_to(turn: dict[str, str]) -> dict[str, str]:
     }
 
 
+def connect(url: str) -> Any:
+    """`redis+cluster://host:port` (Switchboard's spelling of a Cluster) or a plain URL."""
+    scheme, sep, rest = url.partition("+cluster://")
+    if sep:
+        return redis.RedisCluster.from_url(f"{scheme}://{rest}", decode_responses=True)
+    return redis.Redis.from_url(url, decode_responses=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Answers every customer turn with an echo.")
     parser.add_argument("--prefix", default="sb", help="the key prefix of streams.yaml")
     prefix = parser.parse_args().prefix
     turns, outbound = f"{prefix}:turns", f"{prefix}:outbound"
-    r = redis.Redis.from_url(os.environ["REDIS_URL"], decode_responses=True)
+    r = connect(os.environ["REDIS_URL"])
     try:
         r.xgroup_create(turns, GROUP, id="0", mkstream=True)
     except redis.ResponseError:
@@ -66,7 +74,7 @@ def main() -> None:
             start = ">"
         for entry_id, turn in entries:
             if turn:
-                r.xadd(outbound, reply_to(turn))  # type: ignore[arg-type]
+                r.xadd(outbound, reply_to(turn))
             r.xack(turns, GROUP, entry_id)  # only once the reply is safely in the stream
 
 

@@ -19,6 +19,7 @@ CONSUMERS_MAY_IMPORT = {
     "ingress.settings",
     "ingress.logs",
     "ingress.errors",
+    "ingress.connect",  # the Redis client for REDIS_URL (single server or Cluster)
 }
 PURE = [
     "ingress/signatures.py",

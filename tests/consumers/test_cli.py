@@ -45,7 +45,8 @@ def test_config_problems_are_one_line_each(process_env: dict[str, str]) -> None:
     done = run(process_env | {"PORT": "eighty", "REDIS_URL": "http://x"}, "streams")
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
-        "switchboard streams: REDIS_URL: must start with redis:// or rediss:// or unix://",
+        "switchboard streams: REDIS_URL: must start with redis:// or rediss:// or unix:// or "
+        "redis+cluster:// or rediss+cluster://",
         "switchboard streams: PORT: must be a whole number, got 'eighty'",
     ]
 
