@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 
 import httpx
 import msgspec
@@ -17,6 +16,7 @@ from consumers.store import Store
 from ingress import events
 from ingress.settings import Secret
 from ingress.topology import Topology
+from tests.consumers.test_deliver import Clock
 from tests.pipeline import rows, xadd
 
 LIST_FAILURES = [
@@ -62,9 +62,11 @@ async def test_a_failed_check_after_an_ambiguous_post_holds_the_reply(
         user_token=Secret("user"),
         transport=httpx.MockTransport(chatwoot),
     ) as client:
+        clock = Clock()  # the test moves time: a hold is judged without racing the wall clock
         deliverer = Deliverer(
-            store, client, topo, redis=redis, base_url=f"http://{topology.prefix}.faults"
-        )
+            store, client, topo, redis=redis, base_url=f"http://{topology.prefix}.faults",
+            clock=clock,
+        )  # fmt: skip
         retrier = Retrier(deliverer)
         reply = events.OutboundEntry(account=3, conversation=1046, content="hi", ref="amb-1")
         fields = {k.encode(): v for k, v in events.encode(reply).items()}
@@ -72,17 +74,20 @@ async def test_a_failed_check_after_an_ambiguous_post_holds_the_reply(
         await deliverer(StreamEntry(id=entry_id, fields=fields, deliveries=1))
         assert chatwoot.calls == ["POST"]
 
-        await asyncio.sleep(0.05)  # the retry is due
+        clock.advance(1)  # the retry is due
         assert await retrier.run_due() == 1  # the list call fails: no exception escapes
         assert chatwoot.calls == ["POST", "GET"]
         [row] = await rows(store, "SELECT status, next_attempt_at, last_error FROM outbound")
         assert row["status"] == "sending"  # unknown whether it landed: never posted again
-        assert row["next_attempt_at"] > dt.datetime.now(dt.UTC)  # held, with a backoff
+        assert row["next_attempt_at"] > clock()  # held, with a backoff
         assert await retrier.run_due() == 0  # not due again at once
 
         task = asyncio.create_task(retrier.run())
-        await asyncio.sleep(0.3)  # several polls, with further failed checks
+        for _ in range(5):  # several polls, each finding the reply due and its check failing
+            clock.advance(1)
+            await asyncio.sleep(0.06)
         assert not task.done()
+        assert chatwoot.calls.count("GET") > 2
         retrier.stop()
         await asyncio.wait_for(task, timeout=5)
     assert "POST" not in chatwoot.calls[1:]
