@@ -82,7 +82,6 @@ def streams_yaml(workdir: Path, scenario: str) -> Path:
         ("retry_ms: [1000, 5000, 15000, 60000, 300000]", "retry_ms: [200, 500, 1000, 2000]"),
         ("max_attempts: 8", "max_attempts: 40"),
         ("echo_wait_ms: 20000", "echo_wait_ms: 2000\n  lease_ms: 3000"),
-        ("account_limit: {per_minute: 600}", "account_limit: {per_minute: 60000}"),
     ):
         assert old in text, old
         text = text.replace(old, new)
