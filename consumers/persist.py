@@ -7,7 +7,9 @@ as maxima (see conversation.py). The effect of each event is listed in docs/even
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import zlib
 from collections.abc import Callable
 
 import msgspec
@@ -46,6 +48,10 @@ IGNORED = {
 
 Outcome = tuple[str, str | None]  # (applied|duplicate|ignored, detail)
 
+# Concurrent transactions a batch is spread over (by conversation): well within the pool of 10
+# connections, which the group's one-by-one path and the dead records also use.
+LANES = 4
+
 
 class Persister:
     """The handler of the persist group: one webhook entry, one transaction; or a batch of
@@ -58,11 +64,13 @@ class Persister:
         *,
         bot_id: int | None = None,
         clock: Callable[[], dt.datetime] = utcnow,
+        lanes: int = LANES,
     ) -> None:
         self.store = store
         self.topology = topology
         self.bot_id = bot_id
         self.clock = clock
+        self.lanes = max(1, lanes)
 
     async def __call__(self, entry: StreamEntry) -> None:
         event = _event(entry)
@@ -71,11 +79,33 @@ class Persister:
         _persisted(outcome)
 
     async def batch(self, entries: list[StreamEntry]) -> list[bool]:
-        """The runner's batch entry point: every entry in one transaction (one commit, one
-        flush), each in a savepoint of its own, so its effects stay all-or-nothing, in stream
-        order. Says which entries are committed; one that failed, and the later entries of its
-        conversation (their order is kept), are left to the runner's one-by-one path, which
-        decides them as ever. Raises when the transaction itself fails: none is committed."""
+        """The runner's batch entry point. Conversations are spread over `lanes` concurrent
+        transactions (a round trip to PostgreSQL is what an entry waits on most); each lane
+        holds its entries in stream order, one transaction for all of them (one commit, one
+        flush), each entry in a savepoint of its own, so its effects stay all-or-nothing.
+        Says which entries are committed; one that failed, the later entries of its
+        conversation (their order is kept), and a failed lane's entries are left to the
+        runner's one-by-one path, which decides them as ever."""
+        lanes: list[list[int]] = [[] for _ in range(min(self.lanes, len(entries)))]
+        for n, entry in enumerate(entries):
+            lanes[zlib.crc32(by_conversation(entry)) % len(lanes)].append(n)
+        done = [False] * len(entries)
+        results = await asyncio.gather(
+            *(self._lane([entries[n] for n in lane]) for lane in lanes if lane),
+            return_exceptions=True,
+        )
+        for lane, result in zip([lane for lane in lanes if lane], results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, Exception):
+                    raise result  # cancelled: not ours to swallow
+                log.warning("batch.lane_failed", entries=len(lane), error=str(result)[:200])
+                continue
+            for n, ok in zip(lane, result, strict=True):
+                done[n] = ok
+        return done
+
+    async def _lane(self, entries: list[StreamEntry]) -> list[bool]:
+        """One transaction over `entries`, a savepoint each; raises when it does not commit."""
         done: list[bool] = []
         failed: set[bytes] = set()
         outcomes: list[tuple[str, events.EventEntry, Outcome | None]] = []
@@ -92,7 +122,7 @@ class Persister:
                         outcome = await self._persist(tx, entry, event)
                 except Exception as exc:  # noqa: BLE001 - handled again alone, and decided there
                     if isinstance(exc, StoreError) and exc.outage:
-                        raise  # the connection is gone: the whole batch goes one by one
+                        raise  # the connection is gone: the lane goes one by one
                     log.debug("entry.batch_failed", error=str(exc)[:200])
                     failed.add(conversation)
                     done.append(False)

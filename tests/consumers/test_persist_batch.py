@@ -22,8 +22,10 @@ def message(n: int, conversation: int) -> dict[str, Any]:
     return data
 
 
-def batched_runner(redis: aioredis.Redis, store: Store, topology: Topology) -> Runner:
-    handler = Persister(store, topology, bot_id=4)
+def batched_runner(
+    redis: aioredis.Redis, store: Store, topology: Topology, *, lanes: int = 1
+) -> Runner:
+    handler = Persister(store, topology, bot_id=4, lanes=lanes)
     return Runner(
         redis,
         key=topology.key("events"),
@@ -86,3 +88,22 @@ async def test_one_conversations_webhooks_in_one_batch_apply_in_stream_order(
     # now(), the transaction's start, is each row's processed_at: one transaction.
     txs = await rows(store, "SELECT DISTINCT processed_at FROM webhook_events")
     assert len(txs) == 1
+
+
+async def test_lanes_commit_every_conversation_once_in_order(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """A batch spread over concurrent transactions: 40 webhooks of 8 conversations, each
+    conversation's in one transaction of its lane, all applied, none twice."""
+    payloads = [message(n, 2100 + n % 8) for n in range(40)]
+    ids = await feed(redis, topology, *payloads)
+    assert await batched_runner(redis, store, topology, lanes=4).drain() == 40
+    audit = await rows(
+        store,
+        "SELECT chatwoot_conversation_id AS c, count(DISTINCT processed_at) AS txs,"
+        " count(*) AS n FROM webhook_events WHERE outcome = 'applied' GROUP BY 1",
+    )
+    assert sorted((r["c"], r["txs"], r["n"]) for r in audit) == [(2100 + c, 1, 5) for c in range(8)]
+    assert len(ids) == len(await rows(store, "SELECT 1 FROM messages")) == 40
+    lanes = await rows(store, "SELECT count(DISTINCT processed_at) AS n FROM webhook_events")
+    assert 1 < lanes[0]["n"] <= 4
