@@ -5,9 +5,12 @@ memory of every process while a backlog drains.
 Real processes (chaos.py's Stack): the fake Chatwoot signs and sends each customer message as a
 webhook to the ingress; persist, turns and deliver (one `consumers` process), the echo agent;
 the reply is posted back to the fake. Latency is customer message created at the fake → reply
-created at the fake, both on the fake's clock. Debounce 0; the host rate limit raised (Chatwoot's
-real one would cap replies at 40/s); the per-conversation limit as shipped (the load is spread
-over enough conversations to stay below it).
+created at the fake, both on the fake's clock; and, to leave out the fake's own webhook delay
+(one Python process, a new HTTP client per webhook), from the entry's arrival in sb:events
+(its stream id's time) to the reply at the fake: the machine's one clock. Each rate also
+prints the CPU share of each process, to show which one is the bottleneck. Debounce 0; the
+host rate limit raised (Chatwoot's real one would cap replies at 40/s); the per-conversation
+limit as shipped (the load is spread over enough conversations to stay below it).
 
     python scripts/bench_pipeline.py                        # the figures (1M-entry backlog)
     python scripts/bench_pipeline.py --seconds 10 --backlog 20000 --ramp 50,100,200,400
@@ -21,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -28,6 +32,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import redis
 
@@ -74,52 +79,93 @@ async def send(
     return total, failed
 
 
-def latencies(fake: str, since: float) -> tuple[list[float], int]:
+def latencies(stack: chaos.Stack, since: float) -> tuple[list[float], list[float], int]:
     """Per customer message created after `since`: seconds until the first reply that covers
-    it (its turn runs through it); and how many have no reply yet."""
-    messages = httpx.get(f"{fake}/_fake/messages", timeout=60).json()
+    it (its turn runs through it), from its creation at the fake and from its arrival in
+    sb:events (the stream id's time: the fake's own webhook delay left out); and how many have
+    no reply yet."""
+    messages = httpx.get(f"{stack.fake}/_fake/messages", timeout=60).json()
+    arrived = asyncio.run(_arrivals(stack.env["DATABASE_URL"]))
     replies: dict[int, list[tuple[int, float]]] = {}
     for m in messages:
         ref = (m.get("content_attributes") or {}).get("ext_ref") or ""
         if m["message_type"] == 1 and ref.startswith("echo-"):
             through = int(ref.rsplit(":", 1)[1])
             replies.setdefault(m["conversation"], []).append((through, m["created_at"]))
-    found, missing = [], 0
+    found, inside, missing = [], [], 0
     for m in messages:
         if m["message_type"] != 0 or m["created_at"] < since:
             continue
         covering = [at for through, at in replies.get(m["conversation"], []) if through >= m["id"]]
-        if covering:
-            found.append(min(covering) - m["created_at"])
-        else:
+        if not covering:
             missing += 1
-    return found, missing
+            continue
+        found.append(min(covering) - m["created_at"])
+        if m["id"] in arrived:
+            inside.append(min(covering) - arrived[m["id"]])
+    return found, inside, missing
+
+
+async def _arrivals(database: str) -> dict[int, float]:
+    conn = await asyncpg.connect(database)
+    try:
+        rows = await conn.fetch(
+            "SELECT (convert_from(body, 'UTF8')::json->>'id')::bigint AS id,"
+            " split_part(stream_id, '-', 1)::bigint AS ms FROM webhook_events"
+            " WHERE event = 'message_created' AND source = 'chatwoot'"
+        )
+    finally:
+        await conn.close()
+    return {r["id"]: r["ms"] / 1000 for r in rows}
+
+
+def pids(stack: chaos.Stack) -> dict[str, int]:
+    found = {p.name: p.popen.pid for p in [*stack.consumers, *stack.others]}
+    if stack.ingress is not None:
+        found["ingress"] = stack.ingress.popen.pid
+    return found
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def step(stack: chaos.Stack, rate: float, seconds: float, conversations: int, start: int,
          settle: float) -> dict[str, Any]:  # fmt: skip
     since = time.time()
     began = time.monotonic()
+    cpu_before = {name: cpu_s(pid) for name, pid in pids(stack).items()}
     sent, failed = asyncio.run(
         send(stack.fake, rate=rate, seconds=seconds, conversations=conversations, start=start)
     )
     achieved = sent / (time.monotonic() - began)
     ended = time.monotonic()
-    found, missing = latencies(stack.fake, since)
+    cpu = {name: (cpu_s(pid) - cpu_before[name]) / (ended - began)
+           for name, pid in pids(stack).items()}  # fmt: skip
+    found, inside, missing = latencies(stack, since)
     while missing and time.monotonic() - ended < settle:
         time.sleep(0.5)
-        found, missing = latencies(stack.fake, since)
+        found, inside, missing = latencies(stack, since)
     return {"rate": rate, "achieved": achieved, "sent": sent, "failed": failed,
             "answered": len(found),
             "missing": missing, "p50": percentile(found, 0.5), "p99": percentile(found, 0.99),
-            "settled_s": time.monotonic() - ended}  # fmt: skip
+            "in50": percentile(inside, 0.5), "in99": percentile(inside, 0.99),
+            "settled_s": time.monotonic() - ended, "cpu": cpu}  # fmt: skip
 
 
 def report(row: dict[str, Any]) -> str:
     return (f"{row['rate']:>6.0f}/s (sent {row['achieved']:.0f}/s)  p50 {row['p50'] * 1000:7.1f}"
-            f" ms  p99 {row['p99'] * 1000:7.1f} ms  answered {row['answered']}/{row['sent']}"
+            f" ms  p99 {row['p99'] * 1000:7.1f} ms  (from sb:events: p50 {row['in50'] * 1000:.1f}"
+            f" ms, p99 {row['in99'] * 1000:.1f} ms)  answered {row['answered']}/{row['sent']}"
             f"  ({row['settled_s']:.1f} s after the load)"
-            + (f"  {row['failed']} not taken by the fake" if row["failed"] else ""))  # fmt: skip
+            + (f"  {row['failed']} not taken by the fake" if row["failed"] else "")
+            + "\n          CPU: " + ", ".join(f"{name} {share:.0%}"
+                                        for name, share in row["cpu"].items()))  # fmt: skip
 
 
 def rss_mb(pid: int) -> float:
@@ -150,9 +196,7 @@ def backlog(stack: chaos.Stack, entries: int, timeout: float) -> dict[str, Any]:
             )  # fmt: skip
             pipe.xadd(key, events.encode(entry))  # type: ignore[arg-type]
         pipe.execute()
-    processes = {p.name: p.popen.pid for p in [*stack.consumers, *stack.others]}
-    if stack.ingress is not None:
-        processes["ingress"] = stack.ingress.popen.pid
+    processes = pids(stack)
     peak = dict.fromkeys(processes, 0.0)
     redis_peak = 0
     began = time.monotonic()
