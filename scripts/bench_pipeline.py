@@ -252,15 +252,15 @@ def main() -> int:
             print("  " + report(row))
         print("highest rate sustained (all answered within 5 s of the load's end, p99 < 1 s):")
         best = 0.0
-        for rate in [float(x) for x in args.ramp.split(",")]:
-            row = step(stack, rate, min(args.seconds, 10), args.conversations, sent, settle=5)
+        for tried in [float(x) for x in args.ramp.split(",")]:
+            row = step(stack, tried, min(args.seconds, 10), args.conversations, sent, settle=5)
             sent += row["sent"]
             ok = (row["missing"] == 0 and row["failed"] == 0 and row["p99"] < 1.0
-                  and row["achieved"] >= 0.95 * rate)  # fmt: skip
+                  and row["achieved"] >= 0.95 * tried)  # fmt: skip
             print("  " + report(row) + ("" if ok else "  <- not sustained"))
             if not ok:
                 break
-            best = rate
+            best = tried
         print(f"  highest sustained: {best:.0f} msg/s")
         if args.backlog:
             drained = backlog(stack, args.backlog, args.drain_timeout)
