@@ -155,7 +155,9 @@ class Deliverer:
             if isinstance(step, steps.CheckProof):
                 proof = await self._check(read.row)
             elif isinstance(step, steps.AskLimits):
-                limit = await self._limit(read.row.account_id, read.now.timestamp())
+                limit = await self._limit(
+                    read.row.account_id, read.now.timestamp(), read.row.chatwoot_conversation_id
+                )
             else:
                 return step
 
@@ -202,7 +204,7 @@ class Deliverer:
             return steps.Unknown(why="listing the messages took too long")
         return steps.Unknown(why="the message list did not end")
 
-    async def _limit(self, account: int, now: float) -> steps.Limit:
+    async def _limit(self, account: int, now: float, conversation: int | None) -> steps.Limit:
         """An open breaker, then the rate limits (the token is taken when there is one)."""
         breaker = await self.limits.breaker(account)
         state = breaker.state(now)
@@ -210,7 +212,7 @@ class Deliverer:
             return steps.Wait(breaker.open_until - now, "circuit breaker open")
         if state == "half-open" and not await self.limits.probe(account, now):
             return steps.Wait(1.0, "another deliverer is probing the account")
-        wait = await self.limits.wait_for_token(self.host, account)
+        wait = await self.limits.wait_for_token(self.host, account, conversation)
         return steps.Wait(wait, "rate limited") if wait > 0 else steps.Go()
 
     async def _gate(self, tx: Tx, reply: events.OutboundEntry) -> str | None:

@@ -1,8 +1,11 @@
-"""Limits every deliverer process shares through Redis: token buckets per Chatwoot host and per
-account, and a circuit breaker per account. Keys carry the outbound stream's hash tag."""
+"""Limits every deliverer process shares through Redis: token buckets per Chatwoot host, per
+account (when set) and per conversation, and a circuit breaker per account. Keys carry the
+outbound stream's hash tag, so every key of a call is on one Redis Cluster slot."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -15,47 +18,122 @@ from ingress.topology import DeliverySpec, RateLimit
 
 log = structlog.get_logger("limits")
 
-# Refill by elapsed time, take one token if there is one, else say how long until there is.
-# Redis' own clock, so that processes on different machines agree.
-TOKEN_BUCKET = """
-local capacity = tonumber(ARGV[1])
-local per_ms = tonumber(ARGV[2])
+# Refill each bucket by elapsed time; take one token from every bucket when each has one,
+# else take none and say how long until all do (and which bucket binds). One round trip for
+# all of a call's buckets, and no token lost from one bucket when another is empty. Redis' own
+# clock, so that processes on different machines agree. KEYS: buckets; ARGV: capacity and
+# tokens per ms of each.
+TOKEN_BUCKETS = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local state = redis.call('HMGET', KEYS[1], 'tokens', 'ts')
-local tokens = tonumber(state[1]) or capacity
-local ts = tonumber(state[2]) or now
-tokens = math.min(capacity, tokens + (now - ts) * per_ms)
-local wait = 0
-if tokens >= 1 then tokens = tokens - 1 else wait = math.ceil((1 - tokens) / per_ms) end
-redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', now)
-redis.call('PEXPIRE', KEYS[1], math.ceil(capacity / per_ms) + 1000)
-return wait
+local tokens = {}
+local wait, binding = 0, 0
+for i, key in ipairs(KEYS) do
+  local capacity, per_ms = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+  local state = redis.call('HMGET', key, 'tokens', 'ts')
+  local n = tonumber(state[1]) or capacity
+  local ts = tonumber(state[2]) or now
+  n = math.min(capacity, n + (now - ts) * per_ms)
+  if n < 1 then
+    local need = math.ceil((1 - n) / per_ms)
+    if need > wait then wait, binding = need, i end
+  end
+  tokens[i] = n
+end
+for i, key in ipairs(KEYS) do
+  local capacity, per_ms = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
+  local n = tokens[i]
+  if wait == 0 then n = n - 1 end
+  redis.call('HSET', key, 'tokens', tostring(n), 'ts', now)
+  redis.call('PEXPIRE', key, math.ceil(capacity / per_ms) + 1000)
+end
+return {wait, binding}
 """
+
+# A throttled bucket is logged once per this interval, with how many waits it caused.
+THROTTLE_LOG_EVERY_S = 10.0
+
+
+class ThrottleLog:
+    """`limit.throttled` summarized: a bucket's first wait is logged at once, the waits after
+    it once per interval (`waits`, `max_wait_ms`), not one line per wait."""
+
+    def __init__(
+        self, *, every_s: float = THROTTLE_LOG_EVERY_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.every_s = every_s
+        self.clock = clock
+        self._logged: dict[str, float] = {}  # bucket -> when its last line was written
+        self._pending: dict[str, tuple[int, int]] = {}  # bucket -> (waits, max_wait_ms)
+
+    def waited(self, bucket: str, wait_ms: int) -> None:
+        waits, longest = self._pending.get(bucket, (0, 0))
+        self._pending[bucket] = (waits + 1, max(longest, wait_ms))
+        self.flush()
+
+    def flush(self) -> None:
+        """Write the lines whose interval is over (cheap: only throttled buckets are kept)."""
+        if not self._pending:
+            return
+        now = self.clock()
+        due = [b for b in self._pending if now - self._logged.get(b, -1e18) >= self.every_s]
+        for bucket in due:
+            waits, longest = self._pending.pop(bucket)
+            self._logged[bucket] = now
+            log.info("limit.throttled", bucket=bucket, waits=waits, max_wait_ms=longest)
+        # Buckets quiet for an interval are forgotten: their next wait is logged at once.
+        for bucket in [b for b, at in self._logged.items() if now - at >= self.every_s]:
+            if bucket not in self._pending:
+                del self._logged[bucket]
 
 
 class Limits:
     def __init__(
-        self, redis: aioredis.Redis, *, tag: str, spec: DeliverySpec, counters: Counters
+        self,
+        redis: aioredis.Redis,
+        *,
+        tag: str,
+        spec: DeliverySpec,
+        counters: Counters,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.redis = redis
         self.counters = counters
         self.tag = tag  # "{sb:outbound}"
         self.spec = spec
-        self._bucket: Any = redis.register_script(TOKEN_BUCKET)
+        self.throttles = ThrottleLog(clock=clock)
+        self._buckets: Any = redis.register_script(TOKEN_BUCKETS)
 
-    async def wait_for_token(self, host: str, account: int) -> float:
-        """Seconds until both buckets have a token for this call (0: go now, token taken)."""
-        for key, limit in (
-            (f"{self.tag}:limit:host:{host}", self.spec.host_limit),
-            (f"{self.tag}:limit:account:{account}", self.spec.account_limit),
-        ):
-            wait_ms = int(await self._bucket(keys=[key], args=_rate(limit)))
-            if wait_ms > 0:
-                await self.counters.add("deliver.throttled")
-                log.info("limit.throttled", bucket=key, wait_ms=wait_ms)
-                return wait_ms / 1000
-        return 0.0
+    def buckets(
+        self, host: str, account: int, conversation: int | None = None
+    ) -> list[tuple[str, RateLimit]]:
+        """The buckets a call to Chatwoot takes a token from: its host (Chatwoot limits each
+        client IP), its account when an account limit is set, and its conversation (Chatwoot
+        refuses a conversation's 201st message within a minute) when it names one."""
+        found = [(f"{self.tag}:limit:host:{host}", self.spec.host_limit)]
+        if self.spec.account_limit is not None:
+            found.append((f"{self.tag}:limit:account:{account}", self.spec.account_limit))
+        if conversation is not None and self.spec.conversation_limit is not None:
+            key = f"{self.tag}:limit:conversation:{account}:{conversation}"
+            found.append((key, self.spec.conversation_limit))
+        return found
+
+    async def wait_for_token(
+        self, host: str, account: int, conversation: int | None = None
+    ) -> float:
+        """Seconds until every bucket has a token for this call (0: go now, tokens taken)."""
+        buckets = self.buckets(host, account, conversation)
+        args: list[float] = []
+        for _, limit in buckets:
+            args += _rate(limit)
+        reply: Any = await self._buckets(keys=[key for key, _ in buckets], args=args)
+        wait_ms, binding = int(reply[0]), int(reply[1])
+        if wait_ms <= 0:
+            self.throttles.flush()
+            return 0.0
+        await self.counters.add("deliver.throttled")
+        self.throttles.waited(buckets[binding - 1][0], wait_ms)
+        return wait_ms / 1000
 
     def _breaker_key(self, account: int) -> str:
         return f"{self.tag}:breaker:{account}"

@@ -7,7 +7,9 @@ as maxima (see conversation.py). The effect of each event is listed in docs/even
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import zlib
 from collections.abc import Callable
 
 import msgspec
@@ -16,8 +18,8 @@ import structlog
 from consumers import conversation as cv
 from consumers import decisions, echoes, statuses
 from consumers.clock import utcnow
-from consumers.errors import PermanentError
-from consumers.runner import StreamEntry
+from consumers.errors import PermanentError, StoreError
+from consumers.runner import StreamEntry, by_conversation
 from consumers.store import ConversationRow, MessageRow, Store, Tx
 from ingress import events, views
 from ingress.errors import EntryDecodeError
@@ -59,9 +61,14 @@ IGNORED = {
 
 Outcome = tuple[str, str | None]  # (applied|duplicate|ignored, detail)
 
+# Concurrent transactions a batch is spread over (by conversation): well within the pool of 10
+# connections, which the group's one-by-one path and the dead records also use.
+LANES = 4
+
 
 class Persister:
-    """The handler of the persist group: one webhook entry, one transaction."""
+    """The handler of the persist group: one webhook entry, one transaction; or a batch of
+    entries, one transaction with a savepoint each."""
 
     def __init__(
         self,
@@ -70,30 +77,93 @@ class Persister:
         *,
         bot_id: int | None = None,
         clock: Callable[[], dt.datetime] = utcnow,
+        lanes: int = LANES,
     ) -> None:
         self.store = store
         self.topology = topology
         self.bot_id = bot_id
         self.clock = clock
+        self.lanes = max(1, lanes)
 
     async def __call__(self, entry: StreamEntry) -> None:
-        event = events.decode(events.EventEntry, entry.fields)
-        structlog.contextvars.bind_contextvars(
-            delivery=events.bounded_delivery(event.delivery), webhook_event=event.event
-        )
-        for name, value in (("account.id", event.account), ("conversation.id", event.conversation)):
-            if value is not None and _int64(value) is None:
-                raise PermanentError(f"{name} {value} is outside int64")
+        event = _event(entry)
         async with self.store.transaction() as tx:
-            if not await tx.record_event(entry.id, event):
-                log.info("event.skipped", reason="entry already processed")
-                return
-            try:
-                outcome, detail = await self._apply(tx, event)
-            except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
-                raise PermanentError(f"{event.event} body does not fit its view: {exc}") from exc
-            await tx.set_outcome(entry.id, outcome, detail)
-        log.info("event.persisted", outcome=outcome, detail=detail)
+            outcome = await self._persist(tx, entry, event)
+        _persisted(outcome)
+
+    async def batch(self, entries: list[StreamEntry]) -> list[bool]:
+        """The runner's batch entry point. Conversations are spread over `lanes` concurrent
+        transactions (a round trip to PostgreSQL is what an entry waits on most); each lane
+        holds its entries in stream order, one transaction for all of them (one commit, one
+        flush), each entry in a savepoint of its own, so its effects stay all-or-nothing.
+        Says which entries are committed; one that failed, the later entries of its
+        conversation (their order is kept), and a failed lane's entries are left to the
+        runner's one-by-one path, which decides them as ever."""
+        lanes: list[list[int]] = [[] for _ in range(min(self.lanes, len(entries)))]
+        for n, entry in enumerate(entries):
+            lanes[zlib.crc32(by_conversation(entry)) % len(lanes)].append(n)
+        done = [False] * len(entries)
+        results = await asyncio.gather(
+            *(self._lane([entries[n] for n in lane]) for lane in lanes if lane),
+            return_exceptions=True,
+        )
+        for lane, result in zip([lane for lane in lanes if lane], results, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, Exception):
+                    raise result  # cancelled: not ours to swallow
+                log.warning("batch.lane_failed", entries=len(lane), error=str(result)[:200])
+                continue
+            for n, ok in zip(lane, result, strict=True):
+                done[n] = ok
+        return done
+
+    async def _lane(self, entries: list[StreamEntry]) -> list[bool]:
+        """One transaction over `entries`, a savepoint each; raises when it does not commit."""
+        done: list[bool] = []
+        failed: set[bytes] = set()
+        outcomes: list[tuple[str, events.EventEntry, Outcome | None]] = []
+        async with self.store.transaction() as tx:
+            for entry in entries:
+                conversation = by_conversation(entry)
+                if conversation in failed:
+                    done.append(False)
+                    continue
+                structlog.contextvars.bind_contextvars(entry=entry.id)
+                try:
+                    async with tx.savepoint():
+                        event = _event(entry)
+                        outcome = await self._persist(tx, entry, event)
+                except Exception as exc:  # noqa: BLE001 - handled again alone, and decided there
+                    if isinstance(exc, StoreError) and exc.outage:
+                        raise  # the connection is gone: the lane goes one by one
+                    log.debug("entry.batch_failed", error=str(exc)[:200])
+                    failed.add(conversation)
+                    done.append(False)
+                    continue
+                done.append(True)
+                outcomes.append((entry.id, event, outcome))
+        # Logged once committed, each with its own entry's context.
+        for entry_id, event, outcome in outcomes:
+            structlog.contextvars.bind_contextvars(
+                entry=entry_id,
+                delivery=events.bounded_delivery(event.delivery),
+                webhook_event=event.event,
+            )
+            _persisted(outcome)
+        return done
+
+    async def _persist(
+        self, tx: Tx, entry: StreamEntry, event: events.EventEntry
+    ) -> Outcome | None:
+        """The entry's effects in `tx`: its outcome, None when it was processed already."""
+        if not await tx.record_event(entry.id, event):
+            return None
+        try:
+            outcome, detail = await self._apply(tx, event)
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
+            raise PermanentError(f"{event.event} body does not fit its view: {exc}") from exc
+        await tx.set_outcome(entry.id, outcome, detail)
+        return outcome, detail
 
     async def dead(self, entry: StreamEntry, dead: decisions.Dead) -> None:
         """The runner's `on_dead`: the audit row of a webhook it dead-letters, with the reason,
@@ -276,6 +346,24 @@ class Persister:
             max_wait=dt.timedelta(milliseconds=timing.max_wait_ms),
             max_messages=timing.max_messages,
         )
+
+
+def _event(entry: StreamEntry) -> events.EventEntry:
+    event = events.decode(events.EventEntry, entry.fields)
+    structlog.contextvars.bind_contextvars(
+        delivery=events.bounded_delivery(event.delivery), webhook_event=event.event
+    )
+    for name, value in (("account.id", event.account), ("conversation.id", event.conversation)):
+        if value is not None and _int64(value) is None:
+            raise PermanentError(f"{name} {value} is outside int64")
+    return event
+
+
+def _persisted(outcome: Outcome | None) -> None:
+    if outcome is None:
+        log.info("event.skipped", reason="entry already processed")
+    else:
+        log.info("event.persisted", outcome=outcome[0], detail=outcome[1])
 
 
 def salvage(entry: StreamEntry) -> events.EventEntry:

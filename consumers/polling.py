@@ -50,11 +50,16 @@ class PollingWorker:
                 wait = max(wait, supervise.wait_after(failures))
                 await self._failed(exc, failures)
             if done < self.batch:
-                try:
-                    await asyncio.wait_for(self._stopping.wait(), timeout=wait)
-                except TimeoutError:
-                    pass
+                await self.pause(wait)
         log.info("runner.stopped", group=self.name)
+
+    async def pause(self, seconds: float) -> None:
+        """Wait `seconds` before the next step, or less when stopped; a worker with a better
+        signal of due work (a notification, a known due time) waits less."""
+        try:
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
 
     async def _failed(self, exc: Exception, failures: int) -> None:
         if isinstance(exc, RedisError):

@@ -35,6 +35,10 @@ class StreamEntry(msgspec.Struct, frozen=True, kw_only=True):
 
 
 Handler = Callable[[StreamEntry], Awaitable[None]]
+# Handles a batch in one commit and says which entries it committed (in order); the others
+# (a failure, and what it holds back to keep a partition's order) go through `Handler` one by
+# one. Raises when nothing was committed.
+BatchHandler = Callable[[list[StreamEntry]], Awaitable[list[bool]]]
 # Called with an entry the runner is about to dead-letter (its handler's transaction rolled
 # back), to leave a trace of it elsewhere; a failure here never stops the dead letter.
 OnDead = Callable[[StreamEntry, "decisions.Dead"], Awaitable[None]]
@@ -96,6 +100,7 @@ class Runner:
         metrics_key: str | None = None,
         partition: Callable[[StreamEntry], bytes] | None = None,
         on_dead: OnDead | None = None,
+        batch_handler: BatchHandler | None = None,
         clock: Callable[[], float] = time.monotonic,
         ack_every_s: float = 1.0,
     ) -> None:
@@ -112,6 +117,7 @@ class Runner:
         # Entries with the same partition key are handled in stream order, others concurrently.
         self.partition = partition
         self.on_dead = on_dead
+        self.batch_handler = batch_handler
         self._stopping = asyncio.Event()
         self._next_claim = 0.0
         self._claim_cursor = "0-0"
@@ -227,12 +233,17 @@ class Runner:
         return {_text(r["message_id"]): int(r["times_delivered"]) for r in rows}
 
     async def _process(self, entries: list[StreamEntry]) -> None:
-        """Handle a batch: the entries of one partition in stream order, partitions (different
-        conversations) concurrently; then acknowledge what is done in one XACK."""
+        """Handle a batch: first in one commit by the batch handler, if any; what it left, the
+        entries of one partition in stream order, partitions (different conversations)
+        concurrently; then acknowledge what is done in one XACK (ack after commit)."""
+        committed: list[str] = []
+        if self.batch_handler is not None:
+            committed, entries = await self._in_batch(entries)
         partitions: dict[bytes, list[StreamEntry]] = {}
         for entry in entries:
             key = self.partition(entry) if self.partition else b""
             partitions.setdefault(key, []).append(entry)
+        await self._ack(committed)  # what the batch handler committed needs nothing more
         tasks = [asyncio.create_task(self._in_order(p)) for p in partitions.values()]
         pending: set[asyncio.Task[list[str]]] = set(tasks)
         try:
@@ -255,6 +266,32 @@ class Runner:
         if done:
             await self.redis.xack(self.key, self.group, *done)
             await self.counters.add(f"{self.group}.handled", len(done))
+
+    async def _in_batch(self, entries: list[StreamEntry]) -> tuple[list[str], list[StreamEntry]]:
+        """The ids the batch handler committed, and the entries left to handle one by one:
+        those it did not commit, and those it is not given (trimmed from the stream, or out
+        of deliveries), decided by `_handle` as ever."""
+        assert self.batch_handler is not None
+        live = [
+            e for e in entries
+            if e.fields and decisions.exhausted(e.deliveries, self.spec.max_deliveries) is None
+        ]  # fmt: skip
+        if not live:
+            return [], entries
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(group=self.group)
+        started = time.perf_counter()
+        try:
+            done = await self.batch_handler(live)
+        except Exception as exc:  # noqa: BLE001 - the entries are handled one by one instead
+            log.warning("batch.failed", entries=len(live), error=f"{type(exc).__name__}: {exc}")
+            return [], entries
+        committed = {e.id for e, ok in zip(live, done, strict=True) if ok}
+        log.debug("batch.handled", entries=len(live), committed=len(committed),
+                  ms=round((time.perf_counter() - started) * 1000, 2))  # fmt: skip
+        return [e.id for e in live if e.id in committed], [
+            e for e in entries if e.id not in committed
+        ]
 
     async def _in_order(self, entries: list[StreamEntry]) -> list[str]:
         done: list[str] = []

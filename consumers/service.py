@@ -133,6 +133,7 @@ async def workers(
                     partition=by_conversation,
                     handler=handler,
                     on_dead=handler.dead if isinstance(handler, Persister) else None,
+                    batch_handler=handler.batch if isinstance(handler, Persister) else None,
                 )
             )
         for worker in built:

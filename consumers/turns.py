@@ -5,10 +5,15 @@ A worker claims due turns in a short transaction (`FOR UPDATE SKIP LOCKED`, then
 pushes `turn_due_at` forward), XADDs them with no transaction open, then marks them emitted.
 A worker that dies between XADD and mark leaves the turn to be emitted again after the lease,
 with the same turn id: the XADD is idempotent on that id, so each burst is emitted once.
+
+No polling latency: the transaction that makes a turn due now NOTIFYs at its commit, which
+wakes the worker; between notifications it sleeps until the earliest due time it knows of,
+capped by `poll_ms`, so a lost notification costs at most `poll_ms`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Callable
 from typing import Any
@@ -20,8 +25,10 @@ import structlog
 from consumers import unanswered
 from consumers.clock import utcnow
 from consumers.conversation import Handler, turn_id
+from consumers.errors import StoreError
 from consumers.polling import PollingWorker
 from consumers.store import DueTurn, Store, Tx
+from consumers.store.notify import TURNS_DUE, Listener
 from ingress import events
 from ingress.topology import Topology
 
@@ -69,9 +76,42 @@ class TurnEmitter(PollingWorker):
         self.batch = batch
         self.poll_s = topology.turns.poll_ms / 1000
         self._xadd_once: Any = redis.register_script(XADD_TURN_ONCE)
+        self._woken = asyncio.Event()
+        self._listener = Listener(store, TURNS_DUE, self._woken.set)
+
+    async def run(self) -> None:
+        try:
+            await super().run()
+        finally:
+            await self._listener.close()
 
     async def step(self) -> int:
         return await self.emit_due()
+
+    async def pause(self, seconds: float) -> None:
+        """Until notified of a turn due now, or the earliest known turn is due, or `seconds`
+        (the fallback poll) have passed. A notification sent while a step ran is kept: the
+        next pause returns at once."""
+        await self._listener.ensure()
+        try:
+            async with self.store.transaction() as tx:
+                due = await tx.next_turn_due()
+        except StoreError:
+            due = None  # the next step meets the outage and waits it out
+        # A due time already past is a turn the last step could not take (another worker's,
+        # or failing): waiting for it would spin, so only a future one shortens the wait.
+        until = (due - self.clock()).total_seconds() if due is not None else seconds
+        if until > 0:
+            seconds = min(seconds, until)
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        woken = asyncio.ensure_future(self._woken.wait())
+        try:
+            await asyncio.wait({stopping, woken}, timeout=seconds,
+                               return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+        finally:
+            stopping.cancel()
+            woken.cancel()
+        self._woken.clear()
 
     async def emit_due(self) -> int:
         """Emit the turns due now; how many due conversations were handled."""

@@ -92,7 +92,11 @@ class DeliverySpec(_Spec, frozen=True, kw_only=True):
     lease_ms: int = 60_000
     echo_wait_ms: int = 20_000
     host_limit: RateLimit = RateLimit(per_minute=2_400)  # Chatwoot allows 3000/min per IP
-    account_limit: RateLimit = RateLimit(per_minute=600)
+    # None: an account shares only its host's limit (Chatwoot has no account limit of its own).
+    account_limit: RateLimit | None = None
+    # Chatwoot refuses a conversation's message past 200 in a minute: burst + a minute's
+    # refill stays within it.
+    conversation_limit: RateLimit | None = RateLimit(per_minute=180, burst=20)
     breaker: BreakerSpec = BreakerSpec()
 
     def __post_init__(self) -> None:

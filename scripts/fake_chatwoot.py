@@ -172,6 +172,7 @@ class FakeChatwoot:
         self.drop = msgspec.structs.replace(self.initial_drop)
         self.inboxes: dict[int, Inbox] = {}
         self.tasks: set[asyncio.Task[None]] = set()
+        self._webhook_client: httpx.AsyncClient | None = None
 
     def conversation(self, account: int, conversation: int) -> Conversation:
         key = (account, conversation)
@@ -534,8 +535,16 @@ class FakeChatwoot:
         outcome: dict[str, Any] = {"event": payload["event"], "id": payload.get("id"),
                                    "payload": payload}  # fmt: skip
         try:
-            async with httpx.AsyncClient(timeout=5) as client:  # Chatwoot's WEBHOOK_TIMEOUT
-                response = await client.post(self.webhook_url, content=body, headers=headers)
+            # One client for every webhook: a new one each costs more CPU than the request
+            # (its SSL context), which made the fake the bottleneck of any benchmark.
+            if self._webhook_client is None:
+                self._webhook_client = httpx.AsyncClient(
+                    timeout=5,  # Chatwoot's WEBHOOK_TIMEOUT
+                    limits=httpx.Limits(max_connections=100, max_keepalive_connections=100),
+                )
+            response = await self._webhook_client.post(
+                self.webhook_url, content=body, headers=headers
+            )
             outcome["status"] = response.status_code
             if response.status_code >= 300:
                 print(f"fake-chatwoot: webhook answered {response.status_code}", flush=True)

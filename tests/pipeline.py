@@ -56,14 +56,18 @@ def persist_runner(
     topology: Topology,
     *,
     handler: Persister | None = None,
+    batched: bool = True,
 ) -> Runner:
+    """The persist group as deployed: batches in one commit, one by one what fails there."""
+    handler = handler or Persister(store, topology, bot_id=4)
     return Runner(
         redis,
         key=topology.key("events"),
         group="persist",
         spec=topology.groups["persist"],
         dead_key=topology.key("dead"),
-        handler=handler or Persister(store, topology, bot_id=4),
+        handler=handler,
+        batch_handler=handler.batch if batched else None,
         consumer="test-persist",
     )
 

@@ -131,6 +131,21 @@ class Tx(AuditSQL, ConversationSQL, MessageSQL, TurnSQL, OutboundSQL, AnswerSQL)
     """The statements Switchboard runs, all inside one transaction (one mixin per table;
     statements that need more than one table group are here)."""
 
+    @contextlib.asynccontextmanager
+    async def savepoint(self) -> AsyncIterator[None]:
+        """A part of the transaction that fails alone: its statements are rolled back, the
+        transaction goes on. Driver errors are translated here, as `Store.transaction` does."""
+        in_body = False
+        try:
+            async with self.conn.transaction():
+                in_body = True
+                yield
+                in_body = False
+        except _DRIVER_ERRORS as exc:
+            if in_body and not isinstance(exc, _STATEMENT_ERRORS):
+                raise
+            raise _translate(exc) from exc
+
     async def requeue_outbound(self, ref: str) -> statuses.Outbound | None:
         """An operator's replay of a reply that failed for good: `queued` again with its
         attempts reset, due now (`last_error` stays, for history). Any other status is left

@@ -10,6 +10,9 @@ from consumers.store.base import SQL
 from consumers.store.rows import DueTurn
 from ingress import events
 
+# The channel a transaction making a turn due now notifies (consumers/store/notify.py listens).
+TURNS_DUE = "switchboard_turns_due"
+
 
 class TurnSQL(SQL):
     async def schedule_turn(
@@ -26,16 +29,25 @@ class TurnSQL(SQL):
         """A customer message asks for a turn: due after `debounce` of quiet, within `max_wait`
         of the burst's first message, at once when the burst holds `max_messages`. Durable:
         the worker that emits it may be another process, after a restart."""
+        # The turns worker is woken at commit (NOTIFY is sent then, and dropped with a
+        # rolled-back savepoint) by a turn due now, and by a new burst's first due time, which
+        # it sets its timer by; later messages of a burst only move that time later.
         await self.conn.execute(
             """
-            UPDATE conversations SET
-                last_inbound_message_id = GREATEST(last_inbound_message_id, $3),
-                pending_count = pending_count + 1,
-                burst_started_at = COALESCE(burst_started_at, $4),
-                turn_due_at = CASE WHEN pending_count + 1 >= $7 THEN $4 ELSE LEAST(
-                    $4 + $5::interval, COALESCE(burst_started_at, $4) + $6::interval
-                ) END
-            WHERE account_id = $1 AND chatwoot_conversation_id = $2 AND $3 > emitted_through
+            WITH scheduled AS (
+                UPDATE conversations SET
+                    last_inbound_message_id = GREATEST(last_inbound_message_id, $3),
+                    pending_count = pending_count + 1,
+                    burst_started_at = COALESCE(burst_started_at, $4),
+                    turn_due_at = CASE WHEN pending_count + 1 >= $7 THEN $4 ELSE LEAST(
+                        $4 + $5::interval, COALESCE(burst_started_at, $4) + $6::interval
+                    ) END
+                WHERE account_id = $1 AND chatwoot_conversation_id = $2
+                    AND $3 > emitted_through
+                RETURNING turn_due_at, pending_count
+            )
+            SELECT pg_notify($8, '') FROM scheduled
+            WHERE turn_due_at <= $4 OR pending_count = 1
             """,
             account_id,
             conversation_id,
@@ -44,6 +56,7 @@ class TurnSQL(SQL):
             debounce,
             max_wait,
             max_messages,
+            TURNS_DUE,
         )
 
     async def skip_turn_input(self, account_id: int, conversation_id: int, message_id: int) -> None:
@@ -78,6 +91,13 @@ class TurnSQL(SQL):
             limit,
         )
         return [msgspec.convert(dict(r), DueTurn) for r in rows]
+
+    async def next_turn_due(self) -> dt.datetime | None:
+        """When the earliest scheduled turn is due (leased ones included), if any."""
+        value = await self.conn.fetchval(
+            "SELECT min(turn_due_at) FROM conversations WHERE turn_due_at IS NOT NULL"
+        )
+        return value if isinstance(value, dt.datetime) else None
 
     async def turn_messages(self, turn: DueTurn) -> list[events.TurnMessage]:
         """Every customer message not yet answered: a turn whose reply was dropped as

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
 
+import msgspec
 import redis.asyncio as aioredis
 
 from consumers.store import Store
@@ -87,3 +89,49 @@ async def test_a_message_during_emission_keeps_its_own_turn(
         str(first["id"]).encode(),
         str(second["id"]).encode(),
     ]
+
+
+async def _emitted_after(
+    redis: aioredis.Redis, store: Store, topology: Topology, conversation: int
+) -> float:
+    """With the real worker running (polling every 5 s), persist a customer message of a new
+    conversation; seconds until its turn is on the stream."""
+    slow = msgspec.structs.replace(topology.turns, poll_ms=5000)
+    worker = TurnEmitter(store, redis, msgspec.structs.replace(topology, turns=slow))
+    running = asyncio.create_task(worker.run())
+    try:
+        await asyncio.sleep(0.5)  # past its first look: the worker is waiting now
+        data = chatwoot.payload("message_created__whatsapp_incoming_phone")
+        data["id"], data["conversation"]["id"] = 930000 + conversation, conversation
+        data["conversation"]["meta"]["sender"]["phone_number"] = f"+1555{conversation:07d}"
+        started = time.monotonic()
+        await persist(redis, store, msgspec.structs.replace(topology, turns=slow), data)
+        while time.monotonic() - started < 10:
+            turns = await xrange(redis, topology.key("turns"))
+            if any(f[b"conversation"] == str(conversation).encode() for _, f in turns):
+                return time.monotonic() - started
+            await asyncio.sleep(0.01)
+        raise AssertionError("no turn within 10 s")
+    finally:
+        worker.stop()
+        await running
+
+
+async def test_a_turn_due_now_is_emitted_without_waiting_for_the_poll(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """Debounce 0: the commit that makes the turn due wakes the worker (NOTIFY), which polls
+    only every 5 s; the turn is out well within a second."""
+    assert topology.turns.debounce_ms == 0
+    assert await _emitted_after(redis, store, topology, 7101) < 1.0
+
+
+async def test_a_debounced_turn_is_emitted_when_due_not_at_the_next_poll(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """Debounce 300 ms: the worker sleeps until the due time it knows of, not the 5 s poll."""
+    debounced = msgspec.structs.replace(topology.turns, debounce_ms=300)
+    waited = await _emitted_after(
+        redis, store, msgspec.structs.replace(topology, turns=debounced), 7102
+    )
+    assert 0.3 <= waited < 2.0

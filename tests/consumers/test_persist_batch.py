@@ -1,0 +1,109 @@
+"""Persist in batches: one transaction a batch, a savepoint an entry, decided as ever."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from consumers.persist import Persister
+from consumers.runner import Runner
+from consumers.store import Store
+from ingress.topology import Topology
+from tests import chatwoot
+from tests.pipeline import feed, rows
+
+
+def message(n: int, conversation: int) -> dict[str, Any]:
+    data: dict[str, Any] = chatwoot.payload("message_created__whatsapp_incoming_phone")
+    data["id"], data["conversation"]["id"] = 940000 + n, conversation
+    data["conversation"]["meta"]["sender"]["phone_number"] = f"+1556{conversation:07d}"
+    return data
+
+
+def batched_runner(
+    redis: aioredis.Redis, store: Store, topology: Topology, *, lanes: int = 1
+) -> Runner:
+    handler = Persister(store, topology, bot_id=4, lanes=lanes)
+    return Runner(
+        redis,
+        key=topology.key("events"),
+        group="persist",
+        spec=topology.groups["persist"],
+        dead_key=topology.key("dead"),
+        handler=handler,
+        batch_handler=handler.batch,
+        on_dead=handler.dead,
+        consumer="test-persist",
+    )
+
+
+async def test_a_batch_commits_once_and_a_failing_entry_fails_alone(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """Four webhooks read in one batch: the good ones of other conversations commit in one
+    transaction; the broken one rolls back only its savepoint and is dead-lettered as ever
+    (its audit row says so); the later webhook of its conversation waits for it, so that
+    conversation's order holds, and is applied after it."""
+    broken = message(2, 2002)
+    del broken["id"]
+    ids = await feed(redis, topology, message(1, 2001), broken, message(3, 2002), message(4, 2003))
+    runner = batched_runner(redis, store, topology)
+    assert await runner.drain() == 4
+    audit = {
+        r["stream_id"]: r
+        for r in await rows(
+            store, "SELECT stream_id, outcome, processed_at AS tx FROM webhook_events"
+        )
+    }
+    first, dead, later, other = (audit[i] for i in ids)
+    assert [first["outcome"], dead["outcome"], later["outcome"], other["outcome"]] == [
+        "applied", "dead", "applied", "applied",
+    ]  # fmt: skip
+    # processed_at is now(), the start of the transaction: one transaction for the batch.
+    assert first["tx"] == other["tx"]
+    assert later["tx"] != first["tx"]  # held back behind the broken entry of its conversation
+    letters: Any = await redis.xrange(topology.key("dead"))
+    [(_, fields)] = letters
+    assert fields[b"reason"] == b"permanent"
+    assert len(await rows(store, "SELECT 1 FROM messages")) == 3
+    pending: Any = await redis.xpending(topology.key("events"), "persist")
+    assert pending["pending"] == 0  # everything acknowledged, after its commit
+
+
+async def test_one_conversations_webhooks_in_one_batch_apply_in_stream_order(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """A message created then updated, both in one batch: the update is what stays."""
+    created = message(5, 2005)
+    updated = copy.deepcopy(created)
+    updated.update(event="message_updated", content="edited")
+    [embedded] = updated["conversation"]["messages"]
+    embedded.update(id=updated["id"], updated_at="2026-06-18T09:44:00.000Z")  # a newer version
+    await feed(redis, topology, created, updated)
+    assert await batched_runner(redis, store, topology).drain() == 2
+    [row] = await rows(store, "SELECT content FROM messages")
+    assert row["content"] == "edited"
+    # now(), the transaction's start, is each row's processed_at: one transaction.
+    txs = await rows(store, "SELECT DISTINCT processed_at FROM webhook_events")
+    assert len(txs) == 1
+
+
+async def test_lanes_commit_every_conversation_once_in_order(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """A batch spread over concurrent transactions: 40 webhooks of 8 conversations, each
+    conversation's in one transaction of its lane, all applied, none twice."""
+    payloads = [message(n, 2100 + n % 8) for n in range(40)]
+    ids = await feed(redis, topology, *payloads)
+    assert await batched_runner(redis, store, topology, lanes=4).drain() == 40
+    audit = await rows(
+        store,
+        "SELECT chatwoot_conversation_id AS c, count(DISTINCT processed_at) AS txs,"
+        " count(*) AS n FROM webhook_events WHERE outcome = 'applied' GROUP BY 1",
+    )
+    assert sorted((r["c"], r["txs"], r["n"]) for r in audit) == [(2100 + c, 1, 5) for c in range(8)]
+    assert len(ids) == len(await rows(store, "SELECT 1 FROM messages")) == 40
+    lanes = await rows(store, "SELECT count(DISTINCT processed_at) AS n FROM webhook_events")
+    assert 1 < lanes[0]["n"] <= 4
