@@ -71,6 +71,18 @@ class ConversationSQL(SQL):
             row.contact_id,
         )
         if row.identity is not None:
+            # Two new conversations of one customer may be inserted at once (other consumers,
+            # other lanes of a batch). Nothing unique stops both from staying active when
+            # they match by contact rather than identity: take the customer's turn first, so
+            # the second sees the first once it commits. Keys in one order: no deadlock here.
+            customer = f"{row.account_id}:{row.channel}"
+            keys = {f"{customer}:identity:{row.identity}"}
+            if row.contact_id is not None:
+                keys.add(f"{customer}:contact:{row.contact_id}")
+            for key in sorted(keys):
+                await self.conn.execute(
+                    "SELECT pg_advisory_xact_lock(hashtextextended($1, 727002))", key
+                )
             newer = bool(
                 await self.conn.fetchval(
                     """
