@@ -61,6 +61,14 @@ IGNORED = {
 
 Outcome = tuple[str, str | None]  # (applied|duplicate|ignored, detail)
 
+# The `source` of entries from the automation path (ingress/automation.py). The path refuses
+# other events; persist ignores them too, for entries stored before it did or replayed.
+AUTOMATION_SOURCE = "automation"
+# How far ahead of its receive time a snapshot's `updated_at` may be (clock skew between
+# Chatwoot and us). Snapshots are applied newest-first: one dated far ahead would stand
+# against every real change after it, and silence the conversation.
+FUTURE_SLACK_S = 300.0
+
 # Concurrent transactions a batch is spread over (by conversation): well within the pool of 10
 # connections, which the group's one-by-one path and the dead records also use.
 LANES = 4
@@ -176,6 +184,12 @@ class Persister:
 
     async def _apply(self, tx: Tx, event: events.EventEntry) -> Outcome:
         name = event.event
+        if event.source == AUTOMATION_SOURCE and not _from_automation(name):
+            # A token holder could otherwise forge a customer message or a snapshot.
+            return (
+                "ignored",
+                f"{name or 'an event without a name'} is not taken from the automation path",
+            )
         if name in MESSAGE_EVENTS:
             return await self._message(tx, event, views.message_decoder.decode(event.body))
         if name in CONVERSATION_EVENTS:
@@ -183,6 +197,8 @@ class Persister:
             account = _account(view.account, event)
             if account is None:
                 return "ignored", "no account id in the payload"
+            if (ahead := _ahead(view, event)) is not None:
+                return "ignored", ahead
             await self._conversation(tx, account, view, event=name, changed=view.changed_attributes)
             return "applied", None
         if name in CONTACT_EVENTS:
@@ -210,6 +226,8 @@ class Persister:
         account = _account(view.account, event)
         if account is None:
             return "ignored", "no account id in the payload"
+        if (ahead := _ahead(view, event)) is not None:
+            return "ignored", ahead
         await self._conversation(tx, account, view, event=event.event)
         return "applied", detail
 
@@ -518,3 +536,20 @@ def _attachment(raw: dict[str, object]) -> events.Attachment:
 def _timestamp(value: str | int | None) -> dt.datetime | None:
     seconds = cv.epoch(value)
     return dt.datetime.fromtimestamp(seconds, dt.UTC) if seconds is not None else None
+
+
+def _from_automation(name: str) -> bool:
+    """What Chatwoot posts to an automation URL (as `ingress.automation.is_automation`)."""
+    return name.startswith("automation_event.") or name == "macro.executed"
+
+
+def _ahead(view: views.Conversation, event: events.EventEntry) -> str | None:
+    """Why a snapshot dated too far after its receive time is not applied, or None."""
+    if view.updated_at is None:
+        return None
+    ahead = view.updated_at - event.received_at / 1000
+    if ahead <= FUTURE_SLACK_S:
+        return None
+    return (
+        f"snapshot updated_at is {ahead:.0f} s after its receive time (over {FUTURE_SLACK_S:.0f} s)"
+    )
