@@ -70,7 +70,8 @@ class AnswerSQL(SQL):
         return [msgspec.convert(dict(r), DueAnswer) for r in rows]
 
     async def reply_in_flight(self, account_id: int, conversation_id: int, through: int) -> bool:
-        """Is a public reply to a turn covering `through` in the outbox, not yet posted (nor
+        """Is a public reply to a turn covering `through` (or, without a turn, queued when the
+        last customer message was at or after `through`) in the outbox, not yet posted (nor
         suppressed, nor failed)? A turn id other than ours (`account:conversation:through`)
         covers nothing: the CASE keeps the cast from ever seeing one."""
         found = await self.conn.fetchval(
@@ -79,7 +80,10 @@ class AnswerSQL(SQL):
             WHERE account_id = $1 AND chatwoot_conversation_id = $2 AND kind = 'message'
                 AND NOT private AND status IN ('queued', 'sending')
                 AND CASE WHEN turn ~ '^[0-9]+:[0-9]+:[0-9]{1,18}$'
-                    THEN split_part(turn, ':', 3)::bigint >= $3 ELSE false END
+                    THEN split_part(turn, ':', 3)::bigint >= $3
+                    -- without a turn: what was awaited when it was queued
+                    WHEN turn IS NULL THEN covers_through >= $3
+                    ELSE false END
             LIMIT 1
             """,
             account_id,

@@ -131,6 +131,39 @@ async def test_an_answered_turn_is_not_handed_off(
     assert (await conversation(store))["handler"] == "bot"
 
 
+async def test_a_reply_without_turn_clears_the_deadline(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake, client: ChatwootClient
+) -> None:
+    """`turn` is optional on sb:outbound: a public bot message without it answers what was
+    awaited when it was queued, so posting it clears the deadline: no hand-off."""
+    await turn_emitted(redis, store, topology)
+    await reply(redis, topology, conversation=1044, ref="answer-no-turn")
+    delivery = Delivery(redis, store, topology, client)
+    delivery.clock.at = at(60)
+    await delivery.drain()
+    [row] = await rows(store, "SELECT status FROM outbound WHERE ref = 'answer-no-turn'")
+    assert row["status"] == "sent"
+    assert (await conversation(store))["answer_due_at"] is None
+    assert await worker(store, redis, topology, 10_000).drain() == 0
+    assert await handoff_rows(store) == []
+    assert (await conversation(store))["handler"] == "bot"
+
+
+async def test_a_reply_without_turn_on_its_way_postpones_the_handoff(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake, client: ChatwootClient
+) -> None:
+    """A reply without `turn` waiting for its retry counts as one on its way."""
+    await turn_emitted(redis, store, topology)
+    fake.faults({"path": "messages", "status": 503, "times": 1})
+    await reply(redis, topology, conversation=1044, ref="answer-no-turn")
+    delivery = Delivery(redis, store, topology, client)
+    delivery.clock.at = at(60)
+    await delivery.runner.drain()
+    assert await worker(store, redis, topology, 121).drain() == 1
+    assert await handoff_rows(store) == []
+    assert (await conversation(store))["answer_due_at"] == at(241)
+
+
 @pytest.mark.parametrize("kind", ["hold", "typing_on"])
 async def test_hold_and_typing_on_push_the_deadline(
     kind: str,
