@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from consumers.chatwoot import ChatwootClient
 from consumers.store import Store
 from consumers.turns import TurnEmitter
-from consumers.unanswered import Unanswered
+from consumers.unanswered import BEHIND_MAX, BEHIND_WAIT, Unanswered
 from ingress.settings import Secret
 from ingress.topology import Topology
 from tests import chatwoot
@@ -328,6 +328,43 @@ async def test_a_reply_on_its_way_postpones_the_handoff(
     assert (await conversation(store))["answer_due_at"] is None
     assert await worker(store, redis, topology, 10_000).drain() == 0
     assert await handoff_rows(store) == []
+
+
+async def test_a_reply_still_in_the_outbound_stream_postpones_the_handoff(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake, client: ChatwootClient
+) -> None:
+    """The agent's reply waits unread in sb:outbound (deliver behind or restarting) past the
+    deadline: the hand-off waits for deliver, which then posts the reply; no hand-off."""
+    await turn_emitted(redis, store, topology)
+    await reply(redis, topology, conversation=1044, turn=TURN, ref="answer")
+    assert await worker(store, redis, topology, 121).drain() == 1
+    assert await handoff_rows(store) == []
+    assert (await conversation(store))["answer_due_at"] == at(131)
+    delivery = Delivery(redis, store, topology, client)
+    delivery.clock.at = at(125)
+    await delivery.drain()
+    [row] = await rows(store, "SELECT status FROM outbound WHERE ref = 'answer'")
+    assert row["status"] == "sent"
+    assert (await conversation(store))["answer_due_at"] is None
+    assert await worker(store, redis, topology, 10_000).drain() == 0
+    assert await handoff_rows(store) == []
+
+
+async def test_a_deliver_group_that_never_catches_up_delays_the_handoff_boundedly(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake, client: ChatwootClient
+) -> None:
+    """Deliver behind for good: the hand-off waits BEHIND_MAX times BEHIND_WAIT, then goes."""
+    await turn_emitted(redis, store, topology)
+    await reply(redis, topology, conversation=1044, ref="someone-else", content="x")
+    now = [121.0]
+    unanswered = Unanswered(store, redis, topology, clock=lambda: at(now[0]))
+    for _ in range(BEHIND_MAX):
+        assert await unanswered.drain() == 1
+        assert await handoff_rows(store) == []
+        now[0] += BEHIND_WAIT.total_seconds()
+        assert (await conversation(store))["answer_due_at"] == at(now[0])
+    assert await unanswered.drain() == 1
+    assert len(await handoff_rows(store)) == 2
 
 
 async def test_a_reply_that_failed_for_good_leaves_the_customer_to_humans(
