@@ -273,8 +273,21 @@ class Persister:
         if row.version > existing.version:
             row = _with_takeover(row, takeover, signals)
             await tx.update_conversation(row)
-            return row
-        return await self._merge_signals(tx, existing, signals)
+        else:
+            row = await self._merge_signals(tx, existing, signals)
+        if existing.handler is cv.Handler.HUMAN and row.handler is cv.Handler.BOT:
+            await self._resume(tx, row)
+        return row
+
+    async def _resume(self, tx: Tx, conv: ConversationRow) -> None:
+        """Back to the bot: a customer message written since then, skipped because its webhook
+        came before the change's (a human still held it), gets its turn after all."""
+        if conv.bot_since is None:
+            return
+        last = await tx.resume_skipped(conv.account_id, conv.conversation_id, conv.bot_since)
+        if last is not None:
+            log.info("turn.resumed", through=last)
+            await self._turn_input(tx, conv, last)
 
     async def _merge_signals(
         self, tx: Tx, conv: ConversationRow, signals: list[cv.Signal]
