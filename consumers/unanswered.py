@@ -192,11 +192,12 @@ class Unanswered(PollingWorker):
         if (
             window is None  # the route no longer asks for a deadline
             or item.handler is not cv.Handler.BOT
-            or not item.active
+            # An inactive conversation (the customer wrote in a newer one) is still handed
+            # over: its turn was awaited, and no later turn of another conversation carries it.
             or item.status == "resolved"
             or item.answered_through >= item.answer_through
         ):
-            # A human took it, it ended, or the reply was posted meanwhile.
+            # A human took it, it was resolved, or the reply was posted meanwhile.
             await tx.clear_answer(item.account_id, item.conversation_id)
             return Outcome.CLEARED
         within = window[0]

@@ -381,3 +381,16 @@ async def test_a_reply_that_failed_for_good_leaves_the_customer_to_humans(
     assert row["status"] == "failed"
     assert await worker(store, redis, topology, 121).drain() == 1
     assert len(await handoff_rows(store)) == 2
+
+
+async def test_an_ended_conversation_with_an_unanswered_turn_is_still_handed_over(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """The customer started a newer conversation while their turn waited: the old one is no
+    longer active, but what they wrote there was never answered, so it goes to humans."""
+    await turn_emitted(redis, store, topology)
+    async with store.pool.acquire() as conn:
+        await conn.execute("UPDATE conversations SET active = false, ended_at = now()")
+    assert await worker(store, redis, topology, 121).drain() == 1
+    assert len(await handoff_rows(store)) == 2
+    assert (await conversation(store))["handler"] == "human"
