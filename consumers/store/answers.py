@@ -92,6 +92,29 @@ class AnswerSQL(SQL):
         )
         return bool(found)
 
+    async def restart_answer(
+        self, account_id: int, conversation_id: int, *, ref: str, due: dt.datetime
+    ) -> bool:
+        """The posted reply `ref` covered only part of what is awaited (a reply to turn 1 while
+        turn 2 waits): the rest is due by `due`, never earlier than it already was."""
+        restarted = await self.conn.fetchval(
+            """
+            UPDATE conversations c SET answer_due_at = GREATEST(c.answer_due_at, $4)
+            FROM outbound o
+            WHERE o.ref = $3 AND c.account_id = $1 AND c.chatwoot_conversation_id = $2
+                AND c.answer_due_at IS NOT NULL
+                AND COALESCE(CASE WHEN o.turn ~ '^[0-9]+:[0-9]+:[0-9]{1,18}$'
+                    THEN split_part(o.turn, ':', 3)::bigint END, o.covers_through)
+                    < c.answer_through
+            RETURNING true
+            """,
+            account_id,
+            conversation_id,
+            ref,
+            due,
+        )
+        return bool(restarted)
+
     async def postpone_answer(
         self, account_id: int, conversation_id: int, due: dt.datetime
     ) -> None:

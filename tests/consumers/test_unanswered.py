@@ -394,3 +394,26 @@ async def test_an_ended_conversation_with_an_unanswered_turn_is_still_handed_ove
     assert await worker(store, redis, topology, 121).drain() == 1
     assert len(await handoff_rows(store)) == 2
     assert (await conversation(store))["handler"] == "human"
+
+
+async def test_a_reply_to_an_earlier_turn_restarts_the_deadline_of_the_next(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake, client: ChatwootClient
+) -> None:
+    """`superseded: deliver`: the bot answers turn 1 at 110 s while turn 2 (sent at 101 s)
+    waits: what is still awaited is due `answer_within_s` after that reply, not at 120 s."""
+    routes = tuple(msgspec.structs.replace(r, superseded="deliver") for r in topology.routes)
+    topology = msgspec.structs.replace(topology, routes=routes)
+    await turn_emitted(redis, store, topology)
+    again = chatwoot.payload("message_created__whatsapp_incoming_phone")
+    again["id"] += 10
+    await persist(redis, store, topology, again)
+    assert await TurnEmitter(store, redis, topology, clock=lambda: at(101)).drain() == 1
+    await reply(redis, topology, conversation=1044, turn=TURN, ref="answer-1")
+    delivery = Delivery(redis, store, topology, client)
+    delivery.clock.at = at(110)
+    await delivery.drain()
+    assert (await conversation(store))["answer_due_at"] == at(230)
+    await worker(store, redis, topology, 121).drain()
+    assert await handoff_rows(store) == []
+    assert await worker(store, redis, topology, 231).drain() == 1
+    assert len(await handoff_rows(store)) == 2
