@@ -320,12 +320,17 @@ class Persister:
         ours = echo or (who.kind is cv.SenderKind.AGENT_BOT and who.id == self.bot_id)
         inserted = await self._store_message(tx, _message_row(account, msg, who))
         conv = await self._merge_signals(tx, conv, cv.message_signals(msg, ours=ours))
-        if inserted and cv.is_customer_turn_input(msg) and not ours:
+        late = False
+        if not inserted and cv.is_customer_turn_input(msg) and not ours:
+            # Stored first by an early message_updated (which is no turn input): this
+            # message_created is its first as a customer message, not a duplicate.
+            late = not await tx.had_turn_input(conv.account_id, conv.conversation_id, msg.id)
+        if (inserted or late) and cv.is_customer_turn_input(msg) and not ours:
             if event.answered:  # backfilled, and a reply already followed it in Chatwoot
                 await tx.skip_turn_input(conv.account_id, conv.conversation_id, msg.id)
             else:
                 await self._turn_input(tx, conv, msg.id)
-        if not inserted and event.event == "message_created":
+        if not inserted and not late and event.event == "message_created":
             return "duplicate", f"message {msg.id} already stored"
         return "applied", "echo of our reply" if echo else None
 

@@ -75,6 +75,18 @@ class TurnSQL(SQL):
             message_id,
         )
 
+    async def had_turn_input(self, account_id: int, conversation_id: int, message_id: int) -> bool:
+        """Was this customer message ever turn input (scheduled or skipped)? Both move
+        `last_inbound_message_id` to it."""
+        value = await self.conn.fetchval(
+            "SELECT last_inbound_message_id >= $3 FROM conversations "
+            "WHERE account_id = $1 AND chatwoot_conversation_id = $2",
+            account_id,
+            conversation_id,
+            message_id,
+        )
+        return bool(value)
+
     async def resume_skipped(
         self, account_id: int, conversation_id: int, since: float
     ) -> int | None:
