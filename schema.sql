@@ -159,3 +159,8 @@ ALTER TABLE conversations ADD COLUMN IF NOT EXISTS answer_through bigint NOT NUL
 ALTER TABLE conversations ADD COLUMN IF NOT EXISTS answer_holds integer NOT NULL DEFAULT 0;
 CREATE INDEX IF NOT EXISTS conversations_answer_due
     ON conversations (answer_due_at) WHERE answer_due_at IS NOT NULL;
+
+-- A public bot reply without `turn` (optional on sb:outbound) answers what was awaited when it
+-- was queued: the conversation's `last_inbound_message_id` then. Posted, it clears the deadline
+-- for those messages as a reply to a turn does.
+ALTER TABLE outbound ADD COLUMN IF NOT EXISTS covers_through bigint;

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import math
 
 import msgspec
 
@@ -177,7 +178,11 @@ def _changes(
 ) -> list[Signal]:
     """The changes the event reports, at the snapshot's `updated_at` (the time of the change
     in conversation_updated, which carries it in `changed_attributes.updated_at` too)."""
-    at = view.updated_at or view.created_at or 0.0
+    # The change's own time when it says it: a snapshot may show a later state than its event.
+    stamp = _change(changed, "updated_at")
+    current = stamp[1] if stamp is not None else None
+    changed_at = epoch(current) if isinstance(current, str | int | float) else None
+    at = changed_at or view.updated_at or view.created_at or 0.0
     meta = view.meta or views.Meta()
     out: list[Signal] = []
     status = _change(changed, "status")
@@ -190,6 +195,10 @@ def _changes(
         out.append(Signal(handler=Handler.BOT, at=at, why="resolved"))
     elif after == "open" and (before == "pending" or event == "conversation_opened"):
         out.append(Signal(handler=Handler.HUMAN, at=at, why="moved from pending to open"))
+    elif after == "open" and before in ("resolved", "snoozed") and meta.assignee_type == "User":
+        # Reopened by someone else with a human shown: theirs again (design.md §4). Only a
+        # move into `pending` gives it back to the bot.
+        out.append(Signal(handler=Handler.HUMAN, at=at, why="reopened with a human assigned"))
     user = _change(changed, "assignee_id")
     agent_bot = _change(changed, "assignee_agent_bot_id")
     if user is not None and user[1] is not None:
@@ -257,5 +266,10 @@ def epoch(value: str | int | float | None) -> float | None:
         try:
             return dt.datetime.fromisoformat(value).timestamp()
         except ValueError:
+            pass
+        try:  # an epoch as text
+            number = float(value)
+        except ValueError:
             return None
+        return number if math.isfinite(number) else None
     return None

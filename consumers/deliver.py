@@ -262,6 +262,8 @@ class Deliverer:
             await self._handed_off(reply.account, reply.conversation)
         if reply.kind in EXTENDS and reply.conversation is not None:
             await self._extend(reply.account, reply.conversation)
+        if reply.kind is OutboundKind.MESSAGE and not reply.private and reply.conversation:
+            await self._restart(ref, reply.account, reply.conversation)
         if reply.kind is OutboundKind.RESOLVE and reply.conversation is not None:
             # The agent closed the conversation: that settles the turn it was given.
             async with self.store.transaction() as tx:
@@ -279,6 +281,22 @@ class Deliverer:
                 await tx.merge_signals(
                     conv, [cv.Signal(handler=cv.Handler.HUMAN, at=at, why="handoff")]
                 )
+
+    async def _restart(self, ref: str, account: int, conversation: int) -> None:
+        """A reply that answers only part of what is awaited restarts the deadline of the
+        rest: `answer_within_s` from now (a reply to turn 1 while turn 2 waits)."""
+        async with self.store.transaction() as tx:
+            context = await tx.reply_context(account, conversation)
+            if context is None:
+                return
+            window = unanswered.answer_window(
+                self.topology, account=account, inbox=context.inbox_id, channel=context.channel
+            )
+            if window is None:
+                return
+            due = await self.now(tx) + window[0]
+            if await tx.restart_answer(account, conversation, ref=ref, due=due):
+                log.info("turn.answer_restarted", due=due.isoformat())
 
     async def _extend(self, account: int, conversation: int) -> None:
         """The agent is still working on the turn: its answer deadline moves to

@@ -61,6 +61,14 @@ IGNORED = {
 
 Outcome = tuple[str, str | None]  # (applied|duplicate|ignored, detail)
 
+# The `source` of entries from the automation path (ingress/automation.py). The path refuses
+# other events; persist ignores them too, for entries stored before it did or replayed.
+AUTOMATION_SOURCE = "automation"
+# How far ahead of its receive time a snapshot's `updated_at` may be (clock skew between
+# Chatwoot and us). Snapshots are applied newest-first: one dated far ahead would stand
+# against every real change after it, and silence the conversation.
+FUTURE_SLACK_S = 300.0
+
 # Concurrent transactions a batch is spread over (by conversation): well within the pool of 10
 # connections, which the group's one-by-one path and the dead records also use.
 LANES = 4
@@ -176,6 +184,12 @@ class Persister:
 
     async def _apply(self, tx: Tx, event: events.EventEntry) -> Outcome:
         name = event.event
+        if event.source == AUTOMATION_SOURCE and not _from_automation(name):
+            # A token holder could otherwise forge a customer message or a snapshot.
+            return (
+                "ignored",
+                f"{name or 'an event without a name'} is not taken from the automation path",
+            )
         if name in MESSAGE_EVENTS:
             return await self._message(tx, event, views.message_decoder.decode(event.body))
         if name in CONVERSATION_EVENTS:
@@ -183,6 +197,8 @@ class Persister:
             account = _account(view.account, event)
             if account is None:
                 return "ignored", "no account id in the payload"
+            if (ahead := _ahead(view, event)) is not None:
+                return "ignored", ahead
             await self._conversation(tx, account, view, event=name, changed=view.changed_attributes)
             return "applied", None
         if name in CONTACT_EVENTS:
@@ -210,6 +226,8 @@ class Persister:
         account = _account(view.account, event)
         if account is None:
             return "ignored", "no account id in the payload"
+        if (ahead := _ahead(view, event)) is not None:
+            return "ignored", ahead
         await self._conversation(tx, account, view, event=event.event)
         return "applied", detail
 
@@ -255,8 +273,21 @@ class Persister:
         if row.version > existing.version:
             row = _with_takeover(row, takeover, signals)
             await tx.update_conversation(row)
-            return row
-        return await self._merge_signals(tx, existing, signals)
+        else:
+            row = await self._merge_signals(tx, existing, signals)
+        if existing.handler is cv.Handler.HUMAN and row.handler is cv.Handler.BOT:
+            await self._resume(tx, row)
+        return row
+
+    async def _resume(self, tx: Tx, conv: ConversationRow) -> None:
+        """Back to the bot: a customer message written since then, skipped because its webhook
+        came before the change's (a human still held it), gets its turn after all."""
+        if conv.bot_since is None:
+            return
+        last = await tx.resume_skipped(conv.account_id, conv.conversation_id, conv.bot_since)
+        if last is not None:
+            log.info("turn.resumed", through=last)
+            await self._turn_input(tx, conv, last)
 
     async def _merge_signals(
         self, tx: Tx, conv: ConversationRow, signals: list[cv.Signal]
@@ -289,12 +320,17 @@ class Persister:
         ours = echo or (who.kind is cv.SenderKind.AGENT_BOT and who.id == self.bot_id)
         inserted = await self._store_message(tx, _message_row(account, msg, who))
         conv = await self._merge_signals(tx, conv, cv.message_signals(msg, ours=ours))
-        if inserted and cv.is_customer_turn_input(msg) and not ours:
+        late = False
+        if not inserted and cv.is_customer_turn_input(msg) and not ours:
+            # Stored first by an early message_updated (which is no turn input): this
+            # message_created is its first as a customer message, not a duplicate.
+            late = not await tx.had_turn_input(conv.account_id, conv.conversation_id, msg.id)
+        if (inserted or late) and cv.is_customer_turn_input(msg) and not ours:
             if event.answered:  # backfilled, and a reply already followed it in Chatwoot
                 await tx.skip_turn_input(conv.account_id, conv.conversation_id, msg.id)
             else:
                 await self._turn_input(tx, conv, msg.id)
-        if not inserted and event.event == "message_created":
+        if not inserted and not late and event.event == "message_created":
             return "duplicate", f"message {msg.id} already stored"
         return "applied", "echo of our reply" if echo else None
 
@@ -518,3 +554,20 @@ def _attachment(raw: dict[str, object]) -> events.Attachment:
 def _timestamp(value: str | int | None) -> dt.datetime | None:
     seconds = cv.epoch(value)
     return dt.datetime.fromtimestamp(seconds, dt.UTC) if seconds is not None else None
+
+
+def _from_automation(name: str) -> bool:
+    """What Chatwoot posts to an automation URL (as `ingress.automation.is_automation`)."""
+    return name.startswith("automation_event.") or name == "macro.executed"
+
+
+def _ahead(view: views.Conversation, event: events.EventEntry) -> str | None:
+    """Why a snapshot dated too far after its receive time is not applied, or None."""
+    if view.updated_at is None:
+        return None
+    ahead = view.updated_at - event.received_at / 1000
+    if ahead <= FUTURE_SLACK_S:
+        return None
+    return (
+        f"snapshot updated_at is {ahead:.0f} s after its receive time (over {FUTURE_SLACK_S:.0f} s)"
+    )

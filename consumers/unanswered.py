@@ -7,8 +7,11 @@ to humans: the conversation becomes human-handled (turns stop, a late bot reply 
 by the gates), and a private note and a `handoff` go into the outbox under refs derived from
 the turn, so the retry worker of the deliver group posts them once, with the usual retries.
 A turn whose reply is in the outbox but not yet posted is not handed over: it is looked at again
-one `answer_within_s` later. Deadlines are set by the turns worker's clock and compared with
-the database's: clock skew between machines moves a hand-off by that much, no more.
+one `answer_within_s` later. A reply may also still sit in `sb:outbound`, not yet recorded (the
+deliver group behind, or restarting): while that group has any lag or pending entry, hand-offs
+wait `BEHIND_WAIT` and look again, at most `BEHIND_MAX` times per overdue turn (counted per
+worker process), then go ahead anyway. Deadlines are set by the turns worker's clock and
+compared with the database's: clock skew between machines moves a hand-off by that much, no more.
 """
 
 from __future__ import annotations
@@ -16,9 +19,11 @@ from __future__ import annotations
 import datetime as dt
 import enum
 from collections.abc import Callable
+from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
+from redis.exceptions import RedisError, ResponseError
 
 from consumers import conversation as cv
 from consumers.counters import Counters
@@ -39,6 +44,12 @@ class Outcome(enum.Enum):
     CLEARED = "cleared"
     POSTPONED = "postponed"
 
+
+# A deliver group behind may hold the reply: wait this long, this many times at most (a minute
+# past the deadline), then hand over anyway (deliver may be down for good).
+BEHIND_WAIT = dt.timedelta(seconds=10)
+BEHIND_MAX = 6
+DELIVER_GROUP = "deliver"
 
 NOTE = "Switchboard: the bot did not answer within {seconds} s; handing over to a human."
 
@@ -115,6 +126,11 @@ class Unanswered(PollingWorker):
         self.batch = batch
         self.poll_s = max(topology.turns.poll_ms / 1000, 1.0)  # seconds matter, not ms
         self.metrics = Counters(redis, metrics_key=topology.key("metrics"))
+        self.redis = redis
+        self.outbound_key = topology.key("outbound")
+        # Postponements for a deliver group behind, per overdue turn (account, conversation,
+        # answer_through): bounded here, so a dead deliver never stops hand-offs.
+        self.behind_waits: dict[tuple[int, int, int], int] = {}
 
     async def step(self) -> int:
         return await self.hand_off_due()
@@ -122,11 +138,13 @@ class Unanswered(PollingWorker):
     async def hand_off_due(self) -> int:
         """Settle the overdue deadlines: how many were due."""
         handed: list[DueAnswer] = []
+        # Asked before the transaction: no Redis call while conversations are locked.
+        behind = await self.deliver_behind()
         async with self.store.transaction() as tx:
             now = self.clock() if self.clock is not None else await tx.now()
             due = await tx.due_answers(now, self.batch)
             for item in due:
-                outcome = await self._settle(tx, item, now)
+                outcome = await self._settle(tx, item, now, deliver_behind=behind)
                 if outcome is Outcome.HANDED_OFF:
                     handed.append(item)
         # Counted and logged once committed: what is counted did happen.
@@ -138,7 +156,34 @@ class Unanswered(PollingWorker):
                         holds=item.answer_holds)  # fmt: skip
         return len(due)
 
-    async def _settle(self, tx: Tx, item: DueAnswer, now: dt.datetime) -> Outcome:
+    async def deliver_behind(self) -> bool:
+        """Might a reply still wait in `sb:outbound`? The deliver group has entries not yet
+        read (lag) or not yet acknowledged (pending); unknown counts as behind."""
+        try:
+            groups: Any = await self.redis.xinfo_groups(self.outbound_key)
+            for group in groups:
+                name = group["name"]
+                if (name.decode() if isinstance(name, bytes) else name) != DELIVER_GROUP:
+                    continue
+                if int(group["pending"]) > 0:
+                    return True
+                # Redis before 7 gives no `lag`: is anything past the last delivered entry?
+                last = group["last-delivered-id"]
+                last = last.decode() if isinstance(last, bytes) else str(last)
+                after: Any = await self.redis.xrange(
+                    self.outbound_key, min=f"({last}", max="+", count=1
+                )
+                return bool(after)
+            # No deliver group yet: whatever is in the stream is still to be read.
+            return int(await self.redis.xlen(self.outbound_key)) > 0
+        except ResponseError:
+            return False  # no stream: no reply waits in it
+        except RedisError:
+            return True  # cannot tell: the bound on postponements still applies
+
+    async def _settle(
+        self, tx: Tx, item: DueAnswer, now: dt.datetime, *, deliver_behind: bool = False
+    ) -> Outcome:
         """Hand one overdue conversation to humans, unless nothing is awaited any more or the
         agent's reply is on its way."""
         window = answer_window(
@@ -147,11 +192,12 @@ class Unanswered(PollingWorker):
         if (
             window is None  # the route no longer asks for a deadline
             or item.handler is not cv.Handler.BOT
-            or not item.active
+            # An inactive conversation (the customer wrote in a newer one) is still handed
+            # over: its turn was awaited, and no later turn of another conversation carries it.
             or item.status == "resolved"
             or item.answered_through >= item.answer_through
         ):
-            # A human took it, it ended, or the reply was posted meanwhile.
+            # A human took it, it was resolved, or the reply was posted meanwhile.
             await tx.clear_answer(item.account_id, item.conversation_id)
             return Outcome.CLEARED
         within = window[0]
@@ -161,6 +207,15 @@ class Unanswered(PollingWorker):
             # failed for good, the customer is handed over then.
             await tx.postpone_answer(item.account_id, item.conversation_id, now + within)
             return Outcome.POSTPONED
+        key = (item.account_id, item.conversation_id, item.answer_through)
+        waits = self.behind_waits.get(key, 0)
+        if deliver_behind and waits < BEHIND_MAX:
+            # The reply may be in sb:outbound, unread: a hand-off now would overtake it.
+            self.behind_waits[key] = waits + 1
+            await tx.postpone_answer(item.account_id, item.conversation_id, now + BEHIND_WAIT)
+            log.info("turn.handoff_postponed", reason="deliver behind", waits=waits + 1)
+            return Outcome.POSTPONED
+        self.behind_waits.pop(key, None)
         conv = await tx.lock_conversation(item.account_id, item.conversation_id)
         assert conv is not None  # locked by due_answers a moment ago
         await tx.merge_signals(

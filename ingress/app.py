@@ -129,18 +129,12 @@ class Ingress:
         The URL's token stands in for the signature, a business key for the delivery id.
         Neither the URL nor the token is ever logged."""
         structlog.contextvars.clear_contextvars()
-        if self.settings.automation_token is None:
+        if not self.settings.automation_tokens:
             return _error(
                 404,
                 "POST /webhooks/chatwoot/automation is off: set AUTOMATION_TOKEN and give "
                 "Chatwoot's automation rules and macros the URL with ?token=<it>",
             )
-        if not automation.token_ok(
-            self.settings.automation_token, request.query_params.get("token")
-        ):
-            self.meters.webhooks.labels("unauthorized").inc()
-            log.warning("automation.rejected", reason="missing or wrong token", status=401)
-            return _error(401, "missing or wrong ?token=")
         try:
             body = await _read_body(request, self.settings.max_body_bytes)
         except BodyTooLarge:
@@ -150,10 +144,23 @@ class Ingress:
         except ClientDisconnect:
             return Response(status_code=400)
         routing = _route(body)
+        # The token is checked against the body's accounts (a token bound to account N covers
+        # only bodies naming N alone), and before anything is said about the body.
+        accounts = routing.account_ids() if routing is not None else frozenset()
+        if not automation.token_ok(
+            self.settings.automation_tokens, request.query_params.get("token"), accounts
+        ):
+            self.meters.webhooks.labels("unauthorized").inc()
+            log.warning("automation.rejected", reason="missing or wrong token", status=401)
+            return _error(401, "missing or wrong ?token=")
         if routing is None:
             self.meters.webhooks.labels("malformed").inc()
             log.warning("automation.rejected", reason="malformed JSON", status=400)
             return _error(400, "body is not a JSON object")
+        if not automation.is_automation(routing.event):
+            self.meters.webhooks.labels("malformed").inc()
+            log.warning("automation.rejected", reason="not an automation event", status=400)
+            return _error(400, "only automation_event.* and macro.executed are taken here")
         account = routing.account_id_int()
         delivery = automation.business_key(body, event=routing.event, account=account)
         structlog.contextvars.bind_contextvars(delivery=delivery)

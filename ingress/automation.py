@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Sequence
 
 import msgspec
 
-from ingress.settings import Secret
+from ingress import signatures
+from ingress.settings import WebhookSecret
 
 # A business key is built from payload values: keep it to what Chatwoot's own values look
 # like (ids, epoch floats), so no body can make a long or odd Redis key out of it.
@@ -34,9 +36,26 @@ _keyed_decoder = msgspec.json.Decoder(_Keyed)
 SOURCE = "automation"  # the `source` of their sb:events entries (and audit rows)
 
 
-def token_ok(expected: Secret | None, given: str | None) -> bool:
-    """The `?token=` matches AUTOMATION_TOKEN (constant time); no token never matches."""
-    return expected is not None and given is not None and expected.matches(given)
+def is_automation(event: str) -> bool:
+    """What Chatwoot really posts to an automation URL: anything else on this path (a
+    `message_created` forging a customer, a snapshot silencing a conversation) is refused."""
+    return event.startswith("automation_event.") or event == "macro.executed"
+
+
+def token_ok(
+    expected: Sequence[WebhookSecret], given: str | None, accounts: frozenset[int] = frozenset()
+) -> bool:
+    """The `?token=` matches one of AUTOMATION_TOKEN's tokens (constant time) that covers the
+    body's `accounts`: a token bound to account N (`N:token`) verifies only bodies whose every
+    account id is N, as a bound webhook secret does. No token never matches."""
+    if given is None:
+        return False
+    # Every token compared, so the time taken does not tell which one matched.
+    matched = [token.matches(given) for token in expected]
+    return any(
+        ok and signatures.Key(secret=b"", account=token.account).covers(accounts)
+        for ok, token in zip(matched, expected, strict=True)
+    )
 
 
 def business_key(body: bytes, *, event: str, account: int | None) -> str:

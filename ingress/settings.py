@@ -71,7 +71,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     allow_unsigned_webhooks: bool = False
     outbound_token: Secret | None = None
     ops_token: Secret | None = None
-    automation_token: Secret | None = None
+    # AUTOMATION_TOKEN: like CHATWOOT_WEBHOOK_SECRETS, `N:token` binds a token to account N.
+    automation_tokens: tuple[WebhookSecret, ...] = ()
     streams_path: Path = Path("streams.yaml")
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     host: str = "127.0.0.1"
@@ -132,7 +133,7 @@ class _Reader:
             allow_unsigned_webhooks=self.parse("ALLOW_UNSIGNED_WEBHOOKS", _flag, False),
             outbound_token=_secret(self.get("OUTBOUND_TOKEN")),
             ops_token=_secret(self.get("OPS_TOKEN")),
-            automation_token=_secret(self.get("AUTOMATION_TOKEN")),
+            automation_tokens=self.parse("AUTOMATION_TOKEN", _webhook_secrets, ()),
             streams_path=Path(self.get("SWITCHBOARD_STREAMS") or "streams.yaml"),
             max_body_bytes=self.parse("MAX_BODY_BYTES", _positive, DEFAULT_MAX_BODY_BYTES),
             host=self.get("HOST") or "127.0.0.1",

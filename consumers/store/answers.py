@@ -70,7 +70,8 @@ class AnswerSQL(SQL):
         return [msgspec.convert(dict(r), DueAnswer) for r in rows]
 
     async def reply_in_flight(self, account_id: int, conversation_id: int, through: int) -> bool:
-        """Is a public reply to a turn covering `through` in the outbox, not yet posted (nor
+        """Is a public reply to a turn covering `through` (or, without a turn, queued when the
+        last customer message was at or after `through`) in the outbox, not yet posted (nor
         suppressed, nor failed)? A turn id other than ours (`account:conversation:through`)
         covers nothing: the CASE keeps the cast from ever seeing one."""
         found = await self.conn.fetchval(
@@ -79,7 +80,10 @@ class AnswerSQL(SQL):
             WHERE account_id = $1 AND chatwoot_conversation_id = $2 AND kind = 'message'
                 AND NOT private AND status IN ('queued', 'sending')
                 AND CASE WHEN turn ~ '^[0-9]+:[0-9]+:[0-9]{1,18}$'
-                    THEN split_part(turn, ':', 3)::bigint >= $3 ELSE false END
+                    THEN split_part(turn, ':', 3)::bigint >= $3
+                    -- without a turn: what was awaited when it was queued
+                    WHEN turn IS NULL THEN covers_through >= $3
+                    ELSE false END
             LIMIT 1
             """,
             account_id,
@@ -87,6 +91,29 @@ class AnswerSQL(SQL):
             through,
         )
         return bool(found)
+
+    async def restart_answer(
+        self, account_id: int, conversation_id: int, *, ref: str, due: dt.datetime
+    ) -> bool:
+        """The posted reply `ref` covered only part of what is awaited (a reply to turn 1 while
+        turn 2 waits): the rest is due by `due`, never earlier than it already was."""
+        restarted = await self.conn.fetchval(
+            """
+            UPDATE conversations c SET answer_due_at = GREATEST(c.answer_due_at, $4)
+            FROM outbound o
+            WHERE o.ref = $3 AND c.account_id = $1 AND c.chatwoot_conversation_id = $2
+                AND c.answer_due_at IS NOT NULL
+                AND COALESCE(CASE WHEN o.turn ~ '^[0-9]+:[0-9]+:[0-9]{1,18}$'
+                    THEN split_part(o.turn, ':', 3)::bigint END, o.covers_through)
+                    < c.answer_through
+            RETURNING true
+            """,
+            account_id,
+            conversation_id,
+            ref,
+            due,
+        )
+        return bool(restarted)
 
     async def postpone_answer(
         self, account_id: int, conversation_id: int, due: dt.datetime

@@ -59,7 +59,8 @@ class ConversationSQL(SQL):
     async def insert_conversation(self, row: ConversationRow) -> bool:
         """A conversation seen for the first time; it is the customer's active one unless a
         newer conversation (a higher display id) of the same customer already is. The same
-        customer: the same identity, or the same Chatwoot contact, whose identity may have
+        customer: the same identity, or the same Chatwoot contact in the same inbox (a contact
+        may talk to several inboxes of one channel type at once), whose identity may have
         changed since (an anonymous widget visitor identified later: `contact:N`, then
         `email:...`; a conversation keeps the identity it was first seen with)."""
         newer = False
@@ -69,6 +70,7 @@ class ConversationSQL(SQL):
             row.identity,
             row.conversation_id,
             row.contact_id,
+            row.inbox_id,
         )
         if row.identity is not None:
             # Two new conversations of one customer may be inserted at once (other consumers,
@@ -88,7 +90,8 @@ class ConversationSQL(SQL):
                     """
                     SELECT true FROM conversations
                     WHERE account_id = $1 AND channel IS NOT DISTINCT FROM $2
-                        AND (identity = $3 OR contact_id = $5)
+                        AND (identity = $3
+                            OR (contact_id = $5 AND inbox_id IS NOT DISTINCT FROM $6))
                         AND active AND chatwoot_conversation_id > $4
                     FOR UPDATE
                     """,
@@ -100,7 +103,8 @@ class ConversationSQL(SQL):
                     """
                     UPDATE conversations SET active = false, ended_at = now()
                     WHERE account_id = $1 AND channel IS NOT DISTINCT FROM $2
-                        AND (identity = $3 OR contact_id = $5)
+                        AND (identity = $3
+                            OR (contact_id = $5 AND inbox_id IS NOT DISTINCT FROM $6))
                         AND active AND chatwoot_conversation_id < $4
                     """,
                     *same_customer,

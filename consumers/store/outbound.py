@@ -14,7 +14,7 @@ from ingress import events
 
 _OUTBOUND_COLUMNS = (
     "ref, account_id, kind, turn, status, attempts, chatwoot_message_id, "
-    "chatwoot_conversation_id, next_attempt_at, known_through, create_started_at"
+    "chatwoot_conversation_id, next_attempt_at, known_through, create_started_at, covers_through"
 )
 # The row as the deliverer read it, unchanged since: a claim, hold or suppression applies only
 # then (another deliverer that got there first changed at least one of these).
@@ -35,8 +35,12 @@ class OutboundSQL(SQL):
             """
             INSERT INTO outbound (ref, account_id, chatwoot_conversation_id, kind, content,
                 private, content_attributes, status, turn, stream_id, inbox_id, source_id,
-                contact_id, next_attempt_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, 'queued', $8, $9, $10, $11, $12, $13)
+                contact_id, next_attempt_at, covers_through)
+            VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, 'queued', $8, $9, $10, $11, $12, $13,
+                -- a public reply without a turn answers what was awaited when it was queued
+                CASE WHEN $4 = 'message' AND NOT $6 AND $8::text IS NULL THEN (
+                    SELECT last_inbound_message_id FROM conversations
+                    WHERE account_id = $2 AND chatwoot_conversation_id = $3) END)
             ON CONFLICT (ref) DO NOTHING
             """,
             ref,
@@ -216,7 +220,7 @@ class OutboundSQL(SQL):
             return None
         status = statuses.advance_or_keep(row.status, reported)
         await self.set_outbound(ref, status=status, chatwoot_message_id=chatwoot_message_id)
-        through = cv.turn_through(row.turn)
+        through = cv.turn_through(row.turn) if row.turn is not None else row.covers_through
         answered = row.chatwoot_conversation_id
         if status in statuses.OUTBOUND_POSTED and through is not None and answered:
             if row.kind == "message":

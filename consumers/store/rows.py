@@ -102,3 +102,5 @@ class OutboundRow(msgspec.Struct, kw_only=True):
     known_through: int | None
     # When an agent-started conversation's create call was made (its outcome may be unknown).
     create_started_at: dt.datetime | None = None
+    # A public reply without a turn: the last customer message when it was queued (it answers).
+    covers_through: int | None = None

@@ -75,6 +75,48 @@ class TurnSQL(SQL):
             message_id,
         )
 
+    async def had_turn_input(self, account_id: int, conversation_id: int, message_id: int) -> bool:
+        """Was this customer message ever turn input (scheduled or skipped)? Both move
+        `last_inbound_message_id` to it."""
+        value = await self.conn.fetchval(
+            "SELECT last_inbound_message_id >= $3 FROM conversations "
+            "WHERE account_id = $1 AND chatwoot_conversation_id = $2",
+            account_id,
+            conversation_id,
+            message_id,
+        )
+        return bool(value)
+
+    async def resume_skipped(
+        self, account_id: int, conversation_id: int, since: float
+    ) -> int | None:
+        """The conversation came back to the bot at `since`: the customer messages created then
+        or later that were skipped while a human held it (their webhooks came first) are put
+        back behind the turn marks. The newest of them, to schedule a turn for, or None."""
+        value = await self.conn.fetchval(
+            """
+            WITH skipped AS (
+                SELECT min(m.chatwoot_message_id) AS first, max(m.chatwoot_message_id) AS last
+                FROM messages m JOIN conversations c USING (account_id, chatwoot_conversation_id)
+                WHERE m.account_id = $1 AND m.chatwoot_conversation_id = $2
+                    AND m.direction = 'inbound' AND m.sender_kind = 'contact' AND NOT m.private
+                    AND NOT m.deleted AND m.status = 'received'
+                    AND m.created_at >= to_timestamp($3)
+                    AND m.chatwoot_message_id <= c.emitted_through
+            )
+            UPDATE conversations SET
+                emitted_through = LEAST(emitted_through, skipped.first - 1),
+                answered_through = LEAST(answered_through, skipped.first - 1)
+            FROM skipped
+            WHERE account_id = $1 AND chatwoot_conversation_id = $2 AND skipped.first IS NOT NULL
+            RETURNING skipped.last
+            """,
+            account_id,
+            conversation_id,
+            since,
+        )
+        return int(value) if value is not None else None
+
     async def due_turns(self, now: dt.datetime, limit: int) -> list[DueTurn]:
         """Lock the conversations whose turn is due; other workers skip them (SKIP LOCKED)."""
         rows = await self.conn.fetch(

@@ -132,3 +132,49 @@ async def test_agent_bot_resolved_returns_and_opened_hands_off(
     await persist(redis, store, topology, opened)
     [conv] = await rows(store, CONVERSATION)
     assert (conv["status"], conv["handler"]) == ("open", "human")
+
+
+async def test_a_customer_message_from_the_automation_path_is_ignored(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """An entry of source=automation that is not `automation_event.*`/`macro.executed` (a
+    forged customer message) is audited `ignored` with the reason: no message, no turn."""
+    data = chatwoot.payload("message_created__whatsapp_incoming_phone")
+    await feed_automation(redis, store, topology, data)
+    [audit] = await rows(store, AUDIT)
+    assert (audit["source"], audit["outcome"]) == ("automation", "ignored")
+    assert "not taken from the automation path" in audit["detail"]
+    assert await rows(store, "SELECT * FROM messages") == []
+    assert await emit_turns(redis, store, topology) == []
+
+
+async def test_a_snapshot_dated_far_ahead_is_ignored(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """An automation snapshot whose `updated_at` is hours after its receive time is ignored,
+    saying why, and does not stand against the real changes that follow."""
+    name = "automation_event.conversation_updated__assignee_team"
+    future = chatwoot.payload(name)
+    future["updated_at"] = time.time() + 10 * 365 * 86400
+    future["status"] = "resolved"
+    await feed_automation(redis, store, topology, future)
+    [audit] = await rows(store, AUDIT)
+    assert audit["outcome"] == "ignored" and "after its receive time" in audit["detail"]
+    assert await rows(store, CONVERSATION) == []
+    now = chatwoot.payload(name)
+    now["updated_at"] = time.time()
+    await feed_automation(redis, store, topology, now)
+    [conv] = await rows(store, CONVERSATION)
+    assert (conv["status"], conv["version"]) == ("open", now["updated_at"])
+
+
+async def test_a_signed_snapshot_dated_far_ahead_is_ignored_too(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """The same bound holds for signed conversation webhooks."""
+    data = chatwoot.payload("conversation_status_changed__resolved")
+    data["updated_at"] = time.time() + 3600
+    await persist(redis, store, topology, data)
+    [audit] = await rows(store, AUDIT)
+    assert audit["outcome"] == "ignored" and "after its receive time" in audit["detail"]
+    assert await rows(store, CONVERSATION) == []

@@ -126,7 +126,9 @@ def handoffs() -> list[dict[str, Any]]:
     the bot's. The customer's message shows that snapshot a little later than the reopen.
     1052: a human, back to the bot, re-assigned to another human; later snapshots repeat
     that assignee: the human's. 1053: an agent puts a human's conversation back to `pending`
-    (the bot answers); the next customer message repeats the old assignee: the bot's."""
+    (the bot answers); the next customer message repeats the old assignee: the bot's.
+    1054: a human resolves it (the bot's again); reopened `open` with that human still shown
+    assigned (lock on, no active bot): the human's, from the reopen on."""
     reopened = snapshot(1051, "pending", 7, 40)
     bot_back = snapshot(1052, "open", None, 20)
     bot_back["meta"].update(assignee={"id": 4, "type": "agent_bot"}, assignee_type="AgentBot")
@@ -150,18 +152,24 @@ def handoffs() -> list[dict[str, Any]]:
         said(919021, snapshot(1053, "open", 7, 12), by=7),
         updated(snapshot(1053, "pending", 7, 20), status=("open", "pending")),
         said(919022, snapshot(1053, "pending", 7, 30)),
+        updated(snapshot(1054, "open", 7, 10), assignee_id=(None, 7)),
+        updated(snapshot(1054, "resolved", 7, 30), status=("open", "resolved")),
+        said(919031, snapshot(1054, "open", 7, 41)),
+        updated(snapshot(1054, "open", 7, 40), status=("resolved", "open")),
+        updated(snapshot(1054, "open", 7, 50), label_list=([], ["vip"])),
     ]
 
 
 # Who handles each conversation once every event is in, whatever the order.
-HANDLERS = {1044: "bot", 1051: "bot", 1052: "human", 1053: "bot"}
+HANDLERS = {1044: "bot", 1051: "bot", 1052: "human", 1053: "bot", 1054: "human"}
 
 
 HISTORY = history()
 ENTRIES = [
     events.encode(
         events.EventEntry(
-            event=p["event"], delivery=f"d{i}", account=3, received_at=1781775000000 + i,
+            # Received after every snapshot's `updated_at` (persist ignores one dated ahead).
+            event=p["event"], delivery=f"d{i}", account=3, received_at=1781790000000 + i,
             signed=True, body=chatwoot.rails_json(p),
         )
     )

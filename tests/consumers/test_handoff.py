@@ -9,6 +9,7 @@ import datetime as dt
 import itertools
 from typing import Any
 
+import msgspec
 import pytest
 import redis.asyncio as aioredis
 
@@ -85,6 +86,23 @@ async def test_reopened_pending_with_the_human_is_answered_by_the_bot(
     assert conversation == {"status": "pending", "assignee_type": "User", "handler": "bot"}
     turns = await emit_turns(redis, store, topology)
     assert len(turns) == 2 and turns[-1].messages[-1].id == 918340  # a turn for the reopen
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
+async def test_without_return_on_resolve_the_reopen_answers_a_message_that_came_first(
+    order: tuple[int, ...], redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """`return_on_resolve: false`: the resolved conversation stays the human's until the move
+    into `pending`; a customer message stored before that move (skipped then) gets its turn
+    when the move gives the conversation to the bot, in every arrival order."""
+    routes = tuple(msgspec.structs.replace(r, return_on_resolve=False) for r in topology.routes)
+    topology = msgspec.structs.replace(topology, routes=routes)
+    await handled_and_resolved(redis, store, topology)
+    await persist(redis, store, topology, *[REOPEN[i] for i in order])
+    [conversation] = await rows(store, "SELECT handler FROM conversations")
+    assert conversation["handler"] == "bot"
+    turns = await emit_turns(redis, store, topology)
+    assert len(turns) == 2 and [m.id for m in turns[-1].messages] == [918340]
 
 
 async def test_a_human_reply_after_the_reopen_takes_it_again(

@@ -3,6 +3,7 @@ per customer and channel, whatever contact details arrive later."""
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 from typing import Any
 
@@ -10,8 +11,11 @@ import pytest
 import redis.asyncio as aioredis
 
 from consumers.store import Store
+from consumers.turns import TurnEmitter
+from consumers.unanswered import Unanswered
 from ingress.topology import Topology
 from tests import chatwoot
+from tests.consumers.test_unanswered import T0, at
 from tests.pipeline import emit_turns, persist, rows
 
 ACTIVE = (
@@ -184,3 +188,34 @@ async def test_an_identified_visitor_ends_the_anonymous_conversation_in_any_orde
         (1042, "contact:5501", False),
         (1142, "email:v@example.com", True),
     ]
+
+
+async def test_the_same_contact_in_another_inbox_keeps_both_conversations(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """One contact writing to two inboxes of one channel type (two Telegram bots): the
+    second conversation does not end the first, and its turn is still handed over when
+    nobody answers it."""
+    first = chatwoot.payload("message_created__telegram_incoming")
+    await persist(redis, store, topology, first)
+    assert await TurnEmitter(store, redis, topology, clock=lambda: T0).drain() == 1
+    second = copy.deepcopy(first)  # the same person, the company's other Telegram bot
+    second["id"] += 100
+    second["inbox"]["id"] = 20
+    conv = second["conversation"]
+    conv["id"] += 1
+    conv["inbox_id"] = 20
+    conv["contact_inbox"] = dict(conv["contact_inbox"], id=7399, inbox_id=20, source_id="999000111")
+    for m in conv.get("messages", []):
+        m["conversation_id"], m["inbox_id"], m["id"] = conv["id"], 20, second["id"]
+    await persist(redis, store, topology, second)
+    active = await rows(
+        store, "SELECT chatwoot_conversation_id AS id, active FROM conversations ORDER BY 1"
+    )
+    assert active == [
+        {"id": first["conversation"]["id"], "active": True},
+        {"id": conv["id"], "active": True},
+    ]
+    assert await Unanswered(store, redis, topology, clock=lambda: at(121)).drain() == 1
+    refs = [r["ref"] for r in await rows(store, "SELECT ref FROM outbound ORDER BY ref")]
+    assert [ref.rsplit(":", 1)[-1] for ref in refs] == ["handoff", "note"]

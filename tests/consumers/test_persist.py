@@ -477,3 +477,15 @@ async def test_a_turn_carries_every_unanswered_message(
     await persist(redis, store, topology, incoming(918312, 1781775789.0, text="third"))
     *_, third = await emit_turns(redis, store, topology)
     assert [m.content for m in third.messages] == ["third"]
+
+
+async def test_an_early_message_updated_does_not_cost_the_turn(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """message_updated can come before message_created (chatwoot.md §3): the customer message
+    it stored still gets its turn when message_created follows, and only once."""
+    created = chatwoot.payload("message_created__whatsapp_incoming_phone")
+    updated = dict(created, event="message_updated")
+    await persist(redis, store, topology, updated, created, created)
+    turns = await emit_turns(redis, store, topology)
+    assert [[m.id for m in t.messages] for t in turns] == [[created["id"]]]

@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from consumers.chatwoot import ChatwootClient
 from consumers.store import Store
 from consumers.turns import TurnEmitter
-from consumers.unanswered import Unanswered
+from consumers.unanswered import BEHIND_MAX, BEHIND_WAIT, Unanswered
 from ingress.settings import Secret
 from ingress.topology import Topology
 from tests import chatwoot
@@ -129,6 +129,39 @@ async def test_an_answered_turn_is_not_handed_off(
     assert await worker(store, redis, topology, 10_000).drain() == 0
     assert await handoff_rows(store) == []
     assert (await conversation(store))["handler"] == "bot"
+
+
+async def test_a_reply_without_turn_clears_the_deadline(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake, client: ChatwootClient
+) -> None:
+    """`turn` is optional on sb:outbound: a public bot message without it answers what was
+    awaited when it was queued, so posting it clears the deadline: no hand-off."""
+    await turn_emitted(redis, store, topology)
+    await reply(redis, topology, conversation=1044, ref="answer-no-turn")
+    delivery = Delivery(redis, store, topology, client)
+    delivery.clock.at = at(60)
+    await delivery.drain()
+    [row] = await rows(store, "SELECT status FROM outbound WHERE ref = 'answer-no-turn'")
+    assert row["status"] == "sent"
+    assert (await conversation(store))["answer_due_at"] is None
+    assert await worker(store, redis, topology, 10_000).drain() == 0
+    assert await handoff_rows(store) == []
+    assert (await conversation(store))["handler"] == "bot"
+
+
+async def test_a_reply_without_turn_on_its_way_postpones_the_handoff(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake, client: ChatwootClient
+) -> None:
+    """A reply without `turn` waiting for its retry counts as one on its way."""
+    await turn_emitted(redis, store, topology)
+    fake.faults({"path": "messages", "status": 503, "times": 1})
+    await reply(redis, topology, conversation=1044, ref="answer-no-turn")
+    delivery = Delivery(redis, store, topology, client)
+    delivery.clock.at = at(60)
+    await delivery.runner.drain()
+    assert await worker(store, redis, topology, 121).drain() == 1
+    assert await handoff_rows(store) == []
+    assert (await conversation(store))["answer_due_at"] == at(241)
 
 
 @pytest.mark.parametrize("kind", ["hold", "typing_on"])
@@ -297,6 +330,43 @@ async def test_a_reply_on_its_way_postpones_the_handoff(
     assert await handoff_rows(store) == []
 
 
+async def test_a_reply_still_in_the_outbound_stream_postpones_the_handoff(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake, client: ChatwootClient
+) -> None:
+    """The agent's reply waits unread in sb:outbound (deliver behind or restarting) past the
+    deadline: the hand-off waits for deliver, which then posts the reply; no hand-off."""
+    await turn_emitted(redis, store, topology)
+    await reply(redis, topology, conversation=1044, turn=TURN, ref="answer")
+    assert await worker(store, redis, topology, 121).drain() == 1
+    assert await handoff_rows(store) == []
+    assert (await conversation(store))["answer_due_at"] == at(131)
+    delivery = Delivery(redis, store, topology, client)
+    delivery.clock.at = at(125)
+    await delivery.drain()
+    [row] = await rows(store, "SELECT status FROM outbound WHERE ref = 'answer'")
+    assert row["status"] == "sent"
+    assert (await conversation(store))["answer_due_at"] is None
+    assert await worker(store, redis, topology, 10_000).drain() == 0
+    assert await handoff_rows(store) == []
+
+
+async def test_a_deliver_group_that_never_catches_up_delays_the_handoff_boundedly(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake, client: ChatwootClient
+) -> None:
+    """Deliver behind for good: the hand-off waits BEHIND_MAX times BEHIND_WAIT, then goes."""
+    await turn_emitted(redis, store, topology)
+    await reply(redis, topology, conversation=1044, ref="someone-else", content="x")
+    now = [121.0]
+    unanswered = Unanswered(store, redis, topology, clock=lambda: at(now[0]))
+    for _ in range(BEHIND_MAX):
+        assert await unanswered.drain() == 1
+        assert await handoff_rows(store) == []
+        now[0] += BEHIND_WAIT.total_seconds()
+        assert (await conversation(store))["answer_due_at"] == at(now[0])
+    assert await unanswered.drain() == 1
+    assert len(await handoff_rows(store)) == 2
+
+
 async def test_a_reply_that_failed_for_good_leaves_the_customer_to_humans(
     redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake, client: ChatwootClient
 ) -> None:
@@ -310,4 +380,40 @@ async def test_a_reply_that_failed_for_good_leaves_the_customer_to_humans(
     [row] = await rows(store, "SELECT status FROM outbound WHERE ref = 'answer'")
     assert row["status"] == "failed"
     assert await worker(store, redis, topology, 121).drain() == 1
+    assert len(await handoff_rows(store)) == 2
+
+
+async def test_an_ended_conversation_with_an_unanswered_turn_is_still_handed_over(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """The customer started a newer conversation while their turn waited: the old one is no
+    longer active, but what they wrote there was never answered, so it goes to humans."""
+    await turn_emitted(redis, store, topology)
+    async with store.pool.acquire() as conn:
+        await conn.execute("UPDATE conversations SET active = false, ended_at = now()")
+    assert await worker(store, redis, topology, 121).drain() == 1
+    assert len(await handoff_rows(store)) == 2
+    assert (await conversation(store))["handler"] == "human"
+
+
+async def test_a_reply_to_an_earlier_turn_restarts_the_deadline_of_the_next(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake, client: ChatwootClient
+) -> None:
+    """`superseded: deliver`: the bot answers turn 1 at 110 s while turn 2 (sent at 101 s)
+    waits: what is still awaited is due `answer_within_s` after that reply, not at 120 s."""
+    routes = tuple(msgspec.structs.replace(r, superseded="deliver") for r in topology.routes)
+    topology = msgspec.structs.replace(topology, routes=routes)
+    await turn_emitted(redis, store, topology)
+    again = chatwoot.payload("message_created__whatsapp_incoming_phone")
+    again["id"] += 10
+    await persist(redis, store, topology, again)
+    assert await TurnEmitter(store, redis, topology, clock=lambda: at(101)).drain() == 1
+    await reply(redis, topology, conversation=1044, turn=TURN, ref="answer-1")
+    delivery = Delivery(redis, store, topology, client)
+    delivery.clock.at = at(110)
+    await delivery.drain()
+    assert (await conversation(store))["answer_due_at"] == at(230)
+    await worker(store, redis, topology, 121).drain()
+    assert await handoff_rows(store) == []
+    assert await worker(store, redis, topology, 231).drain() == 1
     assert len(await handoff_rows(store)) == 2

@@ -14,7 +14,7 @@ from structlog.testing import capture_logs
 
 from ingress import automation, events
 from ingress.app import create_app
-from ingress.settings import Secret, Settings
+from ingress.settings import Settings, WebhookSecret
 from ingress.topology import Topology
 from tests import chatwoot
 from tests.ingress.test_app import Client, client_for, entries, make_settings
@@ -227,15 +227,61 @@ def test_a_body_without_id_or_time_is_keyed_by_its_bytes() -> None:
 
 
 def test_token_check() -> None:
-    """Unset never matches; set, only the exact token does."""
-    assert automation.token_ok(Secret("t"), "t")
-    assert not automation.token_ok(Secret("t"), "T")
-    assert not automation.token_ok(Secret("t"), None)
-    assert not automation.token_ok(None, "t")
+    """Unset never matches; set, only the exact token does; a bound token only its account."""
+    anyone, bound = WebhookSecret("t"), WebhookSecret("b", account=3)
+    assert automation.token_ok([anyone], "t")
+    assert not automation.token_ok([anyone], "T")
+    assert not automation.token_ok([anyone], None)
+    assert not automation.token_ok([], "t")
+    assert automation.token_ok([anyone, bound], "b", frozenset({3}))
+    assert not automation.token_ok([anyone, bound], "b", frozenset({3, 4}))
+    assert not automation.token_ok([anyone, bound], "b", frozenset({4}))
+    assert not automation.token_ok([anyone, bound], "b", frozenset())
 
 
 def test_settings_read_automation_token() -> None:
-    """AUTOMATION_TOKEN is a Secret: it never shows in a repr."""
-    settings = make_settings(AUTOMATION_TOKEN=TOKEN)
-    assert settings.automation_token is not None and settings.automation_token.matches(TOKEN)
-    assert TOKEN not in repr(settings.automation_token)
+    """AUTOMATION_TOKEN is a list of secrets like CHATWOOT_WEBHOOK_SECRETS: never in a repr,
+    `N:token` bound to account N."""
+    settings = make_settings(AUTOMATION_TOKEN=f"{TOKEN}, 7:other")
+    first, second = settings.automation_tokens
+    assert (first.account, second.account) == (None, 7)
+    assert first.matches(TOKEN) and second.matches("other")
+    assert TOKEN not in repr(settings.automation_tokens)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "message_created__whatsapp_incoming_phone",
+        "conversation_updated__assignee_team",
+        "conversation_status_changed__resolved",
+    ],
+)
+async def test_only_automation_events_are_taken_on_the_path(
+    name: str, client: Client, redis: aioredis.Redis, topology: Topology
+) -> None:
+    """A token holder cannot forge a customer message or a snapshot through the automation
+    URL: any event but `automation_event.*` and `macro.executed` is 400, nothing stored."""
+    response = await client.post(PATH, params={"token": TOKEN}, content=body_of(name), headers=JSON)
+    assert response.status_code == 400
+    assert await entries(redis, topology, "events") == []
+
+
+async def test_a_bound_token_takes_only_its_account(
+    topology: Topology, redis: aioredis.Redis
+) -> None:
+    """`3:token` verifies a body of account 3 only: another account's body is 401."""
+    settings = make_settings(AUTOMATION_TOKEN="3:bound-tok")
+    name = "macro.executed__assign_and_label"
+    async for client in client_for(settings, topology, redis):
+        other = body_of(name, account={"id": 4, "name": "other"})
+        refused = await client.post(
+            PATH, params={"token": "bound-tok"}, content=other, headers=JSON
+        )
+        assert refused.status_code == 401
+        assert await entries(redis, topology, "events") == []
+        own = await client.post(
+            PATH, params={"token": "bound-tok"}, content=body_of(name), headers=JSON
+        )
+        assert own.status_code == 200
+        assert len(await entries(redis, topology, "events")) == 1
