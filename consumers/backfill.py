@@ -24,7 +24,6 @@ from urllib.parse import urlsplit
 import msgspec
 import redis.asyncio as aioredis
 import structlog
-from redis.exceptions import RedisError
 
 from consumers import synthetic
 from consumers.chatwoot import (
@@ -40,6 +39,7 @@ from consumers.limits import Limits
 from consumers.store import Store
 from consumers.store.backfill import BackfillSQL
 from ingress import events
+from ingress.connect import UNAVAILABLE
 from ingress.settings import Settings
 from ingress.topology import Topology
 
@@ -145,7 +145,7 @@ class Backfiller:
                 report = await self.round(periodic=True)
                 if report.failed:
                     wait = min(wait, 30.0)
-            except (HandlerError, RedisError) as exc:
+            except UNAVAILABLE + (HandlerError,) as exc:
                 log.warning("worker.unavailable", group=self.name, error=str(exc))
                 wait = min(wait, 5.0)
             except Exception:  # noqa: BLE001
