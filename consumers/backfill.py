@@ -261,7 +261,13 @@ class Backfiller:
         than `cutoff` (with this sort, every later one is older too): what was listed, and the
         page to go on from when `max_pages` ran out first (None: the cutoff was reached)."""
         found: dict[int, ListedConversation] = {}
-        for page in range(first, first + self.spec.max_pages):
+        # A continued sweep lists one page more, before `first`: a conversation above the
+        # cursor deleted between rounds shifts the rest up by one, and the one it pushes onto
+        # page `first - 1` would otherwise be listed by no round (the final pass from the top
+        # only lists what moved above the sweep). Seen twice harms nothing: stored messages
+        # are skipped.
+        start = first - 1 if first > 1 else first
+        for page in range(start, first + self.spec.max_pages):
             await self._token(account)
             listed = await self.client.list_conversations(account, page)
             for conversation in listed:
