@@ -24,7 +24,6 @@ from urllib.parse import urlsplit
 import msgspec
 import redis.asyncio as aioredis
 import structlog
-from redis.exceptions import RedisError
 
 from consumers import synthetic
 from consumers.chatwoot import (
@@ -40,6 +39,7 @@ from consumers.limits import Limits
 from consumers.store import Store
 from consumers.store.backfill import BackfillSQL
 from ingress import events
+from ingress.connect import UNAVAILABLE
 from ingress.settings import Settings
 from ingress.topology import Topology
 
@@ -145,7 +145,7 @@ class Backfiller:
                 report = await self.round(periodic=True)
                 if report.failed:
                     wait = min(wait, 30.0)
-            except (HandlerError, RedisError) as exc:
+            except UNAVAILABLE + (HandlerError,) as exc:
                 log.warning("worker.unavailable", group=self.name, error=str(exc))
                 wait = min(wait, 5.0)
             except Exception:  # noqa: BLE001
@@ -261,7 +261,13 @@ class Backfiller:
         than `cutoff` (with this sort, every later one is older too): what was listed, and the
         page to go on from when `max_pages` ran out first (None: the cutoff was reached)."""
         found: dict[int, ListedConversation] = {}
-        for page in range(first, first + self.spec.max_pages):
+        # A continued sweep lists one page more, before `first`: a conversation above the
+        # cursor deleted between rounds shifts the rest up by one, and the one it pushes onto
+        # page `first - 1` would otherwise be listed by no round (the final pass from the top
+        # only lists what moved above the sweep). Seen twice harms nothing: stored messages
+        # are skipped.
+        start = first - 1 if first > 1 else first
+        for page in range(start, first + self.spec.max_pages):
             await self._token(account)
             listed = await self.client.list_conversations(account, page)
             for conversation in listed:

@@ -12,14 +12,13 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from consumers import backfill, dlq, ops, service
 from consumers.errors import StoreError
 from consumers.local import LocalStack, migrate
 from consumers.store import Store, schema
 from ingress import events, logs, topology
-from ingress.connect import redis_client
+from ingress.connect import UNAVAILABLE, redis_client
 from ingress.errors import ConfigError
 from ingress.settings import Settings
 from ingress.topology import Topology
@@ -91,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     except StoreError as exc:
         print(f"switchboard {args.command}: PostgreSQL: {exc}", file=sys.stderr)  # noqa: T201
         return 1
-    except RedisError as exc:
+    except UNAVAILABLE as exc:
         print(f"switchboard {args.command}: Redis: {exc}", file=sys.stderr)  # noqa: T201
         return 1
 
@@ -135,7 +134,7 @@ async def _with_redis(
     redis = redis_client(settings.redis_url)
     try:
         return await command(redis)
-    except RedisError as exc:
+    except UNAVAILABLE as exc:
         print(f"switchboard: Redis: {exc}", file=sys.stderr)  # noqa: T201
         return 1
     finally:
@@ -293,7 +292,7 @@ async def _doctor(settings: Settings, topo: Topology) -> int:
                     print(f"  {status.key}: {status.length} entries, groups: {names}")  # noqa: T201
             finally:
                 await redis.aclose()
-        except RedisError as exc:
+        except UNAVAILABLE as exc:
             problems.append(f"redis: {exc}")
     if settings.database_url is None:
         problems.append("DATABASE_URL is not set")

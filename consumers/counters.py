@@ -4,7 +4,8 @@ processes, readable with `redis-cli HGETALL sb:metrics`, served by the ingress's
 from __future__ import annotations
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+
+from ingress.connect import UNAVAILABLE
 
 
 class Counters:
@@ -18,5 +19,5 @@ class Counters:
             return
         try:
             await self.redis.hincrby(self.key, name, amount)
-        except RedisError:
+        except UNAVAILABLE:
             pass

@@ -26,7 +26,6 @@ from urllib.parse import urlsplit
 import msgspec
 import redis.asyncio as aioredis
 import structlog
-from redis.exceptions import RedisError
 
 from consumers import backoff, faults, gates, steps, unanswered
 from consumers import conversation as cv
@@ -41,6 +40,7 @@ from consumers.runner import StreamEntry
 from consumers.statuses import Outbound
 from consumers.store import OutboundRow, Store, Tx
 from ingress import events
+from ingress.connect import UNAVAILABLE
 from ingress.events import OutboundKind
 from ingress.topology import Topology
 
@@ -402,7 +402,7 @@ class Retrier(PollingWorker):
                     reply = await tx.outbound_entry(ref)
                 failure = await deliverer.attempt(ref, reply)
             except Exception as exc:  # noqa: BLE001 - one reply's failure must not stop the rest
-                if isinstance(exc, RedisError) or faults.of_error(exc) is Fault.OUTAGE:
+                if isinstance(exc, UNAVAILABLE) or faults.of_error(exc) is Fault.OUTAGE:
                     raise  # PostgreSQL or Redis down: the worker loop waits it out
                 await self._held(ref, exc)
                 continue

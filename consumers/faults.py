@@ -83,6 +83,12 @@ def of_http_status(status: int) -> Fault:
 # -- any error out of a handler ------------------------------------------------------------------
 
 
+# Driver errors that say a dependency is unreachable but derive from neither ConnectionError
+# nor the driver's own error root: redis-py's cluster client raises RedisClusterException (a
+# plain Exception) when no node answers. Named, not imported: this module imports no driver.
+OUTAGE_CLASS_NAMES = frozenset({"RedisClusterException"})
+
+
 def of_error(error: BaseException) -> Fault:
     """The fault of an exception a handler raised. Our errors say what they are; a timeout
     or a lost connection is an outage; any other Python error is our bug for this entry —
@@ -94,6 +100,8 @@ def of_error(error: BaseException) -> Fault:
             return Fault.OUTAGE
         return Fault.TRANSIENT if error.retryable else Fault.PERMANENT
     if isinstance(error, TimeoutError | ConnectionError):
+        return Fault.OUTAGE
+    if any(cls.__name__ in OUTAGE_CLASS_NAMES for cls in type(error).__mro__):
         return Fault.OUTAGE
     return Fault.BUG
 

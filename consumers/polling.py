@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 
 import structlog
-from redis.exceptions import RedisError
 
 from consumers import faults, supervise
 from consumers.counters import Counters
 from consumers.faults import Fault
 from consumers.runner import redis_fault
+from ingress.connect import UNAVAILABLE
 
 log = structlog.get_logger("polling")
 
@@ -62,7 +62,7 @@ class PollingWorker:
             pass
 
     async def _failed(self, exc: Exception, failures: int) -> None:
-        if isinstance(exc, RedisError):
+        if isinstance(exc, UNAVAILABLE):
             outage = redis_fault(exc) is Fault.OUTAGE
         else:
             outage = faults.of_error(exc) is Fault.OUTAGE

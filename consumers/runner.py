@@ -14,15 +14,14 @@ from typing import Any
 import msgspec
 import redis.asyncio as aioredis
 import structlog
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import ResponseError
 
 from consumers import decisions, faults, supervise
 from consumers.counters import Counters
 from consumers.errors import Outage
 from consumers.faults import Fault
 from ingress import events
+from ingress.connect import UNAVAILABLE, UNREACHABLE
 from ingress.topology import GroupSpec
 
 log = structlog.get_logger("runner")
@@ -44,10 +43,11 @@ BatchHandler = Callable[[list[StreamEntry]], Awaitable[list[bool]]]
 OnDead = Callable[[StreamEntry, "decisions.Dead"], Awaitable[None]]
 
 
-def redis_fault(exc: RedisError) -> Fault:
-    """A Redis error by what it is: a connection or timeout, or an error reply about the
-    server's state (OOM, READONLY, LOADING, ...), is an outage; any other reply is a bug."""
-    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+def redis_fault(exc: Exception) -> Fault:
+    """A Redis error (one of UNAVAILABLE) by what it is: a connection or timeout, a cluster
+    no node of which answers, or an error reply about the server's state (OOM, READONLY,
+    LOADING, ...), is an outage; any other reply is a bug."""
+    if isinstance(exc, UNREACHABLE):
         return Fault.OUTAGE
     if isinstance(exc, ResponseError):
         return faults.of_redis_reply(exc.status_code, str(exc))
@@ -63,7 +63,7 @@ async def ensure_group(redis: aioredis.Redis, key: str, group: str) -> None:
             raise
 
 
-def group_missing(exc: RedisError) -> bool:
+def group_missing(exc: Exception) -> bool:
     """A NOGROUP reply: the group (or its stream) no longer exists in Redis."""
     return isinstance(exc, ResponseError) and str(exc).startswith("NOGROUP")
 
@@ -140,7 +140,7 @@ class Runner:
                     ready = True
                 await self.step(block_ms=self.spec.block_ms)
                 failures = 0
-            except RedisError as exc:
+            except UNAVAILABLE as exc:
                 failures += 1
                 if group_missing(exc):
                     # The stream was deleted or Redis came back without its data: the next
@@ -322,7 +322,7 @@ class Runner:
         except Exception as exc:  # noqa: BLE001 - logged and counted; the entry stays pending
             log.error("entry.dead_letter_failed", error_class=type(exc).__name__,
                       error=str(exc)[:500])  # fmt: skip
-            with contextlib.suppress(RedisError):
+            with contextlib.suppress(*UNAVAILABLE):
                 await self.counters.add(f"{self.group}.dead_letter_failed")
             return False
         return True
@@ -339,7 +339,7 @@ class Runner:
         error: BaseException | None = None
         try:
             await self.handler(entry)
-        except RedisError as exc:
+        except UNAVAILABLE as exc:
             fault = redis_fault(exc)
             error = Outage(f"Redis: {type(exc).__name__}: {exc}") if fault is Fault.OUTAGE else exc
         except Exception as exc:  # noqa: BLE001 - every failure is decided on just below
@@ -368,7 +368,7 @@ class Runner:
                 self.key, self.group, self.consumer, min_idle_time=0,
                 message_ids=[entry.id], justid=True,
             )  # fmt: skip
-        except RedisError:
+        except UNAVAILABLE:
             pass  # Redis is the outage: nobody can reclaim it either
 
     async def _dead_letter(self, entry: StreamEntry, dead: decisions.Dead) -> None:
@@ -410,7 +410,7 @@ class Runner:
             )
             if not pending:
                 await self.redis.xgroup_delconsumer(self.key, self.group, self.consumer)
-        except RedisError:
+        except UNAVAILABLE:
             pass  # best effort: a leftover idle consumer name harms nothing
 
     async def _sleep(self, seconds: float) -> None:

@@ -56,10 +56,21 @@ def message_created(
 
 
 def last_public_reply(messages: list[ApiMessage]) -> int | None:
-    """The id of the newest public outgoing message (a human's or a bot's reply, or a
-    template) listed: a customer message before it was answered while we were not listening."""
-    replies = [m.id for m in messages if m.message_type in (1, 3) and not m.private]
+    """The id of the newest public reply by a human listed (an agent's, or one sent from the
+    channel's own app: `external_echo`): a customer message before it was answered while we
+    were not listening. Templates (greeting, out-of-office) answer nobody, and a bot reply
+    answers only its own turn, which settles through its echo: neither counts, or a later
+    question lost with its webhook would look answered and never be put to the bot."""
+    replies = [m.id for m in messages if human_reply(m)]
     return max(replies, default=None)
+
+
+def human_reply(message: ApiMessage) -> bool:
+    if message.message_type != 1 or message.private:  # 1: outgoing
+        return False
+    if (message.content_attributes or {}).get("external_echo"):
+        return True
+    return (message.sender or {}).get("type") == "user"
 
 
 def sender(listed: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -14,14 +14,13 @@ import redis.asyncio as aioredis
 import structlog
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ingress import automation, events, signatures, views
-from ingress.connect import redis_client
+from ingress.connect import UNAVAILABLE, redis_client
 from ingress.errors import PublishError
 from ingress.metrics import Metrics
 from ingress.publish import Publisher
@@ -380,7 +379,7 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await drainer
                 await spool.settled()  # a cut the cancel interrupted ends before the last drain
-                with contextlib.suppress(RedisError, TimeoutError, OSError):
+                with contextlib.suppress(*UNAVAILABLE, OSError):
                     await publisher.drain_spool()  # a last chance before exiting
             if spool is not None:
                 spool.release()

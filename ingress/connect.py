@@ -9,6 +9,20 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisClusterException, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+# What a Redis call raises when Redis is not usable, whichever client: a cluster client that
+# cannot reach any node raises RedisClusterException, a plain Exception and not a RedisError.
+UNAVAILABLE: tuple[type[Exception], ...] = (RedisError, RedisClusterException, TimeoutError)
+# The part of UNAVAILABLE that is surely "not reachable" (not an error reply such as OOM).
+UNREACHABLE: tuple[type[Exception], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    RedisClusterException,
+    TimeoutError,
+)
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 

@@ -9,8 +9,9 @@ from typing import Any
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
+from ingress.connect import UNAVAILABLE
 from ingress.topology import Topology
 
 
@@ -43,7 +44,7 @@ class Metrics:
         self.spool_bytes.set(spool_bytes)
         try:
             self.snapshot.families = await self._read(redis)
-        except RedisError:
+        except UNAVAILABLE:
             self.snapshot.families = [
                 GaugeMetricFamily("switchboard_redis_up", "Redis answered the scrape", value=0)
             ]

@@ -4,16 +4,15 @@ spool while Redis is unreachable."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any, NamedTuple
 
 import msgspec
 import redis.asyncio as aioredis
 import structlog
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ingress import events
+from ingress.connect import UNAVAILABLE, UNREACHABLE
 from ingress.errors import PublishError
 from ingress.spool import Record, Spool, SpoolFull
 
@@ -92,6 +91,14 @@ class Publisher:
         fields = events.encode(entry)
         record = Record(key, fields, delivery)
         refused: Exception | None = None
+        if self.spool is not None and self._spooled() and self.spool.cutting():
+            # The drainer is cutting (rewriting the rest of the file under the lock: a second
+            # or more on a large spool), so Redis answers: go ahead of the spooled webhooks
+            # rather than wait. Persist does not rely on order; a failed XADD spools as ever.
+            with contextlib.suppress(PublishError, *UNAVAILABLE):
+                entry_id = await self._xadd(key, fields, delivery)
+                log.info("spool.bypassed", reason="cut under way")
+                return Published(entry=entry_id, duplicate=entry_id is None)
         if self.spool is not None and self._spooled():
             # Older webhooks wait in the spool: queue behind them, keeping Chatwoot's order.
             try:
@@ -104,7 +111,7 @@ class Publisher:
                 refused = exc
         try:
             entry_id = await self._xadd(key, fields, delivery)
-        except (RedisError, TimeoutError) as exc:
+        except UNAVAILABLE as exc:
             cause = str(exc) or f"no answer within {self.budget_s} s"
             if self.spool is None:
                 raise PublishError(f"XADD {key} failed: {cause}") from exc
@@ -193,7 +200,7 @@ class Publisher:
         return Published(spooled=True)
 
     async def drain_spool(self) -> int:
-        """Replay the spool into Redis (raises RedisError while Redis is still away)."""
+        """Replay the spool into Redis (raises one of UNAVAILABLE while Redis is still away)."""
         if self.spool is None or self.spool.size() == 0:
             return 0
 
@@ -215,7 +222,7 @@ class Publisher:
                 if await self.drain_spool():
                     pause = 0  # more may have queued behind meanwhile: go on at once
                 failures = 0
-            except (RedisConnectionError, RedisTimeoutError, TimeoutError):
+            except UNREACHABLE:
                 pass  # still away: try again shortly
             except Exception as exc:  # noqa: BLE001 - logged, then retried after a backoff
                 # Anything else, a Redis error reply (OOM, WRONGTYPE) included, is worth a line.
@@ -230,5 +237,5 @@ class Publisher:
         try:
             async with asyncio.timeout(self.budget_s):
                 return bool(await self.redis.ping())
-        except (RedisError, TimeoutError):
+        except UNAVAILABLE:
             return False

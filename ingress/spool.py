@@ -115,6 +115,11 @@ class Spool:
             return False
         return True
 
+    def cutting(self) -> bool:
+        """Whether a drain is under way and the lock is taken (by a cut of the published
+        prefix, which rewrites the rest of the file): an append now waits for that rewrite."""
+        return self._draining.locked() and self.lock.locked()
+
     async def append(self, record: Record) -> None:
         """Write and fsync one record; raises SpoolFull or OSError (nothing kept) otherwise."""
         blob = frame(record)

@@ -192,6 +192,13 @@ class Topology(_Spec, frozen=True, kw_only=True):
     routes: tuple[Route, ...] = ()
 
     def __post_init__(self) -> None:
+        # Every key derives from prefix and stream name inside one hash tag; a brace of their
+        # own would end that tag early and put one webhook's keys in different Cluster slots.
+        names = [("prefix", self.prefix)] + [(f"stream `{n}`", n) for n in self.streams]
+        names += [(f"route `{r.name}` stream", r.stream) for r in self.routes]
+        for what, name in names:
+            if "{" in name or "}" in name:
+                raise ValueError(f"{what} {name!r}: braces are not allowed in key names")
         missing = [name for name in REQUIRED_STREAMS if name not in self.streams]
         if missing:
             raise ValueError(f"`streams` lacks {', '.join(missing)}")

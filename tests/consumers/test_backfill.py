@@ -440,3 +440,27 @@ async def test_a_conversation_that_moves_up_during_a_long_sweep_is_not_skipped(
     published = [f[b"delivery"].decode() for _, f in await xrange(redis, topology.key("events"))]
     assert published.count(f"backfill:{ACCOUNT}:{lost}") == 1
     assert published.count(f"backfill:{ACCOUNT}:{again}") == 1
+
+
+@pytest.mark.usefixtures("clean")
+async def test_a_lost_question_after_the_bots_reply_to_an_earlier_one_still_makes_a_turn(
+    fake: Fake, redis: aioredis.Redis, store: Store, topology: Topology, client: ChatwootClient
+) -> None:
+    """The bot's reply to Q1, posted after Q2 (lost), does not mark Q2 answered: Q2 makes a turn."""
+    conversation(fake, 1)
+    say(fake, 1, "hi")
+    backfill = worker(store, redis, client, topology)
+    await backfill.round(accounts=[ACCOUNT])  # Q1 stored, as by its webhook
+    await persist_runner(redis, store, topology).drain()
+    await emit_turns(redis, store, topology)  # the agent has Q1's turn
+    [q2] = say(fake, 1, "my order 1234 never arrived")  # its webhook is lost
+    reply = httpx.post(
+        f"{fake.url}/api/v1/accounts/{ACCOUNT}/conversations/1/messages",
+        headers={"api_access_token": BOT_TOKEN},
+        json={"content": "Hello! How can I help?", "message_type": "outgoing"},
+    )  # the bot's answer to Q1 lands after Q2
+    reply.raise_for_status()
+    await backfill.round(accounts=[ACCOUNT])
+    await persist_runner(redis, store, topology).drain()
+    later = await emit_turns(redis, store, topology)
+    assert q2 in [t.through for t in later]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from redis.exceptions import RedisClusterException
 
 from consumers import faults
 from consumers.errors import ChatwootError, Outage, PermanentError, StoreError
@@ -95,6 +96,7 @@ def test_http_statuses(status: int, fault: Fault) -> None:
         pytest.param(Outage("x"), Fault.OUTAGE, id="redis-down"),
         pytest.param(TimeoutError(), Fault.OUTAGE, id="timeout"),
         pytest.param(ConnectionRefusedError(), Fault.OUTAGE, id="refused"),
+        pytest.param(RedisClusterException("x"), Fault.OUTAGE, id="cluster-unreachable"),
         pytest.param(OSError(75, "Value too large"), Fault.BUG, id="fromtimestamp-oserror"),
         pytest.param(OverflowError("x"), Fault.BUG, id="overflow"),
         pytest.param(ValueError("x"), Fault.BUG, id="value-error"),

@@ -9,8 +9,10 @@ import pytest
 import redis.asyncio as aioredis
 from structlog.testing import capture_logs
 
+from consumers.embedded import free_port
 from consumers.errors import PermanentError, RetryableError, StoreError
 from consumers.runner import Runner, StreamEntry, by_conversation
+from ingress.connect import redis_client
 from ingress.topology import GroupSpec, Topology
 from tests.pipeline import xadd
 
@@ -299,6 +301,33 @@ async def test_a_redis_oom_reply_is_waited_out_without_counting(
     assert written == ["oom", "stored"]
     assert await dead(redis, topology) == []
     assert await pending(redis, topology) == 0
+
+
+async def test_an_unreachable_cluster_in_a_handler_is_waited_out_not_dead_lettered(
+    redis: aioredis.Redis, topology: Topology
+) -> None:
+    """A Redis Cluster no node of which answers (RedisClusterException) is an outage: held."""
+    cluster = redis_client(f"redis+cluster://127.0.0.1:{free_port()}", socket_connect_timeout=0.2)
+    tries: list[str] = []
+
+    async def handler(entry: StreamEntry) -> None:  # e.g. deliver's rate limit on the cluster
+        tries.append(entry.id)
+        await cluster.hgetall(f"{{{topology.key('outbound')}}}:breaker:1")
+
+    await runner(redis, topology, Recorder()).ensure_group()
+    await add(redis, topology, 1)
+    r = runner(redis, topology, handler)
+    task = asyncio.create_task(r.run())
+    for _ in range(100):
+        if len(tries) >= 2:
+            break
+        await asyncio.sleep(0.05)
+    r.stop()
+    await asyncio.wait_for(task, timeout=5)
+    await cluster.aclose()
+    assert len(tries) >= 2  # tried again in place
+    assert await dead(redis, topology) == []
+    assert await pending(redis, topology) == 1
 
 
 async def test_a_non_utf8_field_name_is_dead_lettered_byte_for_byte(

@@ -89,3 +89,32 @@ def test_the_snapshot_keeps_the_real_version_and_a_human_assignee() -> None:
 def test_activity_messages_make_no_webhook() -> None:
     """Type 2 ("Assigned to …") is never sent as a webhook, so none is made."""
     assert synthetic.message_created(3, CONVERSATION, listed(918313)) is None
+
+
+def message(message_id: int, message_type: int, **fields: Any) -> ApiMessage:
+    return ApiMessage(id=message_id, message_type=message_type, created_at=1.0, **fields)
+
+
+QUESTION = message(10, 0, sender={"id": 5, "type": "contact"})
+HUMAN = {"id": 7, "type": "user"}
+BOT = {"id": 3, "type": "agent_bot"}
+
+
+@pytest.mark.parametrize(
+    ("later", "replied"),
+    [
+        pytest.param(message(11, 1, sender=HUMAN), 11, id="human-reply"),
+        pytest.param(
+            message(11, 1, content_attributes={"external_echo": True}), 11, id="external-echo"
+        ),
+        pytest.param(message(11, 3), None, id="template-out-of-office"),
+        pytest.param(message(11, 1, sender=BOT), None, id="bot-reply"),
+        pytest.param(message(11, 1, sender=HUMAN, private=True), None, id="private-note"),
+        pytest.param(message(11, 0, sender={"id": 5, "type": "contact"}), None, id="customer"),
+    ],
+)
+def test_only_a_humans_public_reply_answers_a_question(
+    later: ApiMessage, replied: int | None
+) -> None:
+    """Only a human's public reply marks earlier questions answered; templates, bots do not."""
+    assert synthetic.last_public_reply([QUESTION, later]) == replied

@@ -189,3 +189,33 @@ async def test_a_sender_cancelled_before_it_ran_leaves_no_one_waiting(
     later = await asyncio.wait_for(publisher.publish(key, entry(2)), timeout=2)
     assert later.entry is not None
     assert await stored(redis, key) == ["d-2"]
+
+
+async def test_a_webhook_does_not_wait_behind_the_drainers_cut(
+    redis: aioredis.Redis, topology: Topology, tmp_path: Path
+) -> None:
+    """While the drainer cuts the spool (its lock held), a webhook goes to Redis at once."""
+    key = topology.key("events")
+    await redis.delete(key)
+    spool = Spool(tmp_path / "events.spool", max_bytes=1 << 20)
+    publisher = Publisher(redis, spool=spool)
+    await spool.append(Record(key, events.encode(entry(0)), "d-0"))
+    replaying, release = asyncio.Event(), asyncio.Event()
+
+    async def replay(record: Record) -> None:
+        replaying.set()
+        await release.wait()
+
+    drain = asyncio.create_task(spool.drain(replay))
+    await replaying.wait()
+    try:
+        async with spool.lock:  # as a cut rewriting a large file holds it
+            published = await asyncio.wait_for(
+                publisher.publish(key, entry(1), delivery="d-1"), timeout=2
+            )
+    finally:
+        release.set()
+        await drain
+    assert not published.spooled and published.entry is not None
+    assert await stored(redis, key) == ["d-1"]
+    assert spool.size() == 0

@@ -17,6 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 from asgi_lifespan import LifespanManager
 
+from consumers.embedded import free_port
 from ingress import events
 from ingress.app import create_app
 from ingress.settings import Settings
@@ -130,3 +131,24 @@ async def test_a_silent_redis_is_spooled_within_a_second_and_drained_after(
     # A call cut off by the timeout may still have reached Redis: then the spooled copy is a
     # duplicate, refused by the delivery-id dedup. Never lost, never out of order.
     assert numbers == [0, 1, 2]
+
+
+async def test_an_unreachable_cluster_spools_the_webhook_and_is_not_ready(
+    tmp_path: Path, topology: Topology
+) -> None:
+    """A Redis Cluster no node of which answers (RedisClusterException): spooled, not a 500."""
+    env = {
+        "CHATWOOT_WEBHOOK_SECRETS": chatwoot.SECRET,
+        "REDIS_URL": f"redis+cluster://127.0.0.1:{free_port()}",
+    }
+    spool = tmp_path / "events.spool"
+    app = create_app(Settings.from_env(env), topology, spool_path=spool)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ingress") as client:
+            ready = await client.get("/ready")
+            body, headers = webhook(1)
+            answer = await client.post("/webhooks/chatwoot", content=body, headers=headers)
+    assert ready.status_code == 200 and ready.json()["redis"] == "unreachable"
+    assert answer.status_code == 200 and answer.json()["spooled"] is True
+    assert spool.stat().st_size > 0

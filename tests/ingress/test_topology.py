@@ -74,6 +74,16 @@ def test_repository_streams_yaml_loads() -> None:
             "`answer_within_s` and `max_holds` must not be negative",
             id="negative-route-holds",
         ),
+        pytest.param(
+            b'prefix: "sb{x}"\n' + MINIMAL,
+            "prefix 'sb{x}': braces are not allowed",
+            id="brace-in-prefix",
+        ),
+        pytest.param(
+            MINIMAL.replace(b'"turns:sales"', b'"turns:{sales}"'),
+            "braces are not allowed",
+            id="brace-in-route-stream",
+        ),
         pytest.param(b"streams: [", "not valid YAML", id="bad-yaml"),
     ],
 )
