@@ -162,7 +162,8 @@ class Persister:
             outcome, detail = await self._apply(tx, event)
         except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
             raise PermanentError(f"{event.event} body does not fit its view: {exc}") from exc
-        await tx.set_outcome(entry.id, outcome, detail)
+        if (outcome, detail) != ("applied", None):  # what record_event stored: a round trip less
+            await tx.set_outcome(entry.id, outcome, detail)
         return outcome, detail
 
     async def dead(self, entry: StreamEntry, dead: decisions.Dead) -> None:
@@ -299,9 +300,13 @@ class Persister:
         return "applied", "echo of our reply" if echo else None
 
     async def _store_message(self, tx: Tx, row: MessageRow) -> bool:
-        """Insert once; a later event of the same message only moves it forward."""
+        """Insert once; a later event of the same message only moves it forward. The insert
+        is tried first (a new message is the common case: one round trip, not two); the row it
+        conflicted with is there to lock, committed (the insert waited for its writer)."""
+        if await tx.insert_message(row):
+            return True
         stored = await tx.lock_message(row.account_id, row.message_id)
-        if stored is None:
+        if stored is None:  # deleted meanwhile (an expiry): stored again, as new
             return await tx.insert_message(row)
         status = stored.status
         if row.direction == cv.Direction.OUTBOUND:

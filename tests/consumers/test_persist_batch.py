@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import asyncpg
 import redis.asyncio as aioredis
 
 from consumers.persist import Persister
@@ -107,3 +108,31 @@ async def test_lanes_commit_every_conversation_once_in_order(
     assert len(ids) == len(await rows(store, "SELECT 1 FROM messages")) == 40
     lanes = await rows(store, "SELECT count(DISTINCT processed_at) AS n FROM webhook_events")
     assert 1 < lanes[0]["n"] <= 4
+
+
+async def test_a_known_conversations_message_costs_seven_round_trips(
+    redis: aioredis.Redis, store: Store, topology: Topology, database_url: str
+) -> None:
+    """Round trips to PostgreSQL are what a batch waits on: an entry of a batch, a new
+    customer message in a known conversation, runs one statement to release the previous
+    savepoint and start its own, and no statement that changes nothing (no lock before an
+    insert that is tried first, no outcome update that repeats the audit row's)."""
+    statements: list[str] = []
+
+    async def logged(conn: asyncpg.Connection) -> None:
+        conn.add_query_logger(lambda query: statements.append(query.query))
+
+    # The driver's own query log, on every connection of a pool of the test database.
+    counted = Store(await asyncpg.create_pool(database_url, min_size=1, max_size=2, init=logged))
+    try:
+        await feed(redis, topology, message(20, 2020))
+        runner = batched_runner(redis, counted, topology)
+        assert await runner.drain() == 1
+        statements.clear()
+        await feed(redis, topology, *(message(21 + n, 2020) for n in range(5)))
+        assert await runner.drain() == 5
+    finally:
+        await counted.close()
+    assert len(await rows(store, "SELECT 1 FROM messages")) == 6
+    work = [s for s in statements if s.strip().rstrip(";") not in ("BEGIN", "COMMIT")]
+    assert 5 * 5 <= len(work) <= 5 * 7, work
