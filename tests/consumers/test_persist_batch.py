@@ -136,3 +136,25 @@ async def test_a_known_conversations_message_costs_seven_round_trips(
     assert len(await rows(store, "SELECT 1 FROM messages")) == 6
     work = [s for s in statements if s.strip().rstrip(";") not in ("BEGIN", "COMMIT")]
     assert 5 * 5 <= len(work) <= 5 * 7, work
+
+
+async def test_a_lane_commits_every_hold_entries_so_its_locks_are_short(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """A lane's conversation rows stay locked until its commit (the turns worker and deliver
+    wait for them): five webhooks in one lane, two entries a transaction, are three
+    transactions, in stream order."""
+    ids = await feed(redis, topology, *(message(30 + n, 2030 + n) for n in range(5)))
+    handler = Persister(store, topology, bot_id=4, lanes=1, hold=2)
+    runner = Runner(
+        redis, key=topology.key("events"), group="persist", spec=topology.groups["persist"],
+        dead_key=topology.key("dead"), handler=handler, batch_handler=handler.batch,
+        on_dead=handler.dead, consumer="test-persist",
+    )  # fmt: skip
+    assert await runner.drain() == 5
+    tx = {
+        r["stream_id"]: r["tx"]
+        for r in await rows(store, "SELECT stream_id, processed_at AS tx FROM webhook_events")
+    }
+    first, second, third, fourth, fifth = (tx[i] for i in ids)
+    assert first == second < third == fourth < fifth
