@@ -331,7 +331,7 @@ class Persister:
         if await tx.insert_message(row):
             return True
         stored = await tx.lock_message(row.account_id, row.message_id)
-        if stored is None:  # deleted meanwhile (an expiry): stored again, as new
+        if stored is None:  # not expected (messages are never deleted): stored, not lost
             return await tx.insert_message(row)
         status = stored.status
         if row.direction == cv.Direction.OUTBOUND:
