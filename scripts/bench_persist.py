@@ -78,6 +78,10 @@ async def persist(
                                       signed=True, body=body)  # fmt: skip
             pipe.xadd(topo.key("events"), events.encode(entry))  # type: ignore[arg-type]
         await pipe.execute()
+    # Each run starts from the same empty tables: on the rows of an earlier run every webhook
+    # would be a duplicate (a lock and an update, not an insert), other work than measured.
+    async with store.pool.acquire() as conn:
+        await conn.execute("TRUNCATE contacts, conversations, messages, webhook_events")
     handler = Persister(store, topo)
     runner = Runner(redis, key=topo.key("events"), group="persist", spec=topo.groups["persist"],
                     dead_key=topo.key("dead"), handler=handler, partition=by_conversation,
@@ -95,7 +99,7 @@ async def run(opts: argparse.Namespace, redis_url: str, database_url: str) -> No
     bodies = payloads(opts.messages, opts.conversations)
     try:
         floor = await baseline(store, bodies)
-        single = await persist(store, redis, bodies, batched=False)
+        single = None if opts.batched_only else await persist(store, redis, bodies, batched=False)
         batched = await persist(store, redis, bodies, batched=True)
     finally:
         await redis.aclose()
@@ -105,7 +109,8 @@ async def run(opts: argparse.Namespace, redis_url: str, database_url: str) -> No
           f" conversations, drained by one consumer (batches of {batch})")  # fmt: skip
     print(f"{'work per webhook':<46}{'per s':>8}{'ratio':>8}")
     print(f"{'one INSERT in its own transaction (floor)':<46}{floor:>8.0f}{1:>8.2f}")
-    print(f"{'persist, one transaction per webhook':<46}{single:>8.0f}{single / floor:>8.2f}")
+    if single is not None:
+        print(f"{'persist, one transaction per webhook':<46}{single:>8.0f}{single / floor:>8.2f}")
     print(f"{'persist, one transaction per batch':<46}{batched:>8.0f}{batched / floor:>8.2f}")
 
 
@@ -115,6 +120,8 @@ def main() -> int:
     )
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--conversations", type=int, default=100)
+    skip = "skip the one-transaction-per-webhook run (a shorter profile)"
+    parser.add_argument("--batched-only", action="store_true", help=skip)
     opts = parser.parse_args()
     logs.configure("json", level=logging.WARNING)  # as in production, minus the info lines
     workdir = Path(tempfile.mkdtemp(prefix="sb-bench-"))

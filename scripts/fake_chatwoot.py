@@ -564,6 +564,14 @@ class FakeChatwoot:
         while self.tasks:
             await asyncio.gather(*list(self.tasks))
 
+    async def settle_own(self, before: set[asyncio.Task[None]]) -> None:
+        """Wait for the webhooks a request started (those not in `before`, all spawned since
+        without an await between): its caller sees its own sent, without waiting for every
+        other request's under way, which capped any load generator at about 40/s."""
+        mine = self.tasks - before
+        if mine:
+            await asyncio.gather(*mine)
+
     # -- the people around the bot ------------------------------------------------------------
 
     async def define(self, request: Request) -> Response:
@@ -576,6 +584,7 @@ class FakeChatwoot:
 
     async def customer(self, request: Request) -> Response:
         said = msgspec.json.decode(await request.body(), type=Said)
+        running = set(self.tasks)
         conv = self.landing(self.conversation(said.account, said.conversation))
         contact = {"email": None, "phone_number": None, "identifier": None, **conv.contact}
         message = self._message(conv, said.content, message_type=0, sender=contact)
@@ -588,7 +597,7 @@ class FakeChatwoot:
         payload = self._message_event(conv, message)
         payload["sender"] = contact
         self._send("message_created", payload)
-        await self.settle()
+        await self.settle_own(running)
         return JSONResponse({"id": message["id"], "conversation": conv.conversation,
                              "webhook": self.webhook_url is not None})  # fmt: skip
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import re
 import sys
 from collections.abc import AsyncIterator
 from typing import Any
@@ -154,3 +156,49 @@ async def test_snoozed_becomes_open(fake: httpx.AsyncClient) -> None:
         ("conversation_updated", "open"),
         ("message_created", "open"),
     ]
+
+
+async def test_a_customer_message_answers_once_its_own_webhook_is_sent() -> None:
+    """/_fake/customer waits for its own webhooks only: a receiver holding another
+    conversation's webhook does not hold this one (the load generators' ceiling was that)."""
+    held = asyncio.Event()
+    release = asyncio.Event()
+    seen = 0
+
+    async def receiver(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal seen
+        seen += 1
+        if seen == 1:  # the first webhook is held until the test releases it
+            held.set()
+            await release.wait()
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                size = re.search(rb"content-length: (\d+)", head.lower())
+                await reader.readexactly(int(size.group(1)) if size else 0)
+                writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+
+    server = await asyncio.start_server(receiver, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    chatwoot = _module().FakeChatwoot(
+        tokens={"bot"}, user_tokens={"user"}, secret=None,
+        webhook_url=f"http://127.0.0.1:{port}/", seed=5,
+    )  # fmt: skip
+    transport = httpx.ASGITransport(app=chatwoot.app())
+    async with server, httpx.AsyncClient(transport=transport, base_url="http://fake") as fake:
+        first = asyncio.create_task(
+            fake.post("/_fake/customer", json={"conversation": 1, "content": "held"})
+        )
+        await asyncio.wait_for(held.wait(), timeout=5)
+        second = await asyncio.wait_for(
+            fake.post("/_fake/customer", json={"conversation": 2, "content": "free"}), timeout=3
+        )
+        assert second.status_code == 200 and not first.done()
+        release.set()
+        assert (await asyncio.wait_for(first, timeout=5)).status_code == 200
+        await chatwoot._webhook_client.aclose()
+    statuses = [(w["payload"]["content"], w["status"]) for w in chatwoot.webhooks]
+    assert sorted(statuses) == [("free", 200), ("held", 200)]

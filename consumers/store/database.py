@@ -12,6 +12,7 @@ from consumers.errors import StoreError
 from consumers.faults import Fault
 from consumers.store.answers import AnswerSQL
 from consumers.store.audit import AuditSQL
+from consumers.store.base import Connection
 from consumers.store.conversations import ConversationSQL
 from consumers.store.messages import MessageSQL
 from consumers.store.outbound import OutboundSQL
@@ -131,20 +132,39 @@ class Tx(AuditSQL, ConversationSQL, MessageSQL, TurnSQL, OutboundSQL, AnswerSQL)
     """The statements Switchboard runs, all inside one transaction (one mixin per table;
     statements that need more than one table group are here)."""
 
+    # The one savepoint `savepoint()` keeps open; released when the next one starts, or by
+    # the commit (a single round trip per entry of a batch instead of two).
+    _SAVEPOINT = "sb_entry"
+
+    def __init__(self, conn: Connection) -> None:
+        super().__init__(conn)
+        self._savepoint_open = False
+
     @contextlib.asynccontextmanager
     async def savepoint(self) -> AsyncIterator[None]:
         """A part of the transaction that fails alone: its statements are rolled back, the
-        transaction goes on. Driver errors are translated here, as `Store.transaction` does."""
-        in_body = False
+        transaction goes on. One at a time (not nested): the previous one is released in the
+        same round trip that starts this one (several statements in one simple query), the
+        last one by the commit. Driver errors are translated here, as `Store.transaction`
+        does."""
+        name = self._SAVEPOINT
+        start = f"RELEASE SAVEPOINT {name}; SAVEPOINT {name}"
         try:
-            async with self.conn.transaction():
-                in_body = True
-                yield
-                in_body = False
-        except _DRIVER_ERRORS as exc:
-            if in_body and not isinstance(exc, _STATEMENT_ERRORS):
-                raise
+            await self.conn.execute(start if self._savepoint_open else f"SAVEPOINT {name}")
+        except _STATEMENT_ERRORS as exc:
             raise _translate(exc) from exc
+        self._savepoint_open = True
+        try:
+            yield
+        except BaseException as exc:
+            try:
+                # Still open after the rollback to it: the next one releases it as usual.
+                await self.conn.execute(f"ROLLBACK TO SAVEPOINT {name}")
+            except _STATEMENT_ERRORS as lost:
+                raise _translate(lost) from exc
+            if isinstance(exc, _STATEMENT_ERRORS):
+                raise _translate(exc) from exc
+            raise
 
     async def requeue_outbound(self, ref: str) -> statuses.Outbound | None:
         """An operator's replay of a reply that failed for good: `queued` again with its

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import asyncpg
 import redis.asyncio as aioredis
 
 from consumers.persist import Persister
@@ -107,3 +108,53 @@ async def test_lanes_commit_every_conversation_once_in_order(
     assert len(ids) == len(await rows(store, "SELECT 1 FROM messages")) == 40
     lanes = await rows(store, "SELECT count(DISTINCT processed_at) AS n FROM webhook_events")
     assert 1 < lanes[0]["n"] <= 4
+
+
+async def test_a_known_conversations_message_costs_seven_round_trips(
+    redis: aioredis.Redis, store: Store, topology: Topology, database_url: str
+) -> None:
+    """Round trips to PostgreSQL are what a batch waits on: an entry of a batch, a new
+    customer message in a known conversation, runs one statement to release the previous
+    savepoint and start its own, and no statement that changes nothing (no lock before an
+    insert that is tried first, no outcome update that repeats the audit row's)."""
+    statements: list[str] = []
+
+    async def logged(conn: asyncpg.Connection) -> None:
+        conn.add_query_logger(lambda query: statements.append(query.query))
+
+    # The driver's own query log, on every connection of a pool of the test database.
+    counted = Store(await asyncpg.create_pool(database_url, min_size=1, max_size=2, init=logged))
+    try:
+        await feed(redis, topology, message(20, 2020))
+        runner = batched_runner(redis, counted, topology)
+        assert await runner.drain() == 1
+        statements.clear()
+        await feed(redis, topology, *(message(21 + n, 2020) for n in range(5)))
+        assert await runner.drain() == 5
+    finally:
+        await counted.close()
+    assert len(await rows(store, "SELECT 1 FROM messages")) == 6
+    work = [s for s in statements if s.strip().rstrip(";") not in ("BEGIN", "COMMIT")]
+    assert 5 * 5 <= len(work) <= 5 * 7, work
+
+
+async def test_a_lane_commits_every_hold_entries_so_its_locks_are_short(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """A lane's conversation rows stay locked until its commit (the turns worker and deliver
+    wait for them): five webhooks in one lane, two entries a transaction, are three
+    transactions, in stream order."""
+    ids = await feed(redis, topology, *(message(30 + n, 2030 + n) for n in range(5)))
+    handler = Persister(store, topology, bot_id=4, lanes=1, hold=2)
+    runner = Runner(
+        redis, key=topology.key("events"), group="persist", spec=topology.groups["persist"],
+        dead_key=topology.key("dead"), handler=handler, batch_handler=handler.batch,
+        on_dead=handler.dead, consumer="test-persist",
+    )  # fmt: skip
+    assert await runner.drain() == 5
+    tx = {
+        r["stream_id"]: r["tx"]
+        for r in await rows(store, "SELECT stream_id, processed_at AS tx FROM webhook_events")
+    }
+    first, second, third, fourth, fifth = (tx[i] for i in ids)
+    assert first == second < third == fourth < fifth
