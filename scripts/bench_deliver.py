@@ -183,8 +183,8 @@ def main() -> int:
                                            env=env, cwd=ROOT, stdout=out, stderr=out)  # fmt: skip
             spy = None
             if opts.profile:
-                spy = subprocess.Popen(["py-spy", "record", "-o", opts.profile, "-p",
-                                        str(deliver.pid), "--duration", "15"])  # fmt: skip
+                spy = subprocess.Popen([str(Path(py).parent / "py-spy"), "record", "-o", opts.profile, "-p",
+                                        str(deliver.pid), "--duration", "15", "--format", "raw"])  # fmt: skip
             cpu0 = cpu_seconds(fake_proc.pid)
             wall0 = time.perf_counter()
             try:
