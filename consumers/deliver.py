@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 
 from consumers import backoff, faults, gates, steps, unanswered
 from consumers import conversation as cv
+from consumers.backoff import Breaker
 from consumers.chatwoot import ChatwootClient
 from consumers.counters import Counters
 from consumers.errors import ChatwootError, PermanentError, StoreError
@@ -225,10 +226,12 @@ class Deliverer:
 
     async def _limit(self, account: int, now: float, conversation: int | None) -> steps.Limit:
         """An open breaker, then the rate limits (the token is taken when there is one)."""
-        breaker = await self.limits.breaker(account)
-        state = breaker.state(now)
+        admitted = await self.limits.admit(self.host, account, conversation)
+        if not isinstance(admitted, Breaker):  # no breaker state: tokens asked already
+            return steps.Wait(admitted, "rate limited") if admitted > 0 else steps.Go()
+        state = admitted.state(now)
         if state == "open":
-            return steps.Wait(breaker.open_until - now, "circuit breaker open")
+            return steps.Wait(admitted.open_until - now, "circuit breaker open")
         if state == "half-open" and not await self.limits.probe(account, now):
             return steps.Wait(1.0, "another deliverer is probing the account")
         wait = await self.limits.wait_for_token(self.host, account, conversation)

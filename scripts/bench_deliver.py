@@ -139,7 +139,7 @@ def main() -> int:
     )
     parser.add_argument("--replies", type=int, default=20_000)
     parser.add_argument("--conversations", type=int, default=2_000)
-    parser.add_argument("--profile", metavar="SVG", help="py-spy record the deliver process")
+    parser.add_argument("--profile", metavar="FILE", help="py-spy samples of deliver, collapsed")
     opts = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="sb-bench-deliver-"))
     workdir.chmod(0o755)
@@ -183,8 +183,10 @@ def main() -> int:
                                            env=env, cwd=ROOT, stdout=out, stderr=out)  # fmt: skip
             spy = None
             if opts.profile:
-                spy = subprocess.Popen([str(Path(py).parent / "py-spy"), "record", "-o", opts.profile, "-p",
-                                        str(deliver.pid), "--duration", "15", "--format", "raw"])  # fmt: skip
+                # Collapsed stacks (--format raw): summed per function, they show the hot spots.
+                spy = subprocess.Popen([str(Path(py).parent / "py-spy"), "record", "-o",
+                                        opts.profile, "-p", str(deliver.pid), "--duration",
+                                        "15", "--format", "raw"])  # fmt: skip
             cpu0 = cpu_seconds(fake_proc.pid)
             wall0 = time.perf_counter()
             try:
