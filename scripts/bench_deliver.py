@@ -45,9 +45,13 @@ RAISED = (
 )  # fmt: skip
 
 
-def streams_yaml(workdir: Path) -> Path:
+def streams_yaml(workdir: Path, batch: int | None) -> Path:
     text = (ROOT / "streams.yaml").read_text()
-    for old, new in RAISED:
+    group = "stream: outbound\n    batch: 16"
+    for old, new in (
+        *RAISED,
+        *([(group, f"stream: outbound\n    batch: {batch}")] if batch else []),
+    ):
         assert old in text, old
         text = text.replace(old, new)
     path = workdir / "streams.yaml"
@@ -139,11 +143,12 @@ def main() -> int:
     )
     parser.add_argument("--replies", type=int, default=20_000)
     parser.add_argument("--conversations", type=int, default=2_000)
+    parser.add_argument("--batch", type=int, help="the deliver group's batch (its concurrency)")
     parser.add_argument("--profile", metavar="FILE", help="py-spy samples of deliver, collapsed")
     opts = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="sb-bench-deliver-"))
     workdir.chmod(0o755)
-    topo = topology.load(streams_yaml(workdir))
+    topo = topology.load(streams_yaml(workdir, opts.batch))
     concurrency = topo.groups["deliver"].batch
     port = free_port()
     fake = f"http://127.0.0.1:{port}"
