@@ -22,13 +22,21 @@ log = structlog.get_logger("limits")
 # else take none and say how long until all do (and which bucket binds). One round trip for
 # all of a call's buckets, and no token lost from one bucket when another is empty. Redis' own
 # clock, so that processes on different machines agree. KEYS: buckets; ARGV: capacity and
-# tokens per ms of each.
+# tokens per ms of each. A key past the buckets is the account's breaker: when it holds any
+# state, no token is taken and the state is returned ({-1, 0, failures, open_until}) for the
+# caller to judge first; the usual call (no breaker state) costs one round trip, not two.
 TOKEN_BUCKETS = """
+local buckets = #ARGV / 2
+if #KEYS > buckets then
+  local b = redis.call('HMGET', KEYS[#KEYS], 'failures', 'open_until')
+  if b[1] or b[2] then return {-1, 0, b[1] or '0', b[2] or '0'} end
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local tokens = {}
 local wait, binding = 0, 0
-for i, key in ipairs(KEYS) do
+for i = 1, buckets do
+  local key = KEYS[i]
   local capacity, per_ms = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
   local state = redis.call('HMGET', key, 'tokens', 'ts')
   local n = tonumber(state[1]) or capacity
@@ -40,7 +48,8 @@ for i, key in ipairs(KEYS) do
   end
   tokens[i] = n
 end
-for i, key in ipairs(KEYS) do
+for i = 1, buckets do
+  local key = KEYS[i]
   local capacity, per_ms = tonumber(ARGV[2 * i - 1]), tonumber(ARGV[2 * i])
   local n = tokens[i]
   if wait == 0 then n = n - 1 end
@@ -122,12 +131,31 @@ class Limits:
         self, host: str, account: int, conversation: int | None = None
     ) -> float:
         """Seconds until every bucket has a token for this call (0: go now, tokens taken)."""
+        wait = await self._take(host, account, conversation, breaker=False)
+        assert isinstance(wait, float)
+        return wait
+
+    async def admit(
+        self, host: str, account: int, conversation: int | None = None
+    ) -> Breaker | float:
+        """`wait_for_token` when the account's breaker holds no state (the usual case), in the
+        same round trip; else the breaker, and no token taken: the caller judges it first."""
+        return await self._take(host, account, conversation, breaker=True)
+
+    async def _take(
+        self, host: str, account: int, conversation: int | None, *, breaker: bool
+    ) -> Breaker | float:
         buckets = self.buckets(host, account, conversation)
         args: list[float] = []
         for _, limit in buckets:
             args += _rate(limit)
-        reply: Any = await self._buckets(keys=[key for key, _ in buckets], args=args)
+        keys = [key for key, _ in buckets] + ([self._breaker_key(account)] if breaker else [])
+        reply: Any = await self._buckets(keys=keys, args=args)
         wait_ms, binding = int(reply[0]), int(reply[1])
+        if wait_ms < 0:
+            state = [v.decode() if isinstance(v, bytes) else v for v in reply[2:4]]
+            return msgspec.convert({"failures": state[0], "open_until": state[1]}, Breaker,
+                                   strict=False)  # fmt: skip
         if wait_ms <= 0:
             self.throttles.flush()
             return 0.0

@@ -8,6 +8,7 @@ import msgspec
 import redis.asyncio as aioredis
 import structlog
 
+from consumers.backoff import Breaker
 from consumers.counters import Counters
 from consumers.limits import Limits
 from ingress.topology import RateLimit, Topology
@@ -97,3 +98,34 @@ async def test_throttles_are_logged_once_per_bucket_per_interval(
     assert [line["waits"] for line in lines] == [1, 99]
     assert lines[0]["bucket"].endswith(":limit:conversation:3:41")
     assert lines[0]["max_wait_ms"] > 0 and lines[1]["max_wait_ms"] > 0
+
+
+async def test_admit_takes_the_tokens_in_one_call_when_the_breaker_holds_nothing(
+    redis: aioredis.Redis, topology: Topology
+) -> None:
+    """The usual call: no breaker state, the tokens are taken in the same round trip, as
+    `wait_for_token` takes them (a conversation's burst is cut at its bucket all the same)."""
+    spec = topology.delivery.conversation_limit
+    assert spec is not None
+    shared = limits(redis, topology)
+    admitted = [await shared.admit("chatwoot.test", 3, 41) for _ in range(spec.capacity)]
+    assert admitted == [0.0] * spec.capacity
+    throttled = await shared.admit("chatwoot.test", 3, 41)
+    assert isinstance(throttled, float) and throttled > 0
+
+
+async def test_admit_returns_the_breaker_and_takes_no_token_when_it_holds_state(
+    redis: aioredis.Redis, topology: Topology
+) -> None:
+    """A breaker with state is judged by the caller before any token is taken: the
+    conversation's bucket keeps its whole burst."""
+    spec = topology.delivery.conversation_limit
+    assert spec is not None
+    shared = limits(redis, topology)
+    await shared.failed(3, now=1000.0)
+    for _ in range(spec.capacity + 5):
+        assert await shared.admit("chatwoot.test", 3, 41) == Breaker(failures=1, open_until=0.0)
+    waits = [await shared.wait_for_token("chatwoot.test", 3, 41) for _ in range(spec.capacity)]
+    assert waits == [0.0] * spec.capacity
+    await shared.succeeded(3)
+    assert await shared.admit("chatwoot.test", 3, 42) == 0.0
