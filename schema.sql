@@ -1,4 +1,4 @@
--- Switchboard's full current schema (version 2), applied by `switchboard migrate` to a database
+-- Switchboard's full current schema (version 3), applied by `switchboard migrate` to a database
 -- that has none. A database at an earlier version is upgraded by the files of
 -- consumers/store/migrations/ instead; a fresh install and an upgraded one must end identical
 -- (tests/consumers/test_schema.py compares them), so a change here goes in an upgrade file too.
@@ -9,7 +9,7 @@ CREATE TABLE IF NOT EXISTS schema_version (
     version     integer PRIMARY KEY,
     applied_at  timestamptz NOT NULL DEFAULT now()
 );
-INSERT INTO schema_version (version) VALUES (2) ON CONFLICT DO NOTHING;
+INSERT INTO schema_version (version) VALUES (3) ON CONFLICT DO NOTHING;
 
 CREATE TABLE IF NOT EXISTS contacts (
     account_id            bigint NOT NULL,

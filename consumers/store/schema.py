@@ -11,7 +11,7 @@ from ingress.errors import ConfigError
 
 # The version schema.sql builds and this code runs on: `consume` refuses any other, `doctor`
 # reports it, and consumers/store/migrations/ holds one `vN_to_vN+1.sql` per step up to it.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # Held for the transaction: two `migrate` (or `up`) started together apply the schema once,
 # and the second finds it done.
 _LOCK_ID = 727001

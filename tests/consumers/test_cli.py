@@ -64,7 +64,7 @@ async def test_streams_and_doctor(
     assert (length, group, lag, pending, oldest) == ("1", "persist", "0", "0", "-")
     doctor = run(process_env, "doctor")
     assert doctor.returncode == 0, doctor.stderr
-    assert "postgres: ok, schema version 2" in doctor.stdout
+    assert "postgres: ok, schema version 3" in doctor.stdout
 
 
 async def test_dead_letters_listed_shown_replayed_and_purged(

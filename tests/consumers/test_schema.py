@@ -88,20 +88,21 @@ async def contents(url: str) -> dict[str, list[dict[str, Any]]]:
 
 async def test_fresh_database_gets_the_full_schema(empty_database: str) -> None:
     """No schema at all: schema.sql is applied; a second run finds it done."""
-    assert await local.migrate(empty_database) == "applied the schema at version 2"
+    assert await local.migrate(empty_database) == "applied the schema at version 3"
     store = await Store.connect(empty_database, max_size=1)
     try:
-        assert await store.schema_version() == schema.SCHEMA_VERSION == 2
+        assert await store.schema_version() == schema.SCHEMA_VERSION == 3
     finally:
         await store.close()
-    assert await local.migrate(empty_database) == "schema is at version 2: nothing to do"
+    assert await local.migrate(empty_database) == "schema is at version 3: nothing to do"
 
 
 async def test_version_1_database_with_data_is_upgraded_intact(
     empty_database: str, postgres_server: str
 ) -> None:
-    """A version-1 database holding data: migrate brings it to 2, every row intact, and its
-    structure equal to a fresh install's (schema.sql and the upgrade files cannot drift)."""
+    """A version-1 database holding data: migrate brings it to 3 (every step in turn), every
+    row intact, and its structure equal to a fresh install's (schema.sql and the upgrade files
+    cannot drift)."""
     conn = await asyncpg.connect(empty_database)
     try:
         await conn.execute(V1_SCHEMA)
@@ -111,11 +112,11 @@ async def test_version_1_database_with_data_is_upgraded_intact(
     before = await contents(empty_database)
     assert all(before.values()), "every table holds data before the upgrade"
 
-    assert await local.migrate(empty_database) == "upgraded the schema from version 1 to 2"
+    assert await local.migrate(empty_database) == "upgraded the schema from version 1 to 3"
 
     store = await Store.connect(empty_database, max_size=1)
     try:
-        assert await store.schema_version() == 2
+        assert await store.schema_version() == 3
     finally:
         await store.close()
     after = await contents(empty_database)
@@ -134,8 +135,8 @@ async def test_two_concurrent_migrates_apply_once(empty_database: str) -> None:
     it done (the advisory lock serialises them)."""
     said = await asyncio.gather(local.migrate(empty_database), local.migrate(empty_database))
     assert sorted(said) == [
-        "applied the schema at version 2",
-        "schema is at version 2: nothing to do",
+        "applied the schema at version 3",
+        "schema is at version 3: nothing to do",
     ]
 
 
@@ -144,13 +145,13 @@ async def test_a_newer_schema_is_refused(empty_database: str) -> None:
     await local.migrate(empty_database)
     conn = await asyncpg.connect(empty_database)
     try:
-        await conn.execute("INSERT INTO schema_version (version) VALUES (3)")
+        await conn.execute("INSERT INTO schema_version (version) VALUES (4)")
     finally:
         await conn.close()
     with pytest.raises(ConfigError) as raised:
         await local.migrate(empty_database)
     assert raised.value.problems == [
-        "schema is at version 3, newer than this Switchboard knows (2): run a newer Switchboard"
+        "schema is at version 4, newer than this Switchboard knows (3): run a newer Switchboard"
     ]
 
 
@@ -160,10 +161,15 @@ async def test_a_newer_schema_is_refused(empty_database: str) -> None:
         pytest.param(None, "schema is missing: run switchboard migrate", id="missing"),
         pytest.param(
             1,
-            "schema is at version 1, this Switchboard needs 2: run switchboard migrate",
+            "schema is at version 1, this Switchboard needs 3: run switchboard migrate",
             id="older",
         ),
-        pytest.param(2, None, id="current"),
+        pytest.param(
+            2,
+            "schema is at version 2, this Switchboard needs 3: run switchboard migrate",
+            id="previous",
+        ),
+        pytest.param(3, None, id="current"),
     ],
 )
 def test_problem_names_the_fix(version: int | None, expected: str | None) -> None:
@@ -203,7 +209,7 @@ def test_consume_refuses_a_missing_schema_until_migrated(
     migrated = subprocess.run([SWITCHBOARD, "migrate"], env=env, capture_output=True, text=True,
                               timeout=60)  # fmt: skip
     assert migrated.returncode == 0, migrated.stderr
-    assert migrated.stdout == "switchboard migrate: applied the schema at version 2\n"
+    assert migrated.stdout == "switchboard migrate: applied the schema at version 3\n"
     process = services.Process("consume-after-migrate", [SWITCHBOARD, "consume", "persist"],
                                env, workdir)  # fmt: skip
     try:
@@ -230,7 +236,7 @@ def test_consume_refuses_an_old_schema(empty_database: str, process_env: dict[st
     )
     assert refused.returncode != 0
     assert refused.stderr.splitlines() == [
-        "switchboard consume: schema is at version 1, this Switchboard needs 2: "
+        "switchboard consume: schema is at version 1, this Switchboard needs 3: "
         "run switchboard migrate"
     ]
 

@@ -28,11 +28,6 @@ ALTER TABLE conversations ADD COLUMN IF NOT EXISTS answer_holds integer NOT NULL
 CREATE INDEX IF NOT EXISTS conversations_answer_due
     ON conversations (answer_due_at) WHERE answer_due_at IS NOT NULL;
 
--- A public bot reply without `turn` (optional on sb:outbound) answers what was awaited when it
--- was queued: the conversation's `last_inbound_message_id` then. Posted, it clears the deadline
--- for those messages as a reply to a turn does.
-ALTER TABLE outbound ADD COLUMN IF NOT EXISTS covers_through bigint;
-
 -- A new conversation also ends the active ones of the same Chatwoot contact on the channel
 -- (a widget visitor identified later has a new identity, not a new person).
 CREATE INDEX IF NOT EXISTS conversations_active_contact
