@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace, settings: Settings, topo: Topology) -> int:
-    logs.configure(settings.log_format)
+    logs.configure(settings.log_format, settings.log_level)
     if args.command == "up":
         return LocalStack(settings, topo, demo=args.demo).run()
     if args.command == "ingress":

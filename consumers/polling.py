@@ -49,6 +49,10 @@ class PollingWorker:
                 done = 0
                 wait = max(wait, supervise.wait_after(failures))
                 await self._failed(exc, failures)
+            finally:
+                # What a step bound (a reply's ref, a turn) belongs to its own lines only:
+                # never to the next step's, nor to `runner.stopped`.
+                structlog.contextvars.clear_contextvars()
             if done < self.batch:
                 await self.pause(wait)
         log.info("runner.stopped", group=self.name)

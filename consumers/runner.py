@@ -284,10 +284,15 @@ class Runner:
         try:
             done = await self.batch_handler(live)
         except Exception as exc:  # noqa: BLE001 - the entries are handled one by one instead
+            structlog.contextvars.clear_contextvars()  # what the batch's entries bound
+            structlog.contextvars.bind_contextvars(group=self.group)
             log.warning("batch.failed", entries=len(live), error=f"{type(exc).__name__}: {exc}")
             return [], entries
+        finally:
+            structlog.contextvars.clear_contextvars()
         committed = {e.id for e, ok in zip(live, done, strict=True) if ok}
-        log.debug("batch.handled", entries=len(live), committed=len(committed),
+        log.debug("batch.handled", group=self.group, entries=len(live),
+                  committed=len(committed),
                   ms=round((time.perf_counter() - started) * 1000, 2))  # fmt: skip
         return [e.id for e in live if e.id in committed], [
             e for e in entries if e.id not in committed
@@ -296,22 +301,33 @@ class Runner:
     async def _in_order(self, entries: list[StreamEntry]) -> list[str]:
         done: list[str] = []
         for entry in entries:
-            decision = await self._handle(entry)
-            wait = 0.1
-            while isinstance(decision, decisions.Retry) and decision.outage:
-                if self._stopping.is_set():
-                    break  # stays pending: reclaimed once things are back
-                await self._sleep(wait)
-                wait = min(wait * 2, 5.0)
-                await self._hold(entry)
-                decision = await self._handle(entry)
-            if isinstance(decision, decisions.Dead) and not await self._dead_lettered(
-                entry, decision
-            ):
-                continue  # stays pending, and the entries behind it go on
-            if not isinstance(decision, decisions.Retry):
+            try:
+                decision = await self._decided(entry)
+            finally:
+                # The entry's context (its id, and what the handler bound: a delivery, a
+                # ref) is for its own lines: never the next entry's or the loop's.
+                structlog.contextvars.clear_contextvars()
+            if decision is not None:
                 done.append(entry.id)
         return done
+
+    async def _decided(self, entry: StreamEntry) -> decisions.Decision | None:
+        """Handle one entry to a decision (an outage is waited out, a dead entry
+        dead-lettered); the decision when the entry is done, None when it stays pending."""
+        decision = await self._handle(entry)
+        wait = 0.1
+        while isinstance(decision, decisions.Retry) and decision.outage:
+            if self._stopping.is_set():
+                break  # stays pending: reclaimed once things are back
+            await self._sleep(wait)
+            wait = min(wait * 2, 5.0)
+            await self._hold(entry)
+            decision = await self._handle(entry)
+        if isinstance(decision, decisions.Dead) and not await self._dead_lettered(entry, decision):
+            return None  # stays pending, and the entries behind it go on
+        if isinstance(decision, decisions.Retry):
+            return None
+        return decision
 
     async def _dead_lettered(self, entry: StreamEntry, dead: decisions.Dead) -> bool:
         """Dead-letter an entry; False when that failed. Then the entry is not acknowledged

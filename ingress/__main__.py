@@ -30,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
         for problem in exc.problems:
             print(f"switchboard ingress: {problem}", file=sys.stderr)  # noqa: T201
         return 2
-    logs.configure(settings.log_format)
+    logs.configure(settings.log_format, settings.log_level)
     port = args.port or settings.port
     # One spool per listening port: a restarted ingress on the same port drains what its
     # predecessor spooled. Keep SWITCHBOARD_HOME on a persistent disk.

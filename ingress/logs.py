@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 import structlog
 
-from ingress.settings import LogFormat
+from ingress.settings import LogFormat, LogLevel
 
 # Keys whose values never reach a log line, whoever binds them.
 REDACTED = ("token", "secret", "password", "authorization", "api_access_token", "signature")
@@ -35,7 +35,18 @@ def _dumps(obj: Any, default: Any = None) -> str:
     return msgspec.json.encode(obj, enc_hook=str).decode()
 
 
-def configure(log_format: LogFormat = "auto", level: int = logging.INFO) -> None:
+LEVELS: dict[LogLevel, int] = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+}
+
+
+def configure(log_format: LogFormat = "auto", level: int | LogLevel = logging.INFO) -> None:
+    """`level`: a logging level number, or LOG_LEVEL's name for one."""
+    if isinstance(level, str):
+        level = LEVELS[level]
     console = log_format == "console" or (log_format == "auto" and sys.stderr.isatty())
     renderer: Any = (
         structlog.dev.ConsoleRenderer()

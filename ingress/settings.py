@@ -17,6 +17,10 @@ from ingress.errors import ConfigError
 
 T = TypeVar("T")
 LogFormat = Literal["json", "console", "auto"]
+LogLevel = Literal["debug", "info", "warning", "error"]
+# The default streams.yaml ships inside the package, so every command finds it from any
+# directory; the repository's root streams.yaml is the documented copy (a test keeps them equal).
+PACKAGED_STREAMS = Path(__file__).resolve().parent / "streams.yaml"
 DEFAULT_MAX_BODY_BYTES = 2 * 1024 * 1024
 
 
@@ -73,12 +77,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ops_token: Secret | None = None
     # AUTOMATION_TOKEN: like CHATWOOT_WEBHOOK_SECRETS, `N:token` binds a token to account N.
     automation_tokens: tuple[WebhookSecret, ...] = ()
-    streams_path: Path = Path("streams.yaml")
+    streams_path: Path = PACKAGED_STREAMS
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     host: str = "127.0.0.1"
     port: int = 8000
     log_format: LogFormat = "auto"
+    log_level: LogLevel = "info"
     home: Path = Path(".switchboard")
+    # Where `switchboard up` writes the URLs of the servers it runs, for the other commands:
+    # under SWITCHBOARD_HOME when that is set, else one per-user file (XDG state directory),
+    # so that a command run from any directory finds them.
+    servers_file: Path = Path(".switchboard/servers.json")
     signature_tolerance_s: int = 300
 
     @classmethod
@@ -117,6 +126,13 @@ class _Reader:
             self.problems.append(f"{name}: {exc}")
             return default
 
+    def servers_file(self) -> Path:
+        home = self.get("SWITCHBOARD_HOME")
+        if home is not None:
+            return Path(home) / "servers.json"
+        state = self.get("XDG_STATE_HOME") or str(Path(self.get("HOME") or "~") / ".local/state")
+        return Path(state).expanduser() / "switchboard" / "servers.json"
+
     def settings(self) -> Settings:
         settings = Settings(
             redis_url=self.parse(
@@ -134,12 +150,14 @@ class _Reader:
             outbound_token=_secret(self.get("OUTBOUND_TOKEN")),
             ops_token=_secret(self.get("OPS_TOKEN")),
             automation_tokens=self.parse("AUTOMATION_TOKEN", _webhook_secrets, ()),
-            streams_path=Path(self.get("SWITCHBOARD_STREAMS") or "streams.yaml"),
+            streams_path=Path(self.get("SWITCHBOARD_STREAMS") or PACKAGED_STREAMS),
             max_body_bytes=self.parse("MAX_BODY_BYTES", _positive, DEFAULT_MAX_BODY_BYTES),
             host=self.get("HOST") or "127.0.0.1",
             port=self.parse("PORT", _port, 8000),
             log_format=self.parse("LOG_FORMAT", _log_format, "auto"),
+            log_level=self.parse("LOG_LEVEL", _log_level, "info"),
             home=Path(self.get("SWITCHBOARD_HOME") or ".switchboard"),
+            servers_file=self.servers_file(),
         )
         if self.problems:
             raise ConfigError(self.problems)
@@ -200,6 +218,13 @@ def _log_format(raw: str) -> LogFormat:
         if raw == allowed:
             return typing.cast(LogFormat, allowed)
     raise ValueError(f"must be json, console or auto, got {raw!r}")
+
+
+def _log_level(raw: str) -> LogLevel:
+    for allowed in typing.get_args(LogLevel):
+        if raw.lower() == allowed:
+            return typing.cast(LogLevel, allowed)
+    raise ValueError(f"must be debug, info, warning or error, got {raw!r}")
 
 
 def _url(*schemes: str) -> Callable[[str], str]:

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from ingress.errors import ConfigError
-from ingress.settings import DEFAULT_MAX_BODY_BYTES, Settings
+from ingress.settings import DEFAULT_MAX_BODY_BYTES, PACKAGED_STREAMS, Settings
+
+ROOT = Path(__file__).resolve().parent.parent.parent
 
 
 def test_defaults() -> None:
@@ -15,7 +17,8 @@ def test_defaults() -> None:
     settings = Settings.from_env({})
     assert (settings.host, settings.port) == ("127.0.0.1", 8000)
     assert settings.max_body_bytes == DEFAULT_MAX_BODY_BYTES
-    assert settings.streams_path == Path("streams.yaml")
+    assert settings.streams_path == PACKAGED_STREAMS
+    assert settings.log_level == "info"
     assert settings.redis_url is None and settings.webhook_secrets == ()
 
 
@@ -51,6 +54,7 @@ def test_every_problem_is_one_line_naming_the_variable() -> None:
                 "MAX_BODY_BYTES": "0",
                 "PORT": "70000",
                 "LOG_FORMAT": "xml",
+                "LOG_LEVEL": "verbose",
             }
         )
     names = [line.split(":")[0] for line in caught.value.problems]
@@ -62,6 +66,7 @@ def test_every_problem_is_one_line_naming_the_variable() -> None:
         "MAX_BODY_BYTES",
         "PORT",
         "LOG_FORMAT",
+        "LOG_LEVEL",
     ]
 
 
@@ -131,3 +136,39 @@ def test_allow_unsigned_must_be_a_flag() -> None:
     """A typo in ALLOW_UNSIGNED_WEBHOOKS is an error, not silently off (or on)."""
     with pytest.raises(ConfigError, match="ALLOW_UNSIGNED_WEBHOOKS: must be 1 or 0"):
         Settings.from_env({"ALLOW_UNSIGNED_WEBHOOKS": "sure"})
+
+
+@pytest.mark.parametrize("raw", ["debug", "info", "warning", "error", "WARNING"])
+def test_log_level_names(raw: str) -> None:
+    """LOG_LEVEL takes the four level names, in any case."""
+    assert Settings.from_env({"LOG_LEVEL": raw}).log_level == raw.lower()
+
+
+def test_packaged_streams_yaml_is_the_documented_one() -> None:
+    """The streams.yaml inside the package (the default from any directory) is the same file
+    as the repository's documented example: edit one, copy it over the other."""
+    assert PACKAGED_STREAMS.read_text() == (ROOT / "streams.yaml").read_text(), (
+        "ingress/streams.yaml and streams.yaml differ: cp streams.yaml ingress/streams.yaml"
+    )
+
+
+def test_streams_override() -> None:
+    """SWITCHBOARD_STREAMS still names another file."""
+    assert Settings.from_env({"SWITCHBOARD_STREAMS": "/x/s.yaml"}).streams_path == Path("/x/s.yaml")
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        pytest.param({"HOME": "/home/ann"}, "/home/ann/.local/state/switchboard/servers.json",
+                     id="per-user"),
+        pytest.param({"HOME": "/home/ann", "XDG_STATE_HOME": "/st"},
+                     "/st/switchboard/servers.json", id="xdg"),
+        pytest.param({"HOME": "/home/ann", "SWITCHBOARD_HOME": "/srv/sb"},
+                     "/srv/sb/servers.json", id="home-set"),
+    ],
+)  # fmt: skip
+def test_servers_file_location(environ: dict[str, str], expected: str) -> None:
+    """The servers file `up` writes is found without the working directory: per user, or
+    under SWITCHBOARD_HOME when that is set."""
+    assert Settings.from_env(environ).servers_file == Path(expected)
