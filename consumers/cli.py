@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 
-from consumers import backfill, dlq, ops, service
+from consumers import backfill, dlq, ops, servers, service
 from consumers.errors import StoreError
 from consumers.local import LocalStack, migrate
 from consumers.store import Store, schema
@@ -88,9 +88,9 @@ def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        settings = Settings.from_env()
+        settings, taken = _settings(args.command)
         topo = topology.load(settings.streams_path)
-        return _dispatch(args, settings, topo)
+        return _dispatch(args, settings, topo, taken)
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"switchboard {args.command}: {problem}", file=sys.stderr)  # noqa: T201
@@ -103,7 +103,18 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def _dispatch(args: argparse.Namespace, settings: Settings, topo: Topology) -> int:
+def _settings(command: str) -> tuple[Settings, dict[str, str]]:
+    """The environment's settings; every command but `up` (which starts the servers) falls
+    back on the servers `up` started when REDIS_URL and DATABASE_URL are unset."""
+    settings = Settings.from_env()
+    if command == "up":
+        return settings, {}
+    return servers.apply(settings)
+
+
+def _dispatch(
+    args: argparse.Namespace, settings: Settings, topo: Topology, taken: dict[str, str]
+) -> int:
     logs.configure(settings.log_format, settings.log_level)
     if args.command == "up":
         return LocalStack(settings, topo, demo=args.demo).run()
@@ -112,7 +123,7 @@ def _dispatch(args: argparse.Namespace, settings: Settings, topo: Topology) -> i
         argv = [sys.executable, "-m", "ingress"]
         argv += ["--host", args.host] if args.host else []
         argv += ["--port", str(args.port)] if args.port else []
-        os.execv(sys.executable, argv)
+        os.execve(sys.executable, argv, os.environ | taken)
     if args.command == "consume":
         groups = args.groups or service.group_names(topo)
         service.check_groups(topo, groups)

@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from consumers import servers
 from consumers.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
@@ -92,9 +93,11 @@ class LocalStack:
             env = self._start_servers()
             asyncio.run(prepare(env["REDIS_URL"], env["DATABASE_URL"], self.topology))
             self._start_children(env)
+            self._record(env)
             self._announce(env)
             return self._supervise()
         finally:
+            servers.remove(self.settings.servers_file, os.getpid())
             self._stop_all()
 
     def _on_signal(self, signum: int, frame: object) -> None:
@@ -147,7 +150,8 @@ class LocalStack:
         self._spawn("ingress", ["-m", "ingress"], env)
         self._spawn("consumers", ["-m", "consumers"], env)
         if self.demo:
-            self._spawn("echo-agent", [str(project_root() / "scripts" / "echo_agent.py")], env)
+            agent = [str(project_root() / "scripts" / "echo_agent.py")]
+            self._spawn("echo-agent", [*agent, "--prefix", self.topology.prefix], env)
         self._wait_healthy(f"http://127.0.0.1:{port}/health")
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
@@ -174,6 +178,20 @@ class LocalStack:
                 return f"{name} exited with status {process.returncode}"
         return None
 
+    def _record(self, env: dict[str, str]) -> None:
+        """The servers file, for the commands run in another terminal (see servers.py)."""
+        chosen = env | {"SWITCHBOARD_STREAMS": str(self.settings.streams_path.resolve())}
+        if not self.demo:  # the user's own Chatwoot secrets stay in the user's environment
+            chosen = {k: v for k, v in chosen.items() if k != "CHATWOOT_API_TOKEN"
+                      and k != "CHATWOOT_WEBHOOK_SECRETS"}  # fmt: skip
+        record = servers.Servers(
+            pid=os.getpid(),
+            home=str(self.home.resolve()),
+            ingress_url=f"http://127.0.0.1:{env['PORT']}",
+            env={k: v for k, v in chosen.items() if k in servers.KEYS},
+        )
+        servers.write(self.settings.servers_file, record)
+
     def _announce(self, env: dict[str, str]) -> None:
         port = env["PORT"]
         lines = [
@@ -184,6 +202,8 @@ class LocalStack:
             f"  postgres:  {without_password(env['DATABASE_URL'])}",
             f"  look:      {redis_binary('redis-cli')} -u {without_password(env['REDIS_URL'])} "
             f"XRANGE {self.topology.key('events')} - + COUNT 5",
+            f"  commands:  switchboard streams|doctor|dlq list, from any directory "
+            f"(they read {self.settings.servers_file})",
         ]
         if self.demo:
             fake = env["CHATWOOT_BASE_URL"]
