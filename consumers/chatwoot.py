@@ -6,6 +6,8 @@ have taken effect (Chatwoot has no idempotency key: a retried POST posts twice u
 
 from __future__ import annotations
 
+import time
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -18,6 +20,8 @@ from consumers.faults import Fault
 from ingress.settings import Secret
 
 T = TypeVar("T")
+# Told of every call: method, path, HTTP status (None: no answer), seconds.
+OnCall = Callable[[str, str, int | None, float], Awaitable[None]]
 PERMANENT = {400, 401, 403, 404, 422}
 
 
@@ -122,8 +126,10 @@ class ChatwootClient:
         user_token: Secret | None = None,
         timeout: float = 10.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        on_call: OnCall | None = None,
     ) -> None:
         self.user_token = user_token
+        self.on_call = on_call  # each call's duration, for the metrics
         self._http = httpx.AsyncClient(
             base_url=base_url,
             headers={"api_access_token": api_token.reveal(), "user-agent": "switchboard"},
@@ -226,6 +232,21 @@ class ChatwootClient:
         return _decode(response, _ContactConversations).payload
 
     async def _call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        if self.on_call is None:
+            return await self._request(method, path, **kwargs)
+        started = time.perf_counter()
+        status: int | None = None
+        try:
+            response = await self._request(method, path, **kwargs)
+            status = response.status_code
+            return response
+        except ChatwootError as exc:
+            status = exc.status
+            raise
+        finally:
+            await self.on_call(method, path, status, time.perf_counter() - started)
+
+    async def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = await self._http.request(method, path, **kwargs)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:

@@ -31,7 +31,7 @@ from consumers import backoff, faults, gates, steps, unanswered
 from consumers import conversation as cv
 from consumers.backoff import Breaker
 from consumers.chatwoot import ChatwootClient
-from consumers.counters import Counters
+from consumers.counters import DEAD_LETTERS, REPLY_POSTED, Counters
 from consumers.errors import ChatwootError, PermanentError, StoreError
 from consumers.faults import Fault
 from consumers.limits import Limits
@@ -279,6 +279,8 @@ class Deliverer:
         # the reply look unsent.
         async with self.store.transaction() as tx:
             await tx.mark_posted(ref, chatwoot_message_id=message_id)
+            took = await tx.queued_to_sent(ref)
+        await self.counters.observe(REPLY_POSTED, [took] if took is not None else [])
         await self.limits.succeeded(reply.account)
         if reply.kind is OutboundKind.HANDOFF and reply.conversation is not None:
             await self._handed_off(reply.account, reply.conversation)
@@ -464,4 +466,5 @@ class Retrier(PollingWorker):
         )
         fields = events.encode(dead)
         await self.deliverer.redis.xadd(self.deliverer.topology.key("dead"), fields)  # type: ignore[arg-type]
+        await self.deliverer.counters.count(DEAD_LETTERS, group="deliver", reason=reason)
         log.error("reply.dead_lettered", ref=ref, reason=reason)

@@ -18,6 +18,7 @@ import structlog
 from consumers import conversation as cv
 from consumers import decisions, echoes, statuses
 from consumers.clock import utcnow
+from consumers.counters import WEBHOOK_STORED, Counters
 from consumers.errors import PermanentError, StoreError
 from consumers.runner import StreamEntry, by_conversation
 from consumers.store import ConversationRow, MessageRow, Store, Tx
@@ -93,6 +94,7 @@ class Persister:
         clock: Callable[[], dt.datetime] = utcnow,
         lanes: int = LANES,
         hold: int = HOLD,
+        counters: Counters | None = None,
     ) -> None:
         self.store = store
         self.topology = topology
@@ -100,12 +102,14 @@ class Persister:
         self.clock = clock
         self.lanes = max(1, lanes)
         self.hold = max(1, hold)
+        self.counters = counters  # None: no latency observed
 
     async def __call__(self, entry: StreamEntry) -> None:
         event = _event(entry)
         async with self.store.transaction() as tx:
             outcome = await self._persist(tx, entry, event)
         _persisted(outcome)
+        await self._observe([event] if outcome is not None else [])
 
     async def batch(self, entries: list[StreamEntry]) -> list[bool]:
         """The runner's batch entry point. Conversations are spread over `lanes` concurrent
@@ -183,7 +187,17 @@ class Persister:
                 webhook_event=event.event,
             )
             _persisted(outcome)
+        await self._observe([event for _, event, outcome in outcomes if outcome is not None])
         return done
+
+    async def _observe(self, stored: list[events.EventEntry]) -> None:
+        """Webhook received to stored: from the ingress's receipt to the commit just made.
+        Backfilled events were never received as webhooks: not counted."""
+        if self.counters is None:
+            return
+        now = self.clock().timestamp()
+        waits = [now - e.received_at / 1000 for e in stored if e.source != "backfill"]
+        await self.counters.observe(WEBHOOK_STORED, waits)
 
     async def _persist(
         self, tx: Tx, entry: StreamEntry, event: events.EventEntry

@@ -17,7 +17,7 @@ import structlog
 from redis.exceptions import ResponseError
 
 from consumers import decisions, faults, supervise
-from consumers.counters import Counters
+from consumers.counters import DEAD_LETTERS, Counters
 from consumers.errors import Outage
 from consumers.faults import Fault
 from ingress import events
@@ -404,6 +404,7 @@ class Runner:
         # XADD before XACK: a crash between the two dead-letters twice, never loses the entry.
         await self.redis.xadd(self.dead_key, events.wire(fields))  # type: ignore[arg-type]
         await self.counters.add(f"{self.group}.dead_lettered")
+        await self.counters.count(DEAD_LETTERS, group=self.group, reason=dead.reason)
         log.error("entry.dead_lettered", reason=dead.reason, error=dead.error)
 
     async def _record_dead(self, entry: StreamEntry, dead: decisions.Dead) -> None:

@@ -113,6 +113,7 @@ async def workers(
                         settings.chatwoot_api_token,
                         user_token=settings.chatwoot_user_token,
                         timeout=topology.delivery.timeout_ms / 1000,
+                        on_call=counters.chatwoot_call,
                     )
                 )
                 deliverer = Deliverer(
@@ -121,7 +122,9 @@ async def workers(
                 built.append(Retrier(deliverer))
                 handler: Persister | Deliverer = deliverer
             else:
-                handler = Persister(store, topology, bot_id=settings.chatwoot_bot_id)
+                handler = Persister(
+                    store, topology, bot_id=settings.chatwoot_bot_id, counters=counters
+                )
             built.append(
                 Runner(
                     redis,

@@ -25,6 +25,7 @@ import structlog
 from consumers import unanswered
 from consumers.clock import utcnow
 from consumers.conversation import Handler, turn_id
+from consumers.counters import TURN_EMITTED
 from consumers.errors import StoreError
 from consumers.polling import PollingWorker
 from consumers.store import DueTurn, Store, Tx
@@ -181,8 +182,13 @@ class TurnEmitter(PollingWorker):
         if not published:
             return
         now = self.clock()
+        waits: list[float] = []
         async with self.store.transaction() as tx:
             for item in published:
+                if self.counters is not None:  # stored to emitted, for the latest message
+                    waits += await tx.since_stored(item.turn.account_id, [item.entry.through])
                 await tx.mark_emitted(item.turn)
                 # Its reply is due from now on, or the conversation goes to humans.
                 await unanswered.expect_answer(tx, self.topology, item.turn, now)
+        if self.counters is not None:
+            await self.counters.observe(TURN_EMITTED, waits)

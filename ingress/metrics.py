@@ -8,11 +8,29 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from redis.exceptions import ResponseError
 
 from ingress.connect import UNAVAILABLE
 from ingress.topology import Topology
+
+# What the consumer processes observe into `<prefix>:metrics:series` (consumers/counters.py
+# writes it; its docstring has the field format), with the help /metrics gives each. Listed
+# here so that every family shows on /metrics (empty) before its first observation.
+HISTOGRAMS = {
+    "switchboard_webhook_stored_seconds": "Webhook received by the ingress to stored (commit)",
+    "switchboard_turn_emitted_seconds": "Customer message stored to its turn emitted",
+    "switchboard_reply_posted_seconds": "Reply queued to posted to Chatwoot",
+    "switchboard_chatwoot_request_seconds": "Chatwoot API calls, by endpoint and status",
+}
+LABELLED_COUNTERS = {
+    "switchboard_dead_letters": "Entries dead-lettered, by group and reason",
+}
 
 
 class Snapshot:
@@ -90,7 +108,82 @@ class Metrics:
             if account.isdigit() and until and float(until) > 0:
                 breakers.add_metric([account], float(until))
         up = GaugeMetricFamily("switchboard_redis_up", "Redis answered the scrape", value=1)
-        return [up, length, pending, lag, counters, breakers]
+        series: Any = await redis.hgetall(f"{self.topology.key('metrics')}:series")
+        observed = _series({_text(k): float(v) for k, v in series.items()})
+        return [up, length, pending, lag, counters, breakers, *observed]
+
+
+class _Histogram:
+    def __init__(self) -> None:
+        self.buckets: dict[str, float] = {}
+        self.sum = 0.0
+
+
+def _series(fields: dict[str, float]) -> list[Metric]:
+    """The histograms and labelled counters of the series hash (see consumers/counters.py),
+    buckets made cumulative as Prometheus wants them. A field of another shape is skipped."""
+    histograms: dict[str, dict[str, _Histogram]] = {name: {} for name in HISTOGRAMS}
+    counted: dict[str, dict[str, float]] = {name: {} for name in LABELLED_COUNTERS}
+    for field, value in fields.items():
+        kind, _, rest = field.partition("|")
+        if kind == "c":
+            metric, _, labels = rest.partition("|")
+            counted.setdefault(metric, {})[labels] = value
+        elif kind == "h" and rest.count("|") == 2:
+            metric, labels, part = rest.split("|")
+            histogram = histograms.setdefault(metric, {}).setdefault(labels, _Histogram())
+            if part == "sum":
+                histogram.sum = value
+            elif part != "count":
+                histogram.buckets[part] = value
+    families: list[Metric] = []
+    for metric, by_labels in sorted(histograms.items()):
+        names = _label_names(by_labels)
+        family = HistogramMetricFamily(metric, HISTOGRAMS.get(metric, metric), labels=names)
+        for labels, histogram in sorted(by_labels.items()):
+            family.add_metric(_label_values(labels, names), _cumulative(histogram.buckets),
+                              sum_value=histogram.sum)  # fmt: skip
+        families.append(family)
+    for metric, values in sorted(counted.items()):
+        names = _label_names(values)
+        family_c = CounterMetricFamily(metric, LABELLED_COUNTERS.get(metric, metric), labels=names)
+        for labels, value in sorted(values.items()):
+            family_c.add_metric(_label_values(labels, names), value)
+        families.append(family_c)
+    return families
+
+
+def _label_names(by_labels: dict[str, Any]) -> list[str]:
+    names: set[str] = set()
+    for labels in by_labels:
+        names.update(pair.partition("=")[0] for pair in labels.split(",") if pair)
+    return sorted(names)
+
+
+def _label_values(labels: str, names: list[str]) -> list[str]:
+    pairs = dict(pair.partition("=")[::2] for pair in labels.split(",") if pair)
+    return [pairs.get(name, "") for name in names]
+
+
+def _cumulative(buckets: dict[str, float]) -> list[tuple[str, float]]:
+    """Per-bucket counts to Prometheus's running totals, `+Inf` (every observation) last."""
+    bounds = sorted((b for b in buckets if _bound(b) is not None), key=lambda b: _bound(b) or 0.0)
+    out: list[tuple[str, float]] = []
+    total = 0.0
+    for bound in bounds:
+        total += buckets[bound]
+        out.append((bound, total))
+    out.append(("+Inf", total + buckets.get("+Inf", 0.0)))
+    return out
+
+
+def _bound(text: str) -> float | None:
+    """A finite bucket bound; None for `+Inf` and for what is no number."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if value != float("inf") else None
 
 
 def _text(value: bytes | str) -> str:

@@ -16,6 +16,7 @@ from consumers.store.base import Connection
 from consumers.store.conversations import ConversationSQL
 from consumers.store.messages import MessageSQL
 from consumers.store.outbound import OutboundSQL
+from consumers.store.timings import TimingSQL
 from consumers.store.turns import TurnSQL
 
 # Longer than any statement we run (they are short, by design) and shorter than what waits on
@@ -128,7 +129,7 @@ class Store:
             raise _translate(exc) from exc
 
 
-class Tx(AuditSQL, ConversationSQL, MessageSQL, TurnSQL, OutboundSQL, AnswerSQL):
+class Tx(AuditSQL, ConversationSQL, MessageSQL, TurnSQL, OutboundSQL, AnswerSQL, TimingSQL):
     """The statements Switchboard runs, all inside one transaction (one mixin per table;
     statements that need more than one table group are here)."""
 
