@@ -217,6 +217,20 @@ class ChatwootClient:
         )
         return _decode(response, _ApiMessageList).payload
 
+    async def profile(self, token: Secret) -> tuple[int, str]:
+        """`GET /api/v1/profile` with `token`, a harmless authenticated call (for `doctor`):
+        the status and the start of the body. A user's token gets 200; a valid agent bot
+        token 401 "not authorized for bots"; an unknown token 401 "Invalid Access Token".
+        A ChatwootError when Chatwoot cannot be reached."""
+        headers = {"api_access_token": token.reveal()}
+        try:
+            response = await self._request("GET", "/api/v1/profile", headers=headers)
+        except ChatwootError as exc:
+            if exc.status is None:
+                raise
+            return exc.status, str(exc)
+        return response.status_code, response.text[:300]
+
     def _user_headers(self) -> dict[str, str]:
         if self.user_token is None:
             raise ChatwootError("listing needs CHATWOOT_USER_TOKEN", retryable=False)

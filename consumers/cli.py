@@ -13,10 +13,10 @@ from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 
-from consumers import backfill, dlq, ops, servers, service
+from consumers import backfill, dlq, doctor, ops, servers, service
 from consumers.errors import StoreError
 from consumers.local import LocalStack, migrate
-from consumers.store import Store, schema
+from consumers.store import Store
 from ingress import events, logs, topology
 from ingress.connect import UNAVAILABLE, redis_client
 from ingress.errors import ConfigError
@@ -36,7 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     consume = sub.add_parser("consume", help="run consumer groups (all when none is named)")
     consume.add_argument("groups", nargs="*", metavar="GROUP")
     sub.add_parser("streams", help="length, lag, pending and oldest pending age of each stream")
-    sub.add_parser("doctor", help="check connectivity, schema version and groups")
+    sub.add_parser("doctor", help="check Redis, PostgreSQL, the schema, groups and Chatwoot")
     replay = sub.add_parser(
         "replay", help="re-publish webhooks from the audit trail to the events stream"
     )
@@ -138,7 +138,7 @@ def _dispatch(
         print(f"switchboard migrate: {asyncio.run(migrate(settings.database_url))}")  # noqa: T201
         return 0
     if args.command == "doctor":
-        return asyncio.run(_doctor(settings, topo))
+        return asyncio.run(doctor.run(settings, topo))
     if args.command == "replay":
         return asyncio.run(_replay(args, settings, topo))
     if args.command == "dlq" and args.action == "replay":
@@ -296,42 +296,3 @@ async def _backfill(args: argparse.Namespace, settings: Settings, topo: Topology
         report = await worker.round(since=since, accounts=args.account)
     sys.stdout.write(f"backfill: {report.line()} to {topo.key('events')}\n")
     return 1 if report.failed else 0
-
-
-async def _doctor(settings: Settings, topo: Topology) -> int:
-    problems: list[str] = []
-    print(f"streams.yaml: {settings.streams_path} (prefix {topo.prefix})")  # noqa: T201
-    if settings.redis_url is None:
-        problems.append("REDIS_URL is not set")
-    else:
-        try:
-            redis = redis_client(settings.redis_url)
-            try:
-                info = await redis.info("server")
-                print(f"redis: ok, version {info.get('redis_version')}")  # noqa: T201
-                for status in await ops.streams(redis, topo):
-                    names = ", ".join(g.name for g in status.groups) or "none"
-                    print(f"  {status.key}: {status.length} entries, groups: {names}")  # noqa: T201
-            finally:
-                await redis.aclose()
-        except UNAVAILABLE as exc:
-            problems.append(f"redis: {exc}")
-    if settings.database_url is None:
-        problems.append("DATABASE_URL is not set")
-    else:
-        try:
-            store = await Store.connect(settings.database_url, max_size=1)
-            try:
-                version = await store.schema_version()
-            finally:
-                await store.close()
-            wrong = schema.problem(version)
-            if wrong is not None:
-                problems.append(f"postgres: {wrong}")
-            else:
-                print(f"postgres: ok, schema version {version}")  # noqa: T201
-        except StoreError as exc:
-            problems.append(f"postgres: {exc}")
-    for problem in problems:
-        print(f"problem: {problem}", file=sys.stderr)  # noqa: T201
-    return 1 if problems else 0

@@ -22,7 +22,7 @@ from starlette.routing import Route
 from ingress import automation, events, signatures, views
 from ingress.connect import UNAVAILABLE, redis_client
 from ingress.errors import PublishError
-from ingress.metrics import Metrics
+from ingress.metrics import VERSION, Metrics
 from ingress.publish import Publisher
 from ingress.settings import Settings
 from ingress.spool import Spool, SpoolInUse
@@ -237,7 +237,7 @@ class Ingress:
         return Response(body, media_type="text/plain; version=0.0.4")
 
     async def health(self, request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
+        return JSONResponse({"status": "ok", "version": VERSION})
 
     async def ready(self, request: Request) -> Response:
         """Ready while webhooks can be kept: Redis answers, or the spool still has room; and

@@ -4,6 +4,7 @@ process adds to the `<prefix>:metrics` hash), so one scrape shows every process.
 
 from __future__ import annotations
 
+from importlib import metadata
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -18,6 +19,9 @@ from redis.exceptions import ResponseError
 
 from ingress.connect import UNAVAILABLE
 from ingress.topology import Topology
+
+# The installed distribution's version, as /health, /metrics and `switchboard doctor` show it.
+VERSION = metadata.version("chatwoot-switchboard")
 
 # What the consumer processes observe into `<prefix>:metrics:series` (consumers/counters.py
 # writes it; its docstring has the field format), with the help /metrics gives each. Listed
@@ -55,6 +59,10 @@ class Metrics:
             "switchboard_spool_bytes", "Bytes waiting in this ingress's spool",
             registry=self.registry,
         )  # fmt: skip
+        Gauge(
+            "switchboard_build_info", "The running ingress's version (always 1)",
+            ["version"], registry=self.registry,
+        ).labels(version=VERSION).set(1)  # fmt: skip
         self.snapshot = Snapshot()
         self.registry.register(self.snapshot)
 

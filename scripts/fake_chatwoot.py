@@ -242,6 +242,23 @@ class FakeChatwoot:
             return await self._fail(rule)
         return JSONResponse({"id": number, "account_id": account, "inbox_id": conv.inbox})
 
+    async def profile(self, request: Request) -> Response:
+        """GET /api/v1/profile as Chatwoot answers it: a user's token gets its profile, an
+        agent bot's token 401 "not authorized for bots" (it is valid, the endpoint is not
+        for bots), an unknown token 401 "Invalid Access Token"."""
+        token = request.headers.get("api_access_token", "")
+        self.requests.append({"method": "GET", "path": request.url.path, "query": "",
+                              "json": None, "at": time.time(),
+                              "token_ok": token in self.tokens | self.user_tokens})  # fmt: skip
+        if token in self.user_tokens:
+            return JSONResponse({"id": 1, "name": "Fake Agent", "email": "agent@example.com",
+                                 "role": "administrator"})  # fmt: skip
+        if token in self.tokens:
+            return JSONResponse(
+                {"error": "Access to this endpoint is not authorized for bots"}, status_code=401
+            )
+        return JSONResponse({"error": "Invalid Access Token"}, status_code=401)
+
     async def contact_conversations(self, request: Request) -> Response:
         """A contact's conversations (user tokens only), as Chatwoot lists them."""
         token = request.headers.get("api_access_token", "")
@@ -707,6 +724,7 @@ class FakeChatwoot:
                   self.contact_conversations, methods=["GET"]),
             Route(API + "/toggle_status", self.api, methods=["POST"]),
             Route(API + "/toggle_typing_status", self.api, methods=["POST"]),
+            Route("/api/v1/profile", self.profile, methods=["GET"]),
             Route("/_fake/conversations", self.define, methods=["POST"]),
             Route("/_fake/customer", self.customer, methods=["POST"]),
             Route("/_fake/agent", self.agent, methods=["POST"]),

@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 
 from consumers.store import Store
 from ingress.topology import Topology
+from tests.conftest import BOT_TOKEN, Fake
 from tests.pipeline import feed, persist_runner
 
 SWITCHBOARD = str(Path(sys.executable).parent / "switchboard")
@@ -52,8 +53,9 @@ def test_config_problems_are_one_line_each(process_env: dict[str, str]) -> None:
 
 
 async def test_streams_and_doctor(
-    redis: aioredis.Redis, store: Store, topology: Topology, process_env: dict[str, str]
-) -> None:
+    redis: aioredis.Redis, store: Store, topology: Topology, process_env: dict[str, str],
+    fake: Fake,
+) -> None:  # fmt: skip
     """`streams` shows each stream and group; `doctor` checks Redis, PostgreSQL and the schema."""
     await feed(redis, topology, "message_created__private_note")
     await persist_runner(redis, store, topology).drain()
@@ -62,7 +64,9 @@ async def test_streams_and_doctor(
     rows = {line.split()[0]: line.split() for line in streams.stdout.splitlines()}
     stream, length, group, _consumers, lag, pending, oldest = rows[topology.key("events")]
     assert (length, group, lag, pending, oldest) == ("1", "persist", "0", "0", "-")
-    doctor = run(process_env, "doctor")
+    chatwoot_env = {"CHATWOOT_BASE_URL": fake.url, "CHATWOOT_API_TOKEN": BOT_TOKEN,
+                    "CHATWOOT_WEBHOOK_SECRETS": "s"}  # fmt: skip
+    doctor = run(process_env | chatwoot_env, "doctor")
     assert doctor.returncode == 0, doctor.stderr
     assert "postgres: ok, schema version 3" in doctor.stdout
 

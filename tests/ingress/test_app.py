@@ -350,3 +350,13 @@ async def test_per_account_secrets(
         response = await client.post("/webhooks/chatwoot", content=body, headers=sent)
         assert response.status_code == status
     assert len(await entries(redis, topology, "events")) == (1 if status == 200 else 0)
+
+
+async def test_health_and_metrics_name_the_version(client: Client) -> None:
+    """/health says which version runs, and /metrics has it as switchboard_build_info."""
+    from importlib import metadata
+
+    version = metadata.version("chatwoot-switchboard")
+    assert (await client.get("/health")).json() == {"status": "ok", "version": version}
+    text = (await client.get("/metrics")).text
+    assert f'switchboard_build_info{{version="{version}"}} 1.0' in text
