@@ -124,7 +124,8 @@ class Deliverer:
         """One attempt if one is due; the reason when the reply failed for good. `read`: the
         row as a transaction that just committed read it (None: there is none), or `UNREAD`."""
         structlog.contextvars.bind_contextvars(ref=ref, account=reply.account,
-                                               conversation=reply.conversation)  # fmt: skip
+                                               conversation=reply.conversation,
+                                               turn=reply.turn)  # fmt: skip
         if isinstance(read, Unread):
             read = await self._read(ref, reply)
         if read is None:

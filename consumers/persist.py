@@ -158,14 +158,18 @@ class Persister:
         """One transaction over `entries`, a savepoint each; raises when it does not commit.
         `failed`: the conversations of the lane whose entries wait for the one-by-one path."""
         done: list[bool] = []
-        outcomes: list[tuple[str, events.EventEntry, Outcome | None]] = []
+        outcomes: list[tuple[dict[str, object], events.EventEntry, Outcome | None]] = []
+        base = structlog.contextvars.get_contextvars()  # the group's, bound by the runner
         async with self.store.transaction() as tx:
             for entry in entries:
                 conversation = by_conversation(entry)
                 if conversation in failed:
                     done.append(False)
                     continue
-                structlog.contextvars.bind_contextvars(entry=entry.id)
+                # Each entry's lines carry its own ids only (delivery, message), never the
+                # previous entry's.
+                structlog.contextvars.clear_contextvars()
+                structlog.contextvars.bind_contextvars(**base, entry=entry.id)
                 try:
                     async with tx.savepoint():
                         event = _event(entry)
@@ -178,15 +182,14 @@ class Persister:
                     done.append(False)
                     continue
                 done.append(True)
-                outcomes.append((entry.id, event, outcome))
+                outcomes.append((structlog.contextvars.get_contextvars(), event, outcome))
         # Logged once committed, each with its own entry's context.
-        for entry_id, event, outcome in outcomes:
-            structlog.contextvars.bind_contextvars(
-                entry=entry_id,
-                delivery=events.bounded_delivery(event.delivery),
-                webhook_event=event.event,
-            )
+        for context, _, outcome in outcomes:
+            structlog.contextvars.clear_contextvars()
+            structlog.contextvars.bind_contextvars(**context)
             _persisted(outcome)
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(**base)
         await self._observe([event for _, event, outcome in outcomes if outcome is not None])
         return done
 
@@ -344,6 +347,9 @@ class Persister:
         _check_time("message.created_at", msg.created_at)
         for embedded in msg.conversation.messages:
             _check_time("conversation.messages[].updated_at", embedded.updated_at)
+        # The correlation id's next link: the delivery id (bound already) to the message id,
+        # which the turn's id and `through` carry on to the reply's log lines.
+        structlog.contextvars.bind_contextvars(message=msg.id)
         conv = await self._conversation(tx, account, msg.conversation, event=event.event)
         who = cv.speaker(msg)
         if who.kind is cv.SenderKind.CONTACT and msg.sender and msg.sender.id is not None:

@@ -176,6 +176,7 @@ class TurnEmitter(PollingWorker):
             args += [name, value]
         added = await self._xadd_once(keys=[item.key, marker], args=args)
         log.info("turn.emitted" if added else "turn.already_emitted", turn=item.entry.turn,
+                 message=item.entry.through, conversation=item.entry.conversation,
                  stream=item.key, messages=len(item.entry.messages))  # fmt: skip
 
     async def mark(self, published: list[Claimed]) -> None:

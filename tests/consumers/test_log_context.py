@@ -4,6 +4,7 @@ of the next, nor the loop's own lines."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 
 import redis.asyncio as aioredis
 import structlog
@@ -13,10 +14,13 @@ from consumers.chatwoot import ChatwootClient
 from consumers.polling import PollingWorker
 from consumers.runner import StreamEntry
 from consumers.store import Store
+from consumers.turns import TurnEmitter
+from ingress import events
 from ingress.topology import Topology
 from tests.conftest import Fake
 from tests.consumers.test_deliver import client, deliver_runner, posts, reply
 from tests.consumers.test_runner import add, runner
+from tests.pipeline import feed, persist_runner
 
 __all__ = ["client"]  # the fixture, shared with test_deliver
 MERGED = [structlog.contextvars.merge_contextvars]
@@ -99,3 +103,26 @@ async def test_a_stream_entry_context_ends_with_the_entry(
     batched.batch_handler = batch
     assert await batched.drain() == 2
     assert structlog.contextvars.get_contextvars() == {}
+
+
+async def test_one_correlation_chain_from_webhook_to_reply(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake, client: ChatwootClient
+) -> None:
+    """The delivery id leads to the message id (persist's line), the message id to the turn
+    (the turns worker's line), the turn to the reply's ref (deliver's lines)."""
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)  # past any debounce window
+    with capture_logs(processors=MERGED) as logs:
+        [entry_id] = await feed(redis, topology, "message_created__whatsapp_incoming_phone")
+        await persist_runner(redis, store, topology).drain()
+        await TurnEmitter(store, redis, topology, clock=lambda: later).drain()
+        [(_, fields)] = await redis.xrange(topology.key("turns"))
+        turn = events.decode(events.TurnEntry, fields)
+        await reply(redis, topology, conversation=turn.conversation, ref="the-reply",
+                    turn=turn.turn)  # fmt: skip
+        await deliver_runner(redis, store, topology, client).runner.drain()
+    [stored] = [line for line in logs if line["event"] == "event.persisted"]
+    assert stored["entry"] == entry_id and stored["delivery"] and stored["message"] == 918310
+    [emitted] = [line for line in logs if line["event"] == "turn.emitted"]
+    assert emitted["message"] == 918310 and emitted["turn"] == turn.turn
+    [sent] = [line for line in logs if line["event"] == "reply.sent"]
+    assert sent["turn"] == turn.turn and sent["ref"] == "the-reply"
