@@ -20,7 +20,7 @@ from ingress.topology import Topology
 from tests.conftest import Fake
 from tests.consumers.test_deliver import client, deliver_runner, posts, reply
 from tests.consumers.test_runner import add, runner
-from tests.pipeline import feed, persist_runner
+from tests.pipeline import feed, persist_runner, xrange
 
 __all__ = ["client"]  # the fixture, shared with test_deliver
 MERGED = [structlog.contextvars.merge_contextvars]
@@ -115,7 +115,7 @@ async def test_one_correlation_chain_from_webhook_to_reply(
         [entry_id] = await feed(redis, topology, "message_created__whatsapp_incoming_phone")
         await persist_runner(redis, store, topology).drain()
         await TurnEmitter(store, redis, topology, clock=lambda: later).drain()
-        [(_, fields)] = await redis.xrange(topology.key("turns"))
+        [(_, fields)] = await xrange(redis, topology.key("turns"))
         turn = events.decode(events.TurnEntry, fields)
         await reply(redis, topology, conversation=turn.conversation, ref="the-reply",
                     turn=turn.turn)  # fmt: skip
