@@ -16,6 +16,7 @@ from consumers import servers
 from ingress.errors import ConfigError
 from ingress.settings import Settings
 from ingress.topology import Topology
+from tests.conftest import BOT_TOKEN, Fake
 from tests.consumers.test_cli import run
 
 
@@ -28,7 +29,7 @@ def record(redis_url: str, database_url: str, streams: Path, pid: int) -> server
             "REDIS_URL": redis_url,
             "DATABASE_URL": database_url,
             "SWITCHBOARD_STREAMS": str(streams),
-            "CHATWOOT_API_TOKEN": "demo-bot-token",
+            "CHATWOOT_API_TOKEN": "a-token",
         },
     )
 
@@ -109,13 +110,15 @@ def bare_env(home: Path) -> dict[str, str]:
 
 async def test_commands_find_the_servers_from_any_directory(
     redis: aioredis.Redis, topology: Topology, redis_url: str, database_url: str,
-    streams_file: Path, tmp_path: Path,
+    streams_file: Path, tmp_path: Path, fake: Fake,
 ) -> None:  # fmt: skip
     """`streams` and `doctor` run from another directory, with no URL in the environment,
-    use what `up` recorded and say so on stderr."""
+    use what `up` recorded (the demo's Chatwoot included) and say so on stderr."""
     home = tmp_path / "home"
-    servers.write(home / "servers.json", record(redis_url, database_url, streams_file,
-                                                os.getpid()))  # fmt: skip
+    recorded = record(redis_url, database_url, streams_file, os.getpid())
+    recorded.env.update(CHATWOOT_BASE_URL=fake.url, CHATWOOT_API_TOKEN=BOT_TOKEN,
+                        CHATWOOT_WEBHOOK_SECRETS="s")  # fmt: skip
+    servers.write(home / "servers.json", recorded)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     for command in ("streams", "doctor"):
@@ -140,3 +143,15 @@ def test_a_stale_file_stops_a_command_in_one_line(tmp_path: Path) -> None:
 
 def run_args(command: str) -> list[str]:
     return [str(Path(sys.executable).parent / "switchboard"), command]
+
+
+def test_the_packaged_streams_yaml_serves_any_directory(
+    tmp_path: Path, redis_url: str, database_url: str
+) -> None:
+    """No SWITCHBOARD_STREAMS and no streams.yaml in the working directory: the packaged
+    default is used (it used to fail with "streams.yaml: cannot read")."""
+    env = bare_env(tmp_path / "no-home") | {"REDIS_URL": redis_url, "DATABASE_URL": database_url}
+    done = subprocess.run(run_args("streams"), env=env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "sb:events" in done.stdout and "using the servers" not in done.stderr
