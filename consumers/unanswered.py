@@ -23,7 +23,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from consumers import conversation as cv
 from consumers.counters import Counters
@@ -31,6 +31,7 @@ from consumers.polling import PollingWorker
 from consumers.store import DueAnswer, Store, Tx
 from consumers.store.rows import DueTurn
 from ingress import events
+from ingress.connect import UNAVAILABLE
 from ingress.events import OutboundKind
 from ingress.topology import Topology
 
@@ -129,8 +130,10 @@ class Unanswered(PollingWorker):
         self.redis = redis
         self.outbound_key = topology.key("outbound")
         # Postponements for a deliver group behind, per overdue turn (account, conversation,
-        # answer_through): bounded here, so a dead deliver never stops hand-offs.
-        self.behind_waits: dict[tuple[int, int, int], int] = {}
+        # answer_through), with when the last one was made: bounded here, so a dead deliver
+        # never stops hand-offs. A turn answered meanwhile never comes back due, so its entry
+        # is forgotten once it is older than a postponement could be (see _forget_settled).
+        self.behind_waits: dict[tuple[int, int, int], tuple[int, dt.datetime]] = {}
 
     async def step(self) -> int:
         return await self.hand_off_due()
@@ -142,6 +145,7 @@ class Unanswered(PollingWorker):
         behind = await self.deliver_behind()
         async with self.store.transaction() as tx:
             now = self.clock() if self.clock is not None else await tx.now()
+            self._forget_settled(now)
             due = await tx.due_answers(now, self.batch)
             for item in due:
                 outcome = await self._settle(tx, item, now, deliver_behind=behind)
@@ -155,6 +159,16 @@ class Unanswered(PollingWorker):
                         conversation=item.conversation_id, through=item.answer_through,
                         holds=item.answer_holds)  # fmt: skip
         return len(due)
+
+    def _forget_settled(self, now: dt.datetime) -> None:
+        """Drop the postponements of turns that did not come back due: answered, taken by a
+        human, or cleared. Memory stays bounded by the turns overdue at one time."""
+        horizon = now - BEHIND_WAIT * 3
+        self.behind_waits = {
+            key: (waits, last)
+            for key, (waits, last) in self.behind_waits.items()
+            if last >= horizon
+        }
 
     async def deliver_behind(self) -> bool:
         """Might a reply still wait in `sb:outbound`? The deliver group has entries not yet
@@ -178,7 +192,7 @@ class Unanswered(PollingWorker):
             return int(await self.redis.xlen(self.outbound_key)) > 0
         except ResponseError:
             return False  # no stream: no reply waits in it
-        except RedisError:
+        except UNAVAILABLE:
             return True  # cannot tell: the bound on postponements still applies
 
     async def _settle(
@@ -208,10 +222,10 @@ class Unanswered(PollingWorker):
             await tx.postpone_answer(item.account_id, item.conversation_id, now + within)
             return Outcome.POSTPONED
         key = (item.account_id, item.conversation_id, item.answer_through)
-        waits = self.behind_waits.get(key, 0)
+        waits = self.behind_waits.get(key, (0, now))[0]
         if deliver_behind and waits < BEHIND_MAX:
             # The reply may be in sb:outbound, unread: a hand-off now would overtake it.
-            self.behind_waits[key] = waits + 1
+            self.behind_waits[key] = (waits + 1, now)
             await tx.postpone_answer(item.account_id, item.conversation_id, now + BEHIND_WAIT)
             log.info("turn.handoff_postponed", reason="deliver behind", waits=waits + 1)
             return Outcome.POSTPONED

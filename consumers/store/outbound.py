@@ -37,9 +37,11 @@ class OutboundSQL(SQL):
                 private, content_attributes, status, turn, stream_id, inbox_id, source_id,
                 contact_id, next_attempt_at, covers_through)
             VALUES ($1, $2, $3, $4, $5, $6, $7::jsonb, 'queued', $8, $9, $10, $11, $12, $13,
-                -- a public reply without a turn answers what was awaited when it was queued
+                -- A public reply without a turn answers what an agent had been given when it
+                -- was queued: the turns emitted, not a burst still debouncing (a business
+                -- notice posted meanwhile must not swallow the customer's question).
                 CASE WHEN $4 = 'message' AND NOT $6 AND $8::text IS NULL THEN (
-                    SELECT last_inbound_message_id FROM conversations
+                    SELECT emitted_through FROM conversations
                     WHERE account_id = $2 AND chatwoot_conversation_id = $3) END)
             ON CONFLICT (ref) DO NOTHING
             """,

@@ -164,6 +164,23 @@ async def test_a_reply_without_turn_on_its_way_postpones_the_handoff(
     assert (await conversation(store))["answer_due_at"] == at(241)
 
 
+async def test_a_reply_without_turn_during_the_debounce_leaves_the_question_its_turn(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake, client: ChatwootClient
+) -> None:
+    """A business system's notice (no `turn`) posted while the customer's burst still
+    debounces answers nothing the agent was given: the question still gets its turn."""
+    topology = with_turns(topology, debounce_ms=2000)
+    await persist(redis, store, topology, "message_created__whatsapp_incoming_phone")
+    await reply(redis, topology, conversation=1044, ref="order-shipped", content="Shipped")
+    await Delivery(redis, store, topology, client).drain()
+    [row] = await rows(store, "SELECT status, covers_through FROM outbound")
+    assert row == {"status": "sent", "covers_through": 0}
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=30)
+    assert await TurnEmitter(store, redis, topology, clock=lambda: later).drain() == 1
+    turns = {topology.key(route.stream) for route in topology.routes}
+    assert sum([await redis.xlen(key) for key in turns]) == 1
+
+
 @pytest.mark.parametrize("kind", ["hold", "typing_on"])
 async def test_hold_and_typing_on_push_the_deadline(
     kind: str,
@@ -348,6 +365,27 @@ async def test_a_reply_still_in_the_outbound_stream_postpones_the_handoff(
     assert (await conversation(store))["answer_due_at"] is None
     assert await worker(store, redis, topology, 10_000).drain() == 0
     assert await handoff_rows(store) == []
+
+
+async def test_a_postponed_turn_answered_meanwhile_is_forgotten(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake, client: ChatwootClient
+) -> None:
+    """A hand-off postponed for a deliver group behind, then answered: the worker keeps no
+    trace of it (a long-running worker's memory stays bounded by the turns overdue at once)."""
+    now = [121.0]
+    unanswered = Unanswered(store, redis, topology, clock=lambda: at(now[0]))
+    await turn_emitted(redis, store, topology)
+    await reply(redis, topology, conversation=1044, turn=TURN, ref="answer")
+    assert await unanswered.drain() == 1  # deliver behind: postponed
+    assert len(unanswered.behind_waits) == 1
+    delivery = Delivery(redis, store, topology, client)
+    delivery.clock.at = at(125)
+    await delivery.drain()
+    assert (await conversation(store))["answer_due_at"] is None
+    now[0] = 10_000
+    assert await unanswered.drain() == 0
+    assert await handoff_rows(store) == []
+    assert unanswered.behind_waits == {}
 
 
 async def test_a_deliver_group_that_never_catches_up_delays_the_handoff_boundedly(
