@@ -29,6 +29,8 @@ from consumers.errors import StoreError
 from consumers.polling import PollingWorker
 from consumers.store import DueTurn, Store, Tx
 from consumers.store.notify import TURNS_DUE, Listener
+from consumers.store.timeline import TimelineSQL
+from consumers.timeline import TurnLogged
 from ingress import events
 from ingress.topology import Topology
 
@@ -186,3 +188,18 @@ class TurnEmitter(PollingWorker):
                 await tx.mark_emitted(item.turn)
                 # Its reply is due from now on, or the conversation goes to humans.
                 await unanswered.expect_answer(tx, self.topology, item.turn, now)
+            # For the conversation's timeline (`switchboard conversation`, the ops page).
+            await TimelineSQL(tx.conn).record_turns([_logged(i) for i in published], now)
+
+
+def _logged(item: Claimed) -> TurnLogged:
+    entry = item.entry
+    return TurnLogged(
+        turn=entry.turn,
+        account_id=entry.account,
+        conversation_id=entry.conversation,
+        through=entry.through,
+        message_ids=[m.id for m in entry.messages],
+        route=entry.route,
+        stream=item.key,
+    )
