@@ -111,7 +111,7 @@ def _webhook(row: dict[str, Any]) -> Event:
     return Event(
         at=row["received_at"],
         kind=Kind.WEBHOOK,
-        summary=f"{row['event']} {row['outcome']}{detail}",
+        summary=f"{row['event']} {row['outcome']}{detail}, delivery {row['delivery_id'] or '-'}",
         fields={k: row.get(k) for k in ("event", "delivery_id", "outcome", "detail", "source",
                                         "stream_id")},
     )  # fmt: skip
