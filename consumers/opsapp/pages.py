@@ -168,9 +168,8 @@ async def replay_confirm(request: Request) -> Response:
 async def replay(request: Request) -> Response:
     ctx = context(request)
     entry_id = params.entry_id(request.path_params["entry"])
-    form = await request.form()
-    offered = form.get("form_token")
-    if not isinstance(offered, str) or not ctx.guard.form_allowed(request, offered):
+    offered = (await params.form(request)).get("form_token", "")
+    if not ctx.guard.form_allowed(request, offered):
         return page("Refused", tag("p", "This form is stale or from another site."), status=403)
     replayer = dlq.Replayer(ctx.redis, ctx.store, ctx.topology, clock=ctx.clock)
     async for _, d in dlq.select(ctx.redis, ctx.topology, dlq.Selection(id=entry_id)):
@@ -183,8 +182,8 @@ async def replay(request: Request) -> Response:
 async def login(request: Request) -> Response:
     guard = context(request).guard
     if request.method == "POST":
-        offered = (await request.form()).get("token")
-        session = guard.session_for(offered) if isinstance(offered, str) else None
+        offered = (await params.form(request)).get("token", "")
+        session = guard.session_for(offered)
         if session is not None:
             answer = RedirectResponse("/", status_code=303)
             answer.set_cookie(COOKIE, session, httponly=True, samesite="strict",

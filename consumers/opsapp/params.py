@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import urllib.parse
 from collections.abc import Mapping
+
+from starlette.requests import Request
 
 ENTRY_ID = re.compile(r"\d{1,20}-\d{1,20}")
 MAX_TEXT = 200
@@ -66,3 +69,21 @@ def entry_id(raw: str, name: str = "entry") -> str:
     if not ENTRY_ID.fullmatch(raw):
         raise BadParameter(name, "not a stream entry id, e.g. 1718700000000-0")
     return raw
+
+
+MAX_FORM_BYTES = 16 * 1024
+
+
+async def form(request: Request) -> dict[str, str]:
+    """A small url-encoded form (the page's forms send a field or two). Parsed here rather
+    than with `request.form()`, which needs python-multipart for what two fields need not."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise BadParameter("form", f"over {MAX_FORM_BYTES} bytes")
+    try:
+        fields = urllib.parse.parse_qs(body.decode(errors="replace"), max_num_fields=20)
+    except ValueError:
+        raise BadParameter("form", "too many fields") from None
+    return {name: values[-1] for name, values in fields.items()}

@@ -82,7 +82,7 @@ class OverviewSQL(SQL):
         rows = await self.conn.fetch(
             """
             SELECT date_trunc('hour', created_at) AS hour, direction, count(*) AS messages
-            FROM messages WHERE created_at >= $1 - make_interval(hours => $2)
+            FROM messages WHERE created_at >= $1::timestamptz - make_interval(hours => $2::int)
             GROUP BY 1, 2 ORDER BY 1, 2
             """,
             now,
@@ -94,7 +94,8 @@ class OverviewSQL(SQL):
         rows = await self.conn.fetch(
             """
             SELECT date_trunc('minute', received_at) AS minute, outcome, count(*) AS webhooks
-            FROM webhook_events WHERE received_at >= $1 - make_interval(mins => $2)
+            FROM webhook_events
+            WHERE received_at >= $1::timestamptz - make_interval(mins => $2::int)
             GROUP BY 1, 2 ORDER BY 1, 2
             """,
             now,
@@ -111,7 +112,8 @@ class OverviewSQL(SQL):
                 percentile_cont(0.95) WITHIN GROUP (ORDER BY seconds) AS p95_s,
                 max(seconds) AS max_s
             FROM (SELECT extract(epoch FROM sent_at - created_at)::float8 AS seconds
-                  FROM outbound WHERE sent_at >= $1 - make_interval(mins => $2)) posted
+                  FROM outbound
+                  WHERE sent_at >= $1::timestamptz - make_interval(mins => $2::int)) posted
             """,
             now,
             minutes,

@@ -35,7 +35,11 @@ async def tell(
     await persist(redis, store, topology, "message_created__outgoing_agent_user")
     await reply(redis, topology, conversation=CONVERSATION, ref="late-bot")
     await deliver(deliver_runner(redis, store, topology, client))
-    # A webhook of this conversation whose body is not JSON: dead-lettered by persist.
+    await dead_letter(redis, store, topology)
+
+
+async def dead_letter(redis: aioredis.Redis, store: Store, topology: Topology) -> None:
+    """A webhook of the conversation whose body is not JSON: dead-lettered by persist."""
     broken = events.EventEntry(event="message_created", delivery="broken-1", account=ACCOUNT,
                                conversation=CONVERSATION, received_at=int(time.time() * 1000),
                                signed=True, body=b"{not json")  # fmt: skip
