@@ -74,10 +74,10 @@ def link(href: str, text: object, **query: object) -> Safe:
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[object]], *, id_: str = "") -> Safe:
-    head = join(tag("th", h) for h in headers)
+    # A table of facts (no column names) has no header row.
+    head = tag("thead", tag("tr", join(tag("th", h) for h in headers))) if any(headers) else ""
     body = join(tag("tr", join(tag("td", c) for c in row)) for row in rows)
-    return tag("table", join([tag("thead", tag("tr", head)), tag("tbody", body)]),
-               id=id_ or None)  # fmt: skip
+    return tag("table", join([head, tag("tbody", body)]), id=id_ or None)
 
 
 def field(name: str, value: object, *, label: str, options: Sequence[str] = ()) -> Safe:
