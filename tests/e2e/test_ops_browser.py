@@ -38,7 +38,7 @@ def chromium() -> str:
 
 
 def test_a_webhook_its_conversation_and_its_reply_on_the_ops_page(
-    deployment: Deployment, chromium: str, tmp_path: Path
+    chromium: str, deployment: Deployment, tmp_path: Path
 ) -> None:
     d = deployment
     port = services.free_port()
