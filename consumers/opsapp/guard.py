@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 
@@ -63,12 +64,10 @@ class Guard:
         return hmac.new(self.form_key, f"form:{seed}".encode(), hashlib.sha256).hexdigest()
 
     def form_allowed(self, request: Request, offered: str) -> bool:
-        """A page's POST: same origin (when the browser says) and the form token."""
+        """A page's POST: same origin (when the browser says) and the form token. The host is
+        compared, not the scheme: behind a TLS proxy the browser's origin is https while the
+        app is spoken to in http; another site differs in its host."""
         origin = request.headers.get("origin")
-        if origin is not None and origin != _own_origin(request):
+        if origin is not None and urlsplit(origin).netloc != request.headers.get("host"):
             return False
         return hmac.compare_digest(offered.encode(), self.form_token(request).encode())
-
-
-def _own_origin(request: Request) -> str:
-    return f"{request.url.scheme}://{request.headers.get('host', '')}"

@@ -9,11 +9,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import httpx
 import redis.asyncio as aioredis
 
 from consumers.chatwoot import ChatwootClient
 from consumers.store import Store
 from ingress.topology import Topology
+from tests import services
 from tests.consumers.opsapp import story
 from tests.consumers.test_deliver import client
 
@@ -102,3 +104,21 @@ def test_ops_refuses_a_network_address_without_a_token(process_env: dict[str, st
     assert done.returncode == 2
     assert done.stderr == ("switchboard ops: OPS_TOKEN is not set: refusing to serve on 0.0.0.0; "
                            "set OPS_TOKEN, or serve on 127.0.0.1\n")  # fmt: skip
+
+
+def test_ops_without_a_token_serves_this_machine_and_says_so(
+    process_env: dict[str, str], workdir: Path
+) -> None:
+    """Unset OPS_TOKEN: `switchboard ops` starts on 127.0.0.1, saying there is no sign-in, and
+    its views answer without a token; it stops cleanly on SIGTERM."""
+    env = {k: v for k, v in process_env.items() if k != "OPS_TOKEN"}
+    port = services.free_port()
+    ops = services.Process("ops-open", [SWITCHBOARD, "ops", "--port", str(port)], env, workdir)
+    try:
+        services.wait_http(f"http://127.0.0.1:{port}/api/streams", ops)
+        answer = httpx.get(f"http://127.0.0.1:{port}/api/streams")
+        assert answer.status_code == 200 and isinstance(answer.json(), list)
+    finally:
+        assert ops.stop() == 0, ops.output()
+    assert (f"switchboard ops: OPS_TOKEN unset: no sign-in, serving http://127.0.0.1:{port}/ "
+            "on this machine only (127.0.0.1)") in ops.output()  # fmt: skip
