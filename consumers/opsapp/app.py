@@ -30,7 +30,9 @@ def guarded(view: View, *, api_view: bool) -> View:
     async def run(request: Request) -> Response:
         if not context(request).guard.allowed(request):
             if api_view:
-                return api.json({"error": "unauthorized: Authorization: Bearer OPS_TOKEN"}, 401)
+                refused = api.json({"error": "unauthorized: Authorization: Bearer OPS_TOKEN"}, 401)
+                refused.headers["www-authenticate"] = 'Bearer realm="switchboard-ops"'
+                return refused
             return RedirectResponse("/login", status_code=303)
         try:
             return await view(request)

@@ -62,7 +62,9 @@ async def test_api_needs_the_bearer_token(
 ) -> None:
     """Without the token, or with a wrong one, the JSON views answer 401."""
     async with ops() as client:
-        assert (await client.get(path)).status_code == 401
+        refused = await client.get(path)
+        assert refused.status_code == 401
+        assert refused.headers["www-authenticate"].startswith("Bearer")
         wrong = await client.get(path, headers={"authorization": "Bearer nope"})
         assert wrong.status_code == 401
         assert (await client.get(path, headers=BEARER)).status_code in (200, 404)
