@@ -1,5 +1,5 @@
 """The `switchboard` command: up, migrate, ingress, consume, streams, dlq, replay, backfill,
-doctor."""
+doctor, conversation, ops."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from consumers import backfill, dlq, doctor, ops, servers, service
 from consumers.errors import StoreError
 from consumers.local import LocalStack, migrate
+from consumers.opsapp import commands as opsapp
 from consumers.store import Store
 from ingress import events, logs, topology
 from ingress.connect import UNAVAILABLE, redis_client
@@ -69,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
         acting.add_argument("id", nargs="?")
         acting.add_argument("--all", action="store_true", help="every dead entry")
         _selectors(acting)
+    opsapp.register(sub)
     return parser
 
 
@@ -145,6 +147,8 @@ def _dispatch(
         return asyncio.run(_dlq_replay(args, settings, topo))
     if args.command == "backfill":
         return asyncio.run(_backfill(args, settings, topo))
+    if args.command in opsapp.NAMES:
+        return opsapp.run(args, settings, topo)
     return asyncio.run(_with_redis(settings, lambda redis: _redis_command(args, redis, topo)))
 
 

@@ -30,6 +30,8 @@ from consumers.errors import StoreError
 from consumers.polling import PollingWorker
 from consumers.store import DueTurn, Store, Tx
 from consumers.store.notify import TURNS_DUE, Listener
+from consumers.store.timeline import TimelineSQL
+from consumers.timeline import TurnLogged
 from ingress import events
 from ingress.topology import Topology
 
@@ -191,5 +193,20 @@ class TurnEmitter(PollingWorker):
                 await tx.mark_emitted(item.turn)
                 # Its reply is due from now on, or the conversation goes to humans.
                 await unanswered.expect_answer(tx, self.topology, item.turn, now)
+            # For the conversation's timeline (`switchboard conversation`, the ops page).
+            await TimelineSQL(tx.conn).record_turns([_logged(i) for i in published], now)
         if self.counters is not None:
             await self.counters.observe(TURN_EMITTED, waits)
+
+
+def _logged(item: Claimed) -> TurnLogged:
+    entry = item.entry
+    return TurnLogged(
+        turn=entry.turn,
+        account_id=entry.account,
+        conversation_id=entry.conversation,
+        through=entry.through,
+        message_ids=[m.id for m in entry.messages],
+        route=entry.route,
+        stream=item.key,
+    )

@@ -29,6 +29,7 @@ TABLES = (
     "outbound",
     "webhook_events",
     "backfill_watermarks",
+    "turn_log",
 )
 BOT_TOKEN = "test-bot-token"
 USER_TOKEN = "test-user-token"

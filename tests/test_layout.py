@@ -36,6 +36,7 @@ PURE = [
     "consumers/synthetic.py",
     "consumers/steps.py",
     "consumers/echoes.py",
+    "consumers/timeline.py",
 ]
 ONLY_IN = {"asyncpg": "consumers/store/", "httpx": "consumers/chatwoot.py"}
 

@@ -6,4 +6,21 @@
 -- for those messages as a reply to a turn does.
 ALTER TABLE outbound ADD COLUMN IF NOT EXISTS covers_through bigint;
 
+-- Conversation timeline (issue #11): each turn emitted, with the customer messages it carried,
+-- for `switchboard conversation` and the ops page (the turns streams are trimmed; this stays).
+-- Written in the transaction that marks the turn emitted, so it is there exactly when the
+-- conversation's `emitted_through` says the turn went out.
+CREATE TABLE IF NOT EXISTS turn_log (
+    turn                      text PRIMARY KEY,
+    account_id                bigint NOT NULL,
+    chatwoot_conversation_id  bigint NOT NULL,
+    through                   bigint NOT NULL,
+    message_ids               bigint[] NOT NULL DEFAULT '{}',
+    route                     text,
+    stream                    text,
+    emitted_at                timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS turn_log_conversation
+    ON turn_log (account_id, chatwoot_conversation_id, emitted_at);
+
 INSERT INTO schema_version (version) VALUES (3) ON CONFLICT DO NOTHING;
