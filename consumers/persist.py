@@ -15,8 +15,8 @@ from collections.abc import Callable
 import msgspec
 import structlog
 
+from consumers import attributes, decisions, echoes, statuses
 from consumers import conversation as cv
-from consumers import decisions, echoes, statuses
 from consumers.clock import utcnow
 from consumers.errors import PermanentError, StoreError
 from consumers.runner import StreamEntry, by_conversation
@@ -261,6 +261,7 @@ class Persister:
         account = _account(contact.account, event)
         if account is None:
             return "ignored", "no account id in the payload"
+        extra = attributes.of_contact(contact)
         await tx.upsert_contact(
             account_id=account,
             contact_id=contact.id,
@@ -269,6 +270,8 @@ class Persister:
             phone=contact.phone_number,
             identifier=contact.identifier,
             version=_contact_version(contact, event),
+            custom_attributes=extra.custom_attributes,
+            additional_attributes=extra.additional_attributes,
         )
         return "applied", None
 
@@ -280,14 +283,16 @@ class Persister:
         *,
         event: str,
         changed: list[dict[str, object]] | None = None,
+        inbox: views.InboxRef | None = None,
     ) -> ConversationRow:
-        """Fields from the newest snapshot (by `updated_at`); signals merged from every one."""
+        """Fields from the newest snapshot (by `updated_at`); signals merged from every one.
+        `inbox`: a message event's, whose name the snapshot lacks."""
         existing = await tx.lock_conversation(account, view.id)
         policy = self.topology.policy_for(
             account=account, inbox=view.inbox_id, channel=view.channel
         )
         signals = cv.snapshot_signals(view, event=event, changed=changed, policy=policy)
-        row = _conversation_row(account, view)
+        row = _conversation_row(account, view, inbox)
         if existing is None:
             row = _with_takeover(row, cv.Takeover(human_since=None, bot_since=None), signals)
             if await tx.insert_conversation(row):
@@ -330,9 +335,12 @@ class Persister:
         _check_time("message.created_at", msg.created_at)
         for embedded in msg.conversation.messages:
             _check_time("conversation.messages[].updated_at", embedded.updated_at)
-        conv = await self._conversation(tx, account, msg.conversation, event=event.event)
+        conv = await self._conversation(
+            tx, account, msg.conversation, event=event.event, inbox=msg.inbox
+        )
         who = cv.speaker(msg)
         if who.kind is cv.SenderKind.CONTACT and msg.sender and msg.sender.id is not None:
+            extra = attributes.of_contact(msg.sender)
             await tx.upsert_contact(
                 account_id=account,
                 contact_id=msg.sender.id,
@@ -341,6 +349,8 @@ class Persister:
                 phone=msg.sender.phone_number,
                 identifier=msg.sender.identifier,
                 version=int((cv.epoch(msg.created_at) or 0) * 1000),
+                custom_attributes=extra.custom_attributes,
+                additional_attributes=extra.additional_attributes,
             )
         echo = msg.ext_ref is not None and await self._match_echo(tx, account, msg)
         ours = echo or (who.kind is cv.SenderKind.AGENT_BOT and who.id == self.bot_id)
@@ -497,9 +507,12 @@ def _contact_version(contact: views.Contact, event: events.EventEntry) -> int:
     return event.received_at
 
 
-def _conversation_row(account: int, view: views.Conversation) -> ConversationRow:
+def _conversation_row(
+    account: int, view: views.Conversation, inbox: views.InboxRef | None = None
+) -> ConversationRow:
     meta = view.meta or views.Meta()
     sender = meta.sender or views.Person()
+    extra = attributes.of_conversation(view, inbox)
     return ConversationRow(
         account_id=account,
         conversation_id=view.id,
@@ -514,6 +527,9 @@ def _conversation_row(account: int, view: views.Conversation) -> ConversationRow
         labels=sorted(view.labels),
         handler=cv.Handler.BOT,
         version=view.updated_at or 0.0,
+        custom_attributes=extra.custom_attributes,
+        additional_attributes=extra.additional_attributes,
+        inbox_name=extra.inbox_name,
     )
 
 

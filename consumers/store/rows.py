@@ -26,6 +26,10 @@ class ConversationRow(msgspec.Struct, kw_only=True):
     human_since: float | None = None
     bot_since: float | None = None
     version: float
+    # Only written (never read back by lock_conversation): jsonb text, None to keep the stored.
+    custom_attributes: str | None = None
+    additional_attributes: str | None = None
+    inbox_name: str | None = None
 
 
 class MessageRow(msgspec.Struct, kw_only=True):
