@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import msgspec
 
 from consumers.conversation import Handler
 from consumers.statuses import Outbound
+from ingress import events
 
 
 class ConversationRow(msgspec.Struct, kw_only=True):
@@ -66,6 +68,18 @@ class DueTurn(msgspec.Struct, kw_only=True):
     emitted_through: int
     answered_through: int
     last_inbound_message_id: int
+
+
+class TurnContent(msgspec.Struct, kw_only=True):
+    """What a due turn carries, read in one query (consumers/store/turns.py)."""
+
+    messages: list[events.TurnMessage]
+    history: list[events.HistoryMessage] = []
+    contact: events.TurnContact | None = None
+    inbox_name: str | None = None
+    labels: list[str] = []
+    custom_attributes: dict[str, Any] = {}
+    additional_attributes: dict[str, Any] = {}
 
 
 class DueAnswer(msgspec.Struct, kw_only=True):
