@@ -1,4 +1,4 @@
-"""Turn bookkeeping: the durable schedule of customer turns."""
+"""Turn bookkeeping: the durable schedule of customer turns, and what a due turn carries."""
 
 from __future__ import annotations
 
@@ -14,6 +14,45 @@ from ingress import events
 
 # The channel a transaction making a turn due now notifies (consumers/store/notify.py listens).
 TURNS_DUE = "switchboard_turns_due"
+
+# One round trip for all a turn carries (see `TurnSQL.turn_content`).
+TURN_CONTENT = """
+SELECT c.labels, c.inbox_name, c.custom_attributes::text AS custom_attributes,
+    c.additional_attributes::text AS additional_attributes,
+    k.name, k.email, k.phone, k.identifier,
+    k.custom_attributes::text AS contact_custom,
+    k.additional_attributes::text AS contact_additional,
+    ARRAY(
+        SELECT ROW(m.chatwoot_message_id, m.content, m.attachments::text,
+            m.created_at)
+        FROM messages m
+        WHERE m.account_id = $1 AND m.chatwoot_conversation_id = $2
+            AND m.chatwoot_message_id > $3 AND m.chatwoot_message_id <= $4
+            AND m.direction = 'inbound' AND m.sender_kind = 'contact'
+            AND NOT m.private AND NOT m.deleted
+        ORDER BY m.chatwoot_message_id
+    ) AS messages,
+    ARRAY(
+        SELECT ROW(h.chatwoot_message_id, h.content, h.attachments::text,
+            h.created_at, h.direction, h.sender_kind, h.sender_id, h.content_type,
+            h.private)
+        FROM (
+            SELECT m.chatwoot_message_id, m.content, m.attachments, m.created_at, m.direction,
+                m.sender_kind, m.sender_id, m.content_type, m.private
+            FROM messages m
+            WHERE m.account_id = $1 AND m.chatwoot_conversation_id = $2
+                AND m.chatwoot_message_id <= $4 AND NOT m.deleted
+                AND (NOT m.private OR $6)
+            ORDER BY m.chatwoot_message_id DESC
+            LIMIT $5
+        ) h
+        ORDER BY h.chatwoot_message_id
+    ) AS history
+FROM conversations c
+LEFT JOIN contacts k
+    ON k.account_id = c.account_id AND k.chatwoot_contact_id = c.contact_id
+WHERE c.account_id = $1 AND c.chatwoot_conversation_id = $2
+"""
 
 
 class TurnSQL(SQL):
@@ -157,41 +196,7 @@ class TurnSQL(SQL):
         history holds agents' private notes only when `private` (the route's
         `history_private`)."""
         row = await self.conn.fetchrow(
-            """
-            SELECT c.labels, c.inbox_name, c.custom_attributes::text AS custom_attributes,
-                c.additional_attributes::text AS additional_attributes,
-                k.name, k.email, k.phone, k.identifier,
-                k.custom_attributes::text AS contact_custom,
-                k.additional_attributes::text AS contact_additional,
-                ARRAY(
-                    SELECT ROW(m.chatwoot_message_id, m.content, m.attachments::text,
-                        m.created_at)
-                    FROM messages m
-                    WHERE m.account_id = $1 AND m.chatwoot_conversation_id = $2
-                        AND m.chatwoot_message_id > $3 AND m.chatwoot_message_id <= $4
-                        AND m.direction = 'inbound' AND m.sender_kind = 'contact'
-                        AND NOT m.private AND NOT m.deleted
-                    ORDER BY m.chatwoot_message_id
-                ) AS messages,
-                ARRAY(
-                    SELECT ROW(h.chatwoot_message_id, h.content, h.attachments::text,
-                        h.created_at, h.direction, h.sender_kind, h.sender_id, h.content_type,
-                        h.private)
-                    FROM (
-                        SELECT * FROM messages m
-                        WHERE m.account_id = $1 AND m.chatwoot_conversation_id = $2
-                            AND m.chatwoot_message_id <= $4 AND NOT m.deleted
-                            AND (NOT m.private OR $6)
-                        ORDER BY m.chatwoot_message_id DESC
-                        LIMIT $5
-                    ) h
-                    ORDER BY h.chatwoot_message_id
-                ) AS history
-            FROM conversations c
-            LEFT JOIN contacts k
-                ON k.account_id = c.account_id AND k.chatwoot_contact_id = c.contact_id
-            WHERE c.account_id = $1 AND c.chatwoot_conversation_id = $2
-            """,
+            TURN_CONTENT,
             turn.account_id,
             turn.conversation_id,
             turn.answered_through,
@@ -247,10 +252,7 @@ class TurnSQL(SQL):
 # and, in the history, then (direction, sender_kind, sender_id, content_type, private).
 def _turn_message(r: tuple[Any, ...]) -> events.TurnMessage:
     return events.TurnMessage(
-        id=r[0],
-        content=r[1],
-        attachments=msgspec.json.decode(r[2], type=list[events.Attachment]),
-        created_at=_iso(r[3]),
+        id=r[0], content=r[1], attachments=_attachments(r[2]), created_at=_iso(r[3])
     )
 
 
@@ -258,7 +260,7 @@ def _history_message(r: tuple[Any, ...]) -> events.HistoryMessage:
     return events.HistoryMessage(
         id=r[0],
         content=r[1],
-        attachments=msgspec.json.decode(r[2], type=list[events.Attachment]),
+        attachments=_attachments(r[2]),
         created_at=_iso(r[3]),
         direction=r[4],
         sender_kind=r[5],
@@ -266,6 +268,14 @@ def _history_message(r: tuple[Any, ...]) -> events.HistoryMessage:
         content_type=r[7],
         private=r[8],
     )
+
+
+_attachments_decoder = msgspec.json.Decoder(list[events.Attachment])
+
+
+def _attachments(text: str) -> list[events.Attachment]:
+    # Most messages have none: no decoder call for them (a turn carries up to 200 messages).
+    return [] if text == "[]" else _attachments_decoder.decode(text)
 
 
 def _iso(value: dt.datetime | None) -> str:

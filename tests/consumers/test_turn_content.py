@@ -129,6 +129,21 @@ async def test_the_stream_entry_is_flat_fields_with_json_values(
     assert fields[b"inbox_name"] == b"Website"
 
 
+async def test_a_push_carries_the_same_json_as_the_stream(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """The push group's body (the turn decoded from the stream, encoded as one JSON object)
+    holds each field as the stream entry does: nested fields are the same JSON."""
+    await the_turn(redis, store, topology)
+    [(_, fields)] = await xrange(redis, topology.key("turns"))
+    body = msgspec.json.decode(events.json_encoder.encode(events.decode(events.TurnEntry, fields)))
+    nested = ("messages", "history", "contact_details", "labels", "custom_attributes")
+    for name in (*nested, "additional_attributes"):
+        assert body[name] == msgspec.json.decode(fields[name.encode()]), name
+    assert body["inbox_name"] == fields[b"inbox_name"].decode()
+    assert set(body) == {k.decode() for k in fields}
+
+
 @pytest.mark.parametrize(
     ("history", "expected"),
     [
