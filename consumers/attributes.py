@@ -71,8 +71,13 @@ def of_conversation(view: views.Conversation, inbox: views.InboxRef | None) -> C
     return ConversationExtras(
         custom_attributes=jsonb(view.custom_attributes),
         additional_attributes=jsonb(view.additional_attributes),
-        inbox_name=text(inbox.name) if inbox is not None else None,
+        inbox_name=of_conversation_inbox(inbox),
     )
+
+
+def of_conversation_inbox(inbox: views.InboxRef | None) -> str | None:
+    """The inbox's name, when the event carries it (a message event's `inbox`)."""
+    return text(inbox.name) if inbox is not None else None
 
 
 def _loads(raw: msgspec.Raw) -> Any:

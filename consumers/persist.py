@@ -306,6 +306,7 @@ class Persister:
             await tx.update_conversation(row)
         else:
             row = await self._merge_signals(tx, existing, signals)
+            await _fill_inbox_name(tx, existing, inbox)
         if existing.handler is cv.Handler.HUMAN and row.handler is cv.Handler.BOT:
             await self._resume(tx, row)
         return row
@@ -531,6 +532,15 @@ def _conversation_row(
         additional_attributes=extra.additional_attributes,
         inbox_name=extra.inbox_name,
     )
+
+
+async def _fill_inbox_name(tx: Tx, existing: ConversationRow, inbox: views.InboxRef | None) -> None:
+    """An older message event still gives the inbox's name when the stored (newer) snapshot
+    came without one, as conversation events do: the name then does not depend on the order
+    events came in. At most once per conversation."""
+    name = attributes.of_conversation_inbox(inbox)
+    if name is not None and existing.inbox_name is None:
+        await tx.fill_inbox_name(existing.account_id, existing.conversation_id, name)
 
 
 def _with_takeover(

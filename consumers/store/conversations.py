@@ -56,7 +56,7 @@ class ConversationSQL(SQL):
             """
             SELECT account_id, chatwoot_conversation_id AS conversation_id, inbox_id, channel,
                 contact_id, identity, status, assignee_type, assignee_id, team_id, labels,
-                handler, human_since, bot_since, version
+                handler, human_since, bot_since, version, inbox_name
             FROM conversations WHERE account_id = $1 AND chatwoot_conversation_id = $2
             FOR UPDATE
             """,
@@ -152,6 +152,19 @@ class ConversationSQL(SQL):
             WHERE account_id = $1 AND chatwoot_conversation_id = $2
             """,
             *_columns(row),
+        )
+
+    async def fill_inbox_name(self, account_id: int, conversation_id: int, name: str) -> None:
+        """The inbox's name from an event older than the stored snapshot, when none is stored:
+        only message events carry it, so the newest snapshot often has none."""
+        await self.conn.execute(
+            """
+            UPDATE conversations SET inbox_name = $3
+            WHERE account_id = $1 AND chatwoot_conversation_id = $2 AND inbox_name IS NULL
+            """,
+            account_id,
+            conversation_id,
+            name,
         )
 
     async def merge_signals(

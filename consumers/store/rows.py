@@ -28,7 +28,7 @@ class ConversationRow(msgspec.Struct, kw_only=True):
     human_since: float | None = None
     bot_since: float | None = None
     version: float
-    # Only written (never read back by lock_conversation): jsonb text, None to keep the stored.
+    # Written, not read back by lock_conversation: jsonb text, None to keep the stored.
     custom_attributes: str | None = None
     additional_attributes: str | None = None
     inbox_name: str | None = None

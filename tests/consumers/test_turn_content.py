@@ -4,6 +4,7 @@ the conversation's labels and attributes, the inbox; from webhooks through persi
 from __future__ import annotations
 
 import copy
+import itertools
 import time
 from typing import Any
 
@@ -308,3 +309,58 @@ async def test_old_and_new_agents_decode_either_entry(
     assert (old.turn, old.messages) == (turn.turn, turn.messages)
     again = events.decode(events.TurnEntry, events.encode(old))
     assert (again.history, again.contact_details, again.labels) == ([], None, [])
+
+
+def converging_events(n: int) -> list[dict[str, Any]]:
+    """Conversation 5000+n of contact 6000+n: a customer message, a newer snapshot without the
+    inbox's name (conversation events never carry it), a newer contact_updated, and an older
+    message with older contact and conversation data."""
+    conversation, contact = 5000 + n, 6000 + n
+
+    def message(message_id: int, created_at: str) -> dict[str, Any]:
+        data = customer(message_id, "hi", created_at)
+        data["conversation"]["id"] = conversation
+        data["conversation"]["contact_inbox"]["source_id"] = f"visitor-{n}"
+        data["sender"]["id"] = data["conversation"]["meta"]["sender"]["id"] = contact
+        data["sender"]["identifier"] = f"usr_{n}"
+        data["sender"]["email"] = data["conversation"]["meta"]["sender"]["email"] = None
+        return data
+
+    current = message(930000 + 10 * n, "2026-06-18T09:42:22.933Z")
+    snapshot = copy.deepcopy(current["conversation"])
+    snapshot.update(event="conversation_updated", changed_attributes=[], updated_at=1781775800.5)
+    snapshot.update(custom_attributes={"order": "A-2"}, labels=["billing", "vip"])
+    update = chatwoot.payload("contact_updated__last_activity_noise")
+    update.update(id=contact, name="Daniel Ortega-Ruiz", custom_attributes={"plan": "enterprise"})
+    update["changed_attributes"][0]["updated_at"]["current_value"] = "2026-06-18T09:50:00.000Z"
+    late = message(930000 + 10 * n - 5, "2026-06-18T09:30:00.000Z")
+    late["sender"].update(name="D. Ortega", custom_attributes={"plan": "free"})
+    late["conversation"].update(
+        updated_at=1781775000.5, custom_attributes={"order": "OLD"}, labels=["old"]
+    )
+    return [current, snapshot, update, late]
+
+
+async def test_contact_and_conversation_data_converge_whatever_the_order(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """Every order of the same four events (one conversation each) stores the newest contact
+    and conversation data, and the inbox's name though only the older messages carry it."""
+    for n, order in enumerate(itertools.permutations(range(4))):
+        found = converging_events(n)
+        for index in order:
+            await persist(redis, store, topology, found[index])
+    conversations = await rows(
+        store,
+        "SELECT custom_attributes::text, labels, inbox_name FROM conversations"
+        " WHERE chatwoot_conversation_id >= 5000",
+    )
+    contacts = await rows(
+        store,
+        "SELECT name, custom_attributes::text FROM contacts WHERE chatwoot_contact_id >= 6000",
+    )
+    assert len(conversations) == len(contacts) == 24
+    stored = {(r["custom_attributes"], tuple(r["labels"]), r["inbox_name"]) for r in conversations}
+    assert stored == {('{"order": "A-2"}', ("billing", "vip"), "Website")}
+    plan = '{"plan": "enterprise"}'
+    assert {(r["name"], r["custom_attributes"]) for r in contacts} == {("Daniel Ortega-Ruiz", plan)}
