@@ -53,6 +53,7 @@ def conversation() -> list[dict[str, Any]]:
     unsent = customer(918303, "wrong chat, sorry", "2026-06-18T09:41:40.000Z")
     bot = "message_created__outgoing_agent_bot_echo"
     note = "message_created__private_note"
+    greeting = "message_created__template_auto_reply_no_sender"
     question = "My invoice for June shows the wrong VAT number."
     return [
         first,
@@ -61,6 +62,7 @@ def conversation() -> list[dict[str, Any]]:
         unsent,
         deleted(unsent),
         customer(918305, question, "2026-06-18T09:42:22.933Z"),
+        in_conversation(greeting, 918306, "2026-06-18T09:42:23.100Z"),
     ]
 
 
@@ -87,6 +89,8 @@ async def test_a_turn_carries_history_contact_labels_attributes_and_inbox(
     (no private note, no unsent message), the contact with its attributes, the conversation's
     labels and attributes, and the inbox's name."""
     turn = await the_turn(redis, store, topology)
+    stored = await rows(store, "SELECT chatwoot_message_id AS id FROM messages ORDER BY 1")
+    assert [r["id"] for r in stored][-1] == 918306  # the greeting after the turn: not in it
     assert [m.id for m in turn.messages] == [918300, 918305]
     assert [(m.id, m.direction, m.sender_kind, m.sender_id) for m in turn.history] == [
         (918300, "inbound", "contact", 5502),
@@ -114,6 +118,17 @@ async def test_a_turn_carries_history_contact_labels_attributes_and_inbox(
     assert turn.labels == ["vip"]
     assert turn.custom_attributes == {"order": "A-1"}
     assert turn.additional_attributes["referer"] == "https://www.acme.test/pricing"
+
+
+async def test_a_contact_not_stored_is_its_id_alone(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """A conversation whose contact row is missing still gives its turn, with the id only."""
+    await persist(redis, store, topology, customer(918305, "Hi", "2026-06-18T09:42:22.933Z"))
+    async with store.pool.acquire() as conn:
+        await conn.execute("DELETE FROM contacts")
+    [turn] = await emit_turns(redis, store, topology)
+    assert turn.contact_details == events.TurnContact(id=5502)
 
 
 async def test_the_stream_entry_is_flat_fields_with_json_values(
