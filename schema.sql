@@ -181,3 +181,14 @@ CREATE TABLE IF NOT EXISTS turn_log (
 );
 CREATE INDEX IF NOT EXISTS turn_log_conversation
     ON turn_log (account_id, chatwoot_conversation_id, emitted_at);
+
+-- Richer turns (issue #12): what a turn carries besides the unanswered messages, as Chatwoot
+-- last sent it, under each row's existing version guard: the contact's custom and additional
+-- attributes, the conversation's custom and additional attributes, and its inbox's name (in
+-- message webhooks only; Switchboard does not mirror inboxes, whose payloads hold secrets).
+ALTER TABLE contacts ADD COLUMN IF NOT EXISTS custom_attributes jsonb NOT NULL DEFAULT '{}';
+ALTER TABLE contacts ADD COLUMN IF NOT EXISTS additional_attributes jsonb NOT NULL DEFAULT '{}';
+ALTER TABLE conversations ADD COLUMN IF NOT EXISTS custom_attributes jsonb NOT NULL DEFAULT '{}';
+ALTER TABLE conversations
+    ADD COLUMN IF NOT EXISTS additional_attributes jsonb NOT NULL DEFAULT '{}';
+ALTER TABLE conversations ADD COLUMN IF NOT EXISTS inbox_name text;

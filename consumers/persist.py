@@ -15,8 +15,8 @@ from collections.abc import Callable
 import msgspec
 import structlog
 
+from consumers import attributes, decisions, echoes, statuses
 from consumers import conversation as cv
-from consumers import decisions, echoes, statuses
 from consumers.clock import utcnow
 from consumers.counters import WEBHOOK_STORED, Counters
 from consumers.errors import PermanentError, StoreError
@@ -278,6 +278,7 @@ class Persister:
         account = _account(contact.account, event)
         if account is None:
             return "ignored", "no account id in the payload"
+        extra = attributes.of_contact(contact)
         await tx.upsert_contact(
             account_id=account,
             contact_id=contact.id,
@@ -286,6 +287,8 @@ class Persister:
             phone=contact.phone_number,
             identifier=contact.identifier,
             version=_contact_version(contact, event),
+            custom_attributes=extra.custom_attributes,
+            additional_attributes=extra.additional_attributes,
         )
         return "applied", None
 
@@ -297,14 +300,16 @@ class Persister:
         *,
         event: str,
         changed: list[dict[str, object]] | None = None,
+        inbox: views.InboxRef | None = None,
     ) -> ConversationRow:
-        """Fields from the newest snapshot (by `updated_at`); signals merged from every one."""
+        """Fields from the newest snapshot (by `updated_at`); signals merged from every one.
+        `inbox`: a message event's, whose name the snapshot lacks."""
         existing = await tx.lock_conversation(account, view.id)
         policy = self.topology.policy_for(
             account=account, inbox=view.inbox_id, channel=view.channel
         )
         signals = cv.snapshot_signals(view, event=event, changed=changed, policy=policy)
-        row = _conversation_row(account, view)
+        row = _conversation_row(account, view, inbox)
         if existing is None:
             row = _with_takeover(row, cv.Takeover(human_since=None, bot_since=None), signals)
             if await tx.insert_conversation(row):
@@ -318,6 +323,7 @@ class Persister:
             await tx.update_conversation(row)
         else:
             row = await self._merge_signals(tx, existing, signals)
+            await _fill_inbox_name(tx, existing, inbox)
         if existing.handler is cv.Handler.HUMAN and row.handler is cv.Handler.BOT:
             await self._resume(tx, row)
         return row
@@ -350,9 +356,12 @@ class Persister:
         # The correlation id's next link: the delivery id (bound already) to the message id,
         # which the turn's id and `through` carry on to the reply's log lines.
         structlog.contextvars.bind_contextvars(message=msg.id)
-        conv = await self._conversation(tx, account, msg.conversation, event=event.event)
+        conv = await self._conversation(
+            tx, account, msg.conversation, event=event.event, inbox=msg.inbox
+        )
         who = cv.speaker(msg)
         if who.kind is cv.SenderKind.CONTACT and msg.sender and msg.sender.id is not None:
+            extra = attributes.of_contact(msg.sender)
             await tx.upsert_contact(
                 account_id=account,
                 contact_id=msg.sender.id,
@@ -361,6 +370,8 @@ class Persister:
                 phone=msg.sender.phone_number,
                 identifier=msg.sender.identifier,
                 version=int((cv.epoch(msg.created_at) or 0) * 1000),
+                custom_attributes=extra.custom_attributes,
+                additional_attributes=extra.additional_attributes,
             )
         echo = msg.ext_ref is not None and await self._match_echo(tx, account, msg)
         ours = echo or (who.kind is cv.SenderKind.AGENT_BOT and who.id == self.bot_id)
@@ -517,9 +528,12 @@ def _contact_version(contact: views.Contact, event: events.EventEntry) -> int:
     return event.received_at
 
 
-def _conversation_row(account: int, view: views.Conversation) -> ConversationRow:
+def _conversation_row(
+    account: int, view: views.Conversation, inbox: views.InboxRef | None = None
+) -> ConversationRow:
     meta = view.meta or views.Meta()
     sender = meta.sender or views.Person()
+    extra = attributes.of_conversation(view, inbox)
     return ConversationRow(
         account_id=account,
         conversation_id=view.id,
@@ -534,7 +548,19 @@ def _conversation_row(account: int, view: views.Conversation) -> ConversationRow
         labels=sorted(view.labels),
         handler=cv.Handler.BOT,
         version=view.updated_at or 0.0,
+        custom_attributes=extra.custom_attributes,
+        additional_attributes=extra.additional_attributes,
+        inbox_name=extra.inbox_name,
     )
+
+
+async def _fill_inbox_name(tx: Tx, existing: ConversationRow, inbox: views.InboxRef | None) -> None:
+    """An older message event still gives the inbox's name when the stored (newer) snapshot
+    came without one, as conversation events do: the name then does not depend on the order
+    events came in. At most once per conversation."""
+    name = attributes.of_conversation_inbox(inbox)
+    if name is not None and existing.inbox_name is None:
+        await tx.fill_inbox_name(existing.account_id, existing.conversation_id, name)
 
 
 def _with_takeover(

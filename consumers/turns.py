@@ -153,8 +153,9 @@ class TurnEmitter(PollingWorker):
         # A human took the conversation while the burst was waiting: no turn.
         if route is None or turn.handler is not Handler.BOT:
             return None
-        messages = await tx.turn_messages(turn)
-        if not messages:
+        timing = route.timing(self.topology.turns)
+        content = await tx.turn_content(turn, history=timing.history, private=route.history_private)
+        if not content.messages:
             return None
         entry = events.TurnEntry(
             turn=turn_id(turn.account_id, turn.conversation_id, turn.last_inbound_message_id),
@@ -164,8 +165,14 @@ class TurnEmitter(PollingWorker):
             channel=turn.channel,
             contact=turn.contact_id,
             through=turn.last_inbound_message_id,
-            messages=messages,
+            messages=content.messages,
             route=route.name,
+            history=content.history,
+            contact_details=content.contact,
+            inbox_name=content.inbox_name,
+            labels=content.labels,
+            custom_attributes=content.custom_attributes,
+            additional_attributes=content.additional_attributes,
         )
         return Claimed(turn=turn, entry=entry, key=self.topology.key(route.stream))
 

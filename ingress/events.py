@@ -72,8 +72,38 @@ class TurnMessage(msgspec.Struct, frozen=True, kw_only=True):
     created_at: str
 
 
+class HistoryMessage(msgspec.Struct, frozen=True, kw_only=True):
+    """A message of the conversation, either side, as a turn's `history` shows it."""
+
+    id: int
+    direction: str  # inbound | outbound
+    sender_kind: str  # contact | user (a human agent) | agent_bot | system (templates)
+    sender_id: int | None = None
+    content: str | None = None
+    content_type: str | None = None
+    attachments: list[Attachment] = []
+    private: bool = False  # an agent's note: only on routes with `history_private`
+    created_at: str
+
+
+class TurnContact(msgspec.Struct, frozen=True, kw_only=True):
+    """The conversation's contact, as Chatwoot last sent it."""
+
+    id: int
+    name: str | None = None
+    email: str | None = None
+    phone: str | None = None
+    identifier: str | None = None
+    custom_attributes: dict[str, Any] = {}
+    additional_attributes: dict[str, Any] = {}
+
+
 class TurnEntry(Entry, frozen=True, kw_only=True):
-    """`sb:turns`: the customer's messages an agent should answer, as one turn."""
+    """`sb:turns`: the customer's messages an agent should answer, as one turn, and what the
+    agent needs to answer them without calling Chatwoot (docs/turns.md).
+
+    Fields after `route` came later (issue #12): each has a default, so an agent built
+    against the older entry still decodes a new one, and a new agent an old one."""
 
     turn: str
     account: int
@@ -84,6 +114,15 @@ class TurnEntry(Entry, frozen=True, kw_only=True):
     through: int
     messages: list[TurnMessage]
     route: str
+    # The conversation's last messages up to `through`, both sides, oldest first: `messages`
+    # are among them when they fit (`turns.history` in streams.yaml).
+    history: list[HistoryMessage] = []
+    contact_details: TurnContact | None = None
+    inbox_name: str | None = None
+    # The conversation's labels and attributes.
+    labels: list[str] = []
+    custom_attributes: dict[str, Any] = {}
+    additional_attributes: dict[str, Any] = {}
 
 
 class OutboundKind(enum.StrEnum):

@@ -52,10 +52,23 @@ class TurnsSpec(_Spec, frozen=True, kw_only=True):
     # for more than (max_holds + 1) * answer_within_s.
     answer_within_s: int = 120
     max_holds: int = 5
+    # The conversation's last messages a turn carries besides the unanswered ones (0: none).
+    history: int = 20
 
     def __post_init__(self) -> None:
         if self.answer_within_s < 0 or self.max_holds < 0:
             raise ValueError("`answer_within_s` and `max_holds` must not be negative")
+        _check_history(self.history)
+
+
+# A turn is one stream entry (and one HTTP push): its history is kept well within what an
+# agent reads at once. Past a few hundred messages a bot wants its own store, not a turn.
+HISTORY_MAX = 200
+
+
+def _check_history(history: int | None) -> None:
+    if history is not None and not 0 <= history <= HISTORY_MAX:
+        raise ValueError(f"`history` must be 0 to {HISTORY_MAX}")
 
 
 class IngressSpec(_Spec, frozen=True, kw_only=True):
@@ -145,6 +158,10 @@ class Route(_Spec, frozen=True, kw_only=True):
     max_messages: int | None = None
     answer_within_s: int | None = None
     max_holds: int | None = None
+    history: int | None = None
+    # A turn's history leaves out agents' private notes unless the route lets its bot see them
+    # (they are written for colleagues, not for whoever runs the bot).
+    history_private: bool = False
     # Who handles an open conversation nobody is assigned to (pending ones are always the bot's).
     open_unassigned: Unassigned = "bot"
     # When a human-handled conversation comes back to the bot.
@@ -161,6 +178,7 @@ class Route(_Spec, frozen=True, kw_only=True):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError("`answer_within_s` and `max_holds` must not be negative")
+        _check_history(self.history)
 
     def timing(self, defaults: TurnsSpec) -> TurnsSpec:
         return TurnsSpec(
@@ -170,6 +188,7 @@ class Route(_Spec, frozen=True, kw_only=True):
             max_messages=_pick(self.max_messages, defaults.max_messages),
             answer_within_s=_pick(self.answer_within_s, defaults.answer_within_s),
             max_holds=_pick(self.max_holds, defaults.max_holds),
+            history=_pick(self.history, defaults.history),
         )
 
     def matches(self, *, account: int, inbox: int | None, channel: str | None) -> bool:

@@ -31,6 +31,12 @@ IDENTITY_MAX = 500
 IdentityText = Annotated[str, msgspec.Meta(pattern="^[^\x00]*$", max_length=IDENTITY_MAX)]
 # Our reply refs are at most 200 characters (`OutboundEntry.ref`): a longer `ext_ref` is not ours.
 REF_MAX = 200
+# Free-form values only shown to agents (a contact's or conversation's custom and additional
+# attributes, set by users and integrations; an inbox's name): kept raw, unparsed, so that no
+# shape or number in them can fail the view and cost its webhook. Persist stores what it can
+# (consumers/attributes.py) and leaves out the rest; the raw body keeps everything.
+Loose = msgspec.Raw
+NOTHING = msgspec.Raw()
 
 Id = Int64 | Text | None
 # The ingress routes whatever arrives (Chatwoot does not resend): its view takes any id and
@@ -40,6 +46,12 @@ _AnyId = int | str | None
 
 class Ref(msgspec.Struct, kw_only=True):
     id: Id = None
+
+
+class InboxRef(Ref, kw_only=True):
+    """A message's `inbox`: `{id, name}`."""
+
+    name: Loose = NOTHING
 
 
 class _RoutingRef(msgspec.Struct, kw_only=True):
@@ -125,6 +137,8 @@ class Person(msgspec.Struct, kw_only=True):
     phone_number: IdentityText | None = None
     identifier: IdentityText | None = None
     type: Text | None = None
+    custom_attributes: Loose = NOTHING
+    additional_attributes: Loose = NOTHING
 
 
 class ContactInbox(msgspec.Struct, kw_only=True):
@@ -163,6 +177,8 @@ class Conversation(msgspec.Struct, kw_only=True):
     created_at: Epoch | None = None
     updated_at: Epoch | None = None
     account: Ref | None = None
+    custom_attributes: Loose = NOTHING
+    additional_attributes: Loose = NOTHING
 
 
 class ConversationEvent(Conversation, kw_only=True):
@@ -181,7 +197,7 @@ class Message(msgspec.Struct, kw_only=True):
     source_id: Text | None = None
     created_at: Text | EpochInt | None = None
     sender: Person | None = None
-    inbox: Ref | None = None
+    inbox: InboxRef | None = None
     account: Ref | None = None
     conversation: Conversation | None = None
     attachments: list[dict[str, Any]] = []
@@ -203,6 +219,8 @@ class Contact(msgspec.Struct, kw_only=True):
     identifier: IdentityText | None = None
     account: Ref | None = None
     changed_attributes: list[dict[str, Any]] | None = None
+    custom_attributes: Loose = NOTHING
+    additional_attributes: Loose = NOTHING
 
 
 class Typing(msgspec.Struct, kw_only=True):

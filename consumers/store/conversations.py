@@ -20,15 +20,22 @@ class ConversationSQL(SQL):
         phone: str | None,
         identifier: str | None,
         version: int,
+        custom_attributes: str | None = None,
+        additional_attributes: str | None = None,
     ) -> None:
+        """Newer data only. The attributes (jsonb text) are kept as they were when the event
+        does not carry them (None): a sender object without them erases nothing."""
         await self.conn.execute(
             """
             INSERT INTO contacts (account_id, chatwoot_contact_id, name, email, phone,
-                identifier, version)
-            VALUES ($1, $2, $3, $4, $5, $6, $7)
+                identifier, version, custom_attributes, additional_attributes)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE($8::jsonb, '{}'),
+                COALESCE($9::jsonb, '{}'))
             ON CONFLICT (account_id, chatwoot_contact_id) DO UPDATE SET
                 name = EXCLUDED.name, email = EXCLUDED.email, phone = EXCLUDED.phone,
-                identifier = EXCLUDED.identifier, version = EXCLUDED.version, updated_at = now()
+                identifier = EXCLUDED.identifier, version = EXCLUDED.version, updated_at = now(),
+                custom_attributes = COALESCE($8::jsonb, contacts.custom_attributes),
+                additional_attributes = COALESCE($9::jsonb, contacts.additional_attributes)
             WHERE contacts.version <= EXCLUDED.version
             """,
             account_id,
@@ -38,6 +45,8 @@ class ConversationSQL(SQL):
             phone,
             identifier,
             version,
+            custom_attributes,
+            additional_attributes,
         )
 
     async def lock_conversation(
@@ -47,7 +56,7 @@ class ConversationSQL(SQL):
             """
             SELECT account_id, chatwoot_conversation_id AS conversation_id, inbox_id, channel,
                 contact_id, identity, status, assignee_type, assignee_id, team_id, labels,
-                handler, human_since, bot_since, version
+                handler, human_since, bot_since, version, inbox_name
             FROM conversations WHERE account_id = $1 AND chatwoot_conversation_id = $2
             FOR UPDATE
             """,
@@ -113,9 +122,11 @@ class ConversationSQL(SQL):
             """
             INSERT INTO conversations (account_id, chatwoot_conversation_id, inbox_id, channel,
                 contact_id, identity, status, assignee_type, assignee_id, handler, version,
-                active, ended_at, team_id, labels, human_since, bot_since)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $16,
-                CASE WHEN $16 THEN NULL ELSE now() END, $12, $13, $14, $15)
+                active, ended_at, team_id, labels, human_since, bot_since,
+                custom_attributes, additional_attributes, inbox_name)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $19,
+                CASE WHEN $19 THEN NULL ELSE now() END, $12, $13, $14, $15,
+                COALESCE($16::jsonb, '{}'), COALESCE($17::jsonb, '{}'), $18)
             ON CONFLICT (account_id, chatwoot_conversation_id) DO NOTHING
             RETURNING true
             """,
@@ -132,11 +143,28 @@ class ConversationSQL(SQL):
                 identity = COALESCE(identity, $6), status = $7, assignee_type = $8,
                 assignee_id = $9, handler = $10, version = $11, team_id = $12, labels = $13,
                 human_since = $14, bot_since = $15,
+                -- what the snapshot does not carry (None) is kept as it was
+                custom_attributes = COALESCE($16::jsonb, custom_attributes),
+                additional_attributes = COALESCE($17::jsonb, additional_attributes),
+                inbox_name = COALESCE($18, inbox_name),
                 answer_due_at = CASE WHEN $10 = 'human' THEN NULL ELSE answer_due_at END,
                 answer_holds = CASE WHEN $10 = 'human' THEN 0 ELSE answer_holds END
             WHERE account_id = $1 AND chatwoot_conversation_id = $2
             """,
             *_columns(row),
+        )
+
+    async def fill_inbox_name(self, account_id: int, conversation_id: int, name: str) -> None:
+        """The inbox's name from an event older than the stored snapshot, when none is stored:
+        only message events carry it, so the newest snapshot often has none."""
+        await self.conn.execute(
+            """
+            UPDATE conversations SET inbox_name = $3
+            WHERE account_id = $1 AND chatwoot_conversation_id = $2 AND inbox_name IS NULL
+            """,
+            account_id,
+            conversation_id,
+            name,
         )
 
     async def merge_signals(
@@ -199,7 +227,7 @@ class ConversationSQL(SQL):
 
 
 def _columns(row: ConversationRow) -> tuple[object, ...]:
-    """$1..$15 of the conversation statements, in one order for insert and update."""
+    """$1..$18 of the conversation statements, in one order for insert and update."""
     return (
         row.account_id,
         row.conversation_id,
@@ -216,4 +244,7 @@ def _columns(row: ConversationRow) -> tuple[object, ...]:
         row.labels,
         row.human_since,
         row.bot_since,
+        row.custom_attributes,
+        row.additional_attributes,
+        row.inbox_name,
     )

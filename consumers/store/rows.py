@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import msgspec
 
 from consumers.conversation import Handler
 from consumers.statuses import Outbound
+from ingress import events
 
 
 class ConversationRow(msgspec.Struct, kw_only=True):
@@ -26,6 +28,10 @@ class ConversationRow(msgspec.Struct, kw_only=True):
     human_since: float | None = None
     bot_since: float | None = None
     version: float
+    # Written, not read back by lock_conversation: jsonb text, None to keep the stored.
+    custom_attributes: str | None = None
+    additional_attributes: str | None = None
+    inbox_name: str | None = None
 
 
 class MessageRow(msgspec.Struct, kw_only=True):
@@ -62,6 +68,18 @@ class DueTurn(msgspec.Struct, kw_only=True):
     emitted_through: int
     answered_through: int
     last_inbound_message_id: int
+
+
+class TurnContent(msgspec.Struct, kw_only=True):
+    """What a due turn carries, read in one query (consumers/store/turns.py)."""
+
+    messages: list[events.TurnMessage]
+    history: list[events.HistoryMessage] = []
+    contact: events.TurnContact | None = None
+    inbox_name: str | None = None
+    labels: list[str] = []
+    custom_attributes: dict[str, Any] = {}
+    additional_attributes: dict[str, Any] = {}
 
 
 class DueAnswer(msgspec.Struct, kw_only=True):

@@ -1,17 +1,58 @@
-"""Turn bookkeeping: the durable schedule of customer turns."""
+"""Turn bookkeeping: the durable schedule of customer turns, and what a due turn carries."""
 
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
+import asyncpg
 import msgspec
 
 from consumers.store.base import SQL
-from consumers.store.rows import DueTurn
+from consumers.store.rows import DueTurn, TurnContent
 from ingress import events
 
 # The channel a transaction making a turn due now notifies (consumers/store/notify.py listens).
 TURNS_DUE = "switchboard_turns_due"
+
+# One round trip for all a turn carries (see `TurnSQL.turn_content`).
+TURN_CONTENT = """
+SELECT c.labels, c.inbox_name, c.custom_attributes::text AS custom_attributes,
+    c.additional_attributes::text AS additional_attributes,
+    k.name, k.email, k.phone, k.identifier,
+    k.custom_attributes::text AS contact_custom,
+    k.additional_attributes::text AS contact_additional,
+    ARRAY(
+        SELECT ROW(m.chatwoot_message_id, m.content, m.attachments::text,
+            m.created_at)
+        FROM messages m
+        WHERE m.account_id = $1 AND m.chatwoot_conversation_id = $2
+            AND m.chatwoot_message_id > $3 AND m.chatwoot_message_id <= $4
+            AND m.direction = 'inbound' AND m.sender_kind = 'contact'
+            AND NOT m.private AND NOT m.deleted
+        ORDER BY m.chatwoot_message_id
+    ) AS messages,
+    ARRAY(
+        SELECT ROW(h.chatwoot_message_id, h.content, h.attachments::text,
+            h.created_at, h.direction, h.sender_kind, h.sender_id, h.content_type,
+            h.private)
+        FROM (
+            SELECT m.chatwoot_message_id, m.content, m.attachments, m.created_at, m.direction,
+                m.sender_kind, m.sender_id, m.content_type, m.private
+            FROM messages m
+            WHERE m.account_id = $1 AND m.chatwoot_conversation_id = $2
+                AND m.chatwoot_message_id <= $4 AND NOT m.deleted
+                AND (NOT m.private OR $6)
+            ORDER BY m.chatwoot_message_id DESC
+            LIMIT $5
+        ) h
+        ORDER BY h.chatwoot_message_id
+    ) AS history
+FROM conversations c
+LEFT JOIN contacts k
+    ON k.account_id = c.account_id AND k.chatwoot_contact_id = c.contact_id
+WHERE c.account_id = $1 AND c.chatwoot_conversation_id = $2
+"""
 
 
 class TurnSQL(SQL):
@@ -141,36 +182,39 @@ class TurnSQL(SQL):
         )
         return value if isinstance(value, dt.datetime) else None
 
-    async def turn_messages(self, turn: DueTurn) -> list[events.TurnMessage]:
-        """Every customer message not yet answered: a turn whose reply was dropped as
-        superseded is carried whole into the next one. A message the customer unsent
-        (Chatwoot's `content_attributes.deleted`, its content now a placeholder) is not
-        carried: a burst of only such messages gives no turn."""
-        rows = await self.conn.fetch(
-            """
-            SELECT chatwoot_message_id AS id, content, attachments::text AS attachments,
-                created_at
-            FROM messages
-            WHERE account_id = $1 AND chatwoot_conversation_id = $2
-                AND chatwoot_message_id > $3 AND chatwoot_message_id <= $4
-                AND direction = 'inbound' AND sender_kind = 'contact' AND NOT private
-                AND NOT deleted
-            ORDER BY chatwoot_message_id
-            """,
+    async def turn_content(
+        self, turn: DueTurn, *, history: int, private: bool = False
+    ) -> TurnContent:
+        """What the turn carries, in one round trip (a turn leaves within milliseconds of
+        being due): the unanswered messages, the last `history` messages up to the turn's,
+        the contact, the conversation's labels and attributes.
+
+        Unanswered: every customer message not yet answered (a turn whose reply was dropped as
+        superseded is carried whole into the next one). A message the customer unsent
+        (Chatwoot's `content_attributes.deleted`, its content now a placeholder) is carried
+        neither there nor in the history: a burst of only such messages gives no turn. The
+        history holds agents' private notes only when `private` (the route's
+        `history_private`)."""
+        row = await self.conn.fetchrow(
+            TURN_CONTENT,
             turn.account_id,
             turn.conversation_id,
             turn.answered_through,
             turn.last_inbound_message_id,
+            history,
+            private,
         )
-        return [
-            events.TurnMessage(
-                id=r["id"],
-                content=r["content"],
-                attachments=msgspec.json.decode(r["attachments"], type=list[events.Attachment]),
-                created_at=r["created_at"].isoformat() if r["created_at"] else "",
-            )
-            for r in rows
-        ]
+        if row is None:  # not expected: the turn came from this (locked) row
+            return TurnContent(messages=[])
+        return TurnContent(
+            messages=[_turn_message(r) for r in row["messages"]],
+            history=[_history_message(r) for r in row["history"]],
+            contact=_contact(turn.contact_id, row),
+            inbox_name=row["inbox_name"],
+            labels=list(row["labels"]),
+            custom_attributes=msgspec.json.decode(row["custom_attributes"]),
+            additional_attributes=msgspec.json.decode(row["additional_attributes"]),
+        )
 
     async def lease_turn(self, turn: DueTurn, until: dt.datetime) -> None:
         """This turn is being emitted: no other worker takes it before `until` (by then it
@@ -202,3 +246,52 @@ class TurnSQL(SQL):
             turn.conversation_id,
             turn.last_inbound_message_id,
         )
+
+
+# The message records of `turn_content`, by position: (id, content, attachments, created_at)
+# and, in the history, then (direction, sender_kind, sender_id, content_type, private).
+def _turn_message(r: tuple[Any, ...]) -> events.TurnMessage:
+    return events.TurnMessage(
+        id=r[0], content=r[1], attachments=_attachments(r[2]), created_at=_iso(r[3])
+    )
+
+
+def _history_message(r: tuple[Any, ...]) -> events.HistoryMessage:
+    return events.HistoryMessage(
+        id=r[0],
+        content=r[1],
+        attachments=_attachments(r[2]),
+        created_at=_iso(r[3]),
+        direction=r[4],
+        sender_kind=r[5],
+        sender_id=r[6],
+        content_type=r[7],
+        private=r[8],
+    )
+
+
+_attachments_decoder = msgspec.json.Decoder(list[events.Attachment])
+
+
+def _attachments(text: str) -> list[events.Attachment]:
+    # Most messages have none: no decoder call for them (a turn carries up to 200 messages).
+    return [] if text == "[]" else _attachments_decoder.decode(text)
+
+
+def _iso(value: dt.datetime | None) -> str:
+    return value.isoformat() if value else ""
+
+
+def _contact(contact_id: int | None, row: asyncpg.Record) -> events.TurnContact | None:
+    if contact_id is None:
+        return None
+    custom, additional = row["contact_custom"], row["contact_additional"]
+    return events.TurnContact(  # a contact not stored yet (no row): its id alone
+        id=contact_id,
+        name=row["name"],
+        email=row["email"],
+        phone=row["phone"],
+        identifier=row["identifier"],
+        custom_attributes=msgspec.json.decode(custom) if custom else {},
+        additional_attributes=msgspec.json.decode(additional) if additional else {},
+    )

@@ -51,6 +51,35 @@ def roundtrip(entry: events.Entry) -> events.Entry:
             id="turn",
         ),
         pytest.param(
+            events.TurnEntry(
+                turn="3:1043:918305",
+                account=3,
+                conversation=1043,
+                through=918305,
+                messages=[events.TurnMessage(id=918305, content="VAT?", created_at="t")],
+                route="default",
+                history=[
+                    events.HistoryMessage(
+                        id=918301,
+                        direction="outbound",
+                        sender_kind="agent_bot",
+                        sender_id=4,
+                        content="Hello! How can I help?",
+                        content_type="text",
+                        created_at="t0",
+                    )
+                ],
+                contact_details=events.TurnContact(
+                    id=5502, name="Daniel", custom_attributes={"plan": "pro", "seats": [1, 2]}
+                ),
+                inbox_name="Website",
+                labels=["vip"],
+                custom_attributes={"order": "A-1"},
+                additional_attributes={"referer": "https://www.acme.test/"},
+            ),
+            id="rich-turn",
+        ),
+        pytest.param(
             events.OutboundEntry(
                 account=3,
                 conversation=1042,

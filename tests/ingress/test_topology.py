@@ -84,6 +84,21 @@ def test_repository_streams_yaml_loads() -> None:
             "braces are not allowed",
             id="brace-in-route-stream",
         ),
+        pytest.param(
+            MINIMAL.replace(b"groups:", b"turns: {history: -1}\ngroups:"),
+            "`history` must be 0 to 200",
+            id="negative-history",
+        ),
+        pytest.param(
+            MINIMAL.replace(b"{name: rest}", b"{name: rest, history: 201}"),
+            "`history` must be 0 to 200",
+            id="route-history-too-long",
+        ),
+        pytest.param(
+            MINIMAL.replace(b"{name: rest}", b"{name: rest, history_privat: true}"),
+            "unknown field `history_privat`",
+            id="misspelt-history-private",
+        ),
         pytest.param(b"streams: [", "not valid YAML", id="bad-yaml"),
     ],
 )
@@ -92,6 +107,17 @@ def test_problems_name_what_is_wrong(text: bytes, message: str) -> None:
     with pytest.raises(ConfigError, match="streams.yaml") as caught:
         topology.parse(text)
     assert message in str(caught.value)
+
+
+def test_turn_history_defaults_and_route_overrides() -> None:
+    """A turn carries 20 messages of history unless `turns:` or its route says otherwise;
+    private notes only where the route says so."""
+    loaded = topology.parse(MINIMAL.replace(b"{name: rest}", b"{name: rest, history: 5}"))
+    sales, rest = loaded.routes
+    assert sales.timing(loaded.turns).history == 20 and not sales.history_private
+    assert rest.timing(loaded.turns).history == 5
+    none = topology.parse(MINIMAL.replace(b"groups:", b"turns: {history: 0}\ngroups:"))
+    assert none.routes[0].timing(none.turns).history == 0
 
 
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
