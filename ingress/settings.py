@@ -80,6 +80,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_format: LogFormat = "auto"
     home: Path = Path(".switchboard")
     signature_tolerance_s: int = 300
+    # Worker apps (issue #12): http URLs, and URLs that resolve to private addresses.
+    allow_http_apps: bool = False
+    allow_private_apps: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -140,6 +143,8 @@ class _Reader:
             port=self.parse("PORT", _port, 8000),
             log_format=self.parse("LOG_FORMAT", _log_format, "auto"),
             home=Path(self.get("SWITCHBOARD_HOME") or ".switchboard"),
+            allow_http_apps=self.parse("ALLOW_HTTP_APPS", _flag, False),
+            allow_private_apps=self.parse("ALLOW_PRIVATE_APPS", _flag, False),
         )
         if self.problems:
             raise ConfigError(self.problems)
