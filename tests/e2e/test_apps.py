@@ -158,8 +158,8 @@ def test_an_app_answering_late_over_post_outbound_gives_one_reply(
     d.customer_says()
     d.wait_for("the reply at the fake Chatwoot", lambda: len(d.chatwoot_posts()) >= 1)
     db = process_env["DATABASE_URL"]
-    d.wait_for("the retried push answered", lambda: query(
-        db, "SELECT 1 FROM pushes WHERE status = 'answered'"))  # fmt: skip
+    answered = "SELECT 1 FROM pushes WHERE status = 'answered'"
+    d.wait_for("the retried push answered", lambda: bool(query(db, answered)))
     time.sleep(2)
     assert len(d.chatwoot_posts()) == 1
     assert len(d.app_requests()) >= 2  # the hung push, then its retry
