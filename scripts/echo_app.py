@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import time
 from typing import Any
@@ -130,7 +131,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8700)
-    parser.add_argument("--secret", required=True, help="the app's whsec_ secret")
+    parser.add_argument("--secret", default=os.environ.get("ECHO_APP_SECRET"),
+                        help="the app's whsec_ secret (default: $ECHO_APP_SECRET)")  # fmt: skip
     parser.add_argument("--fail-first", type=int, default=0)
     parser.add_argument("--fail-rate", type=float, default=0.0)
     parser.add_argument("--hang-rate", type=float, default=0.0)
@@ -141,6 +143,8 @@ def main() -> None:
     parser.add_argument("--outbound-token")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    if not args.secret:
+        parser.error("give --secret or ECHO_APP_SECRET")
     signing.key_of(args.secret)  # a malformed secret stops us here, not at the first turn
     behaviour = Behaviour(
         fail_first=args.fail_first, fail_rate=args.fail_rate, hang_rate=args.hang_rate,
