@@ -36,6 +36,7 @@ class Behaviour(msgspec.Struct, kw_only=True):
     fail_rate: float = 0.0  # else 500 with this probability
     hang_rate: float = 0.0  # or hang (past Switchboard's timeout) with this one
     slow_s: float = 0.0  # answer after this long
+    slow_rate: float = 1.0  # (with this probability)
     late_s: float | None = None  # hang on the first push, POST /outbound after this long
     hang_s: float = 60.0
     outbound_url: str | None = None
@@ -73,7 +74,7 @@ class EchoApp:
         if self.rand.random() < b.hang_rate:
             self.saved[turn_id] = reply_to(turn)
             await asyncio.sleep(b.hang_s)
-        if b.slow_s:
+        if b.slow_s and self.rand.random() < b.slow_rate:
             await asyncio.sleep(b.slow_s)
         return JSONResponse({"replies": [reply_to(turn)]})
 
@@ -138,6 +139,7 @@ def main() -> None:
     parser.add_argument("--hang-rate", type=float, default=0.0)
     parser.add_argument("--hang", type=float, default=60.0, metavar="SECONDS")
     parser.add_argument("--slow", type=float, default=0.0, metavar="SECONDS")
+    parser.add_argument("--slow-rate", type=float, default=1.0)
     parser.add_argument("--late", type=float, metavar="SECONDS")
     parser.add_argument("--outbound-url")
     parser.add_argument("--outbound-token")
@@ -148,8 +150,8 @@ def main() -> None:
     signing.key_of(args.secret)  # a malformed secret stops us here, not at the first turn
     behaviour = Behaviour(
         fail_first=args.fail_first, fail_rate=args.fail_rate, hang_rate=args.hang_rate,
-        slow_s=args.slow, late_s=args.late, hang_s=args.hang, outbound_url=args.outbound_url,
-        outbound_token=args.outbound_token,
+        slow_s=args.slow, slow_rate=args.slow_rate, late_s=args.late, hang_s=args.hang,
+        outbound_url=args.outbound_url, outbound_token=args.outbound_token,
     )  # fmt: skip
     app = create_app(args.secret, behaviour, seed=args.seed)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
