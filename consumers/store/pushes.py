@@ -211,6 +211,17 @@ class PushSQL(SQL):
             )
         return Push(found)
 
+    async def expire_pushes(self, cutoff: dt.datetime) -> int:
+        """Bounded memory: finished pushes and attempts older than `cutoff` (the audit
+        retention) are deleted; the open ones stay whatever their age."""
+        attempts = await self.conn.execute("DELETE FROM push_attempts WHERE at < $1", cutoff)
+        pushes = await self.conn.execute(
+            "DELETE FROM pushes WHERE updated_at < $1 "
+            "AND status IN ('answered', 'failed', 'superseded')",
+            cutoff,
+        )
+        return int(attempts.split()[-1]) + int(pushes.split()[-1])
+
     async def next_push_due(self) -> dt.datetime | None:
         value: dt.datetime | None = await self.conn.fetchval(
             "SELECT min(next_attempt_at) FROM pushes WHERE status IN ('queued', 'pushing')"

@@ -15,6 +15,7 @@ import redis.asyncio as aioredis
 from consumers import egress, push, signing
 from consumers.appclient import AppClient
 from consumers.dlq import Outcome, Replayer, Selection, select
+from consumers.retention import Retention
 from consumers.runner import Runner
 from consumers.store import Store
 from consumers.store.apps import AppSQL
@@ -257,3 +258,22 @@ async def test_a_turn_of_a_route_without_app_is_not_pushed(
     assert rig.requests == []
     async with apps.pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM pushes") == 0
+
+
+async def test_finished_pushes_expire_with_the_audit_trail(
+    redis: aioredis.Redis, apps: Store, routed: Topology
+) -> None:
+    """Past audit_days, answered pushes and their attempts are deleted; open ones stay."""
+    rig = Rig(redis, apps, routed, answers(INLINE))
+    done = await rig.turn()
+    await rig.worker.drain()
+    waiting = await rig.turn("message_created__telegram_incoming")  # never attempted
+    later = Retention(
+        apps, redis, routed, clock=lambda: dt.datetime.now(dt.UTC) + dt.timedelta(days=31)
+    )
+    removed = await later.sweep()
+    assert removed["pushes"] == 2  # the answered push and its one attempt
+    async with apps.pool.acquire() as conn:
+        left = await conn.fetch("SELECT turn FROM pushes")
+        assert [r["turn"] for r in left] == [waiting] and done != waiting
+        assert await conn.fetchval("SELECT count(*) FROM push_attempts") == 0
