@@ -225,7 +225,9 @@ async def _dlq_replay(args: argparse.Namespace, settings: Settings, topo: Topolo
     out.write(
         f"replayed {counts.total()}: {counts[dlq.Outcome.REPUBLISHED]} re-published, "
         f"{counts[dlq.Outcome.REQUEUED]} replies queued again, "
-        f"{counts[dlq.Outcome.LEFT]} replies left as they were\n"
+        f"{counts[dlq.Outcome.LEFT]} replies left as they were"
+        + (f", {n} pushes queued again" if (n := counts[dlq.Outcome.REPUSHED]) else "")
+        + "\n"
     )
     return 0
 
@@ -235,6 +237,8 @@ def _replayed_one(entry_id: str, done: dlq.Replayed | None) -> str:
         return f"no dead entry {entry_id}\n"
     if done.outcome is dlq.Outcome.REPUBLISHED:
         return f"replayed as {done.detail}\n"
+    if done.outcome is dlq.Outcome.REPUSHED:
+        return f"{done.detail} queued again: the push group sends it\n"
     if done.outcome is dlq.Outcome.REQUEUED:
         return f"reply {done.detail} queued again: the deliver group sends it\n"
     return f"reply {done.detail}: nothing to send\n"

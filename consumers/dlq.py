@@ -83,6 +83,7 @@ class Outcome(enum.StrEnum):
     REPUBLISHED = "republished"  # back on its stream as a new entry
     REQUEUED = "requeued"  # a failed reply, queued again in the outbox
     LEFT = "left"  # a reply already sent (or still on its way): nothing to send
+    REPUSHED = "repushed"  # a failed push to a worker app, queued again
 
 
 class Replayed(msgspec.Struct, frozen=True, kw_only=True):
@@ -142,7 +143,7 @@ class Replayer:
         async with self.store.transaction() as tx:
             found = await PushSQL(tx.conn).requeue_push(turn, app)
         if found is Push.FAILED:
-            return Replayed(outcome=Outcome.REQUEUED, detail=f"push of {turn} to {app}")
+            return Replayed(outcome=Outcome.REPUSHED, detail=f"push of turn {turn} to {app}")
         return Replayed(outcome=Outcome.LEFT, detail=f"push of {turn} to {app} is {found}")
 
     async def _republish(self, stream: str, fields: dict[str, bytes]) -> Replayed:

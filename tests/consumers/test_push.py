@@ -211,7 +211,7 @@ async def test_a_refused_push_is_dead_lettered_and_replayable(
     replayer = Replayer(redis, apps, routed)
     async for entry_id, letter in select(redis, routed, Selection()):
         done = await replayer.replay(entry_id, letter)
-        assert done.outcome is Outcome.REQUEUED
+        assert done.outcome is Outcome.REPUSHED
     await rig.worker.drain()
     assert (await rig.row(turn))["status"] == "answered"
     assert [r.ref for r in await rig.replies()] == [f"{turn}:0"]
