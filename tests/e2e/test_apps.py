@@ -187,3 +187,32 @@ def test_the_echo_app_refuses_bad_signatures(workdir: Path, process_env: dict[st
             assert httpx.post(url, content=body, headers=headers).status_code == status
     finally:
         app.stop()
+
+
+@pytest.fixture
+def answering(
+    process_env: dict[str, str], workdir: Path, redis: object, store: Store
+) -> Iterator[AppDeployment]:
+    _truncate(process_env)
+    yield from deploy(process_env, workdir, [])
+
+
+def test_two_posts_with_one_idempotency_key_give_one_chatwoot_message(
+    answering: AppDeployment,
+) -> None:
+    """An agent's POST /outbound retried with the same Idempotency-Key: the same 202 twice,
+    one message at Chatwoot."""
+    d = answering
+    d.customer_says()
+    d.wait_for("the inline reply", lambda: len(d.chatwoot_posts()) == 1)
+    reply = {"account": 3, "conversation": 1042, "content": "And one more thing."}
+    headers = {"authorization": f"Bearer {OUTBOUND_TOKEN}", "idempotency-key": "agent-42:1"}
+    first = httpx.post(f"{d.ingress}/outbound", json=reply, headers=headers)
+    second = httpx.post(f"{d.ingress}/outbound", json=reply, headers=headers)
+    assert first.status_code == second.status_code == 202
+    assert first.json() == second.json()
+    d.wait_for("the reply at Chatwoot", lambda: len(d.chatwoot_posts()) == 2)
+    time.sleep(2)
+    posts = d.chatwoot_posts()
+    assert len(posts) == 2
+    assert posts[1]["json"]["content_attributes"]["ext_ref"] == "agent-42:1"
