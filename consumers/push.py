@@ -207,10 +207,22 @@ class PushWorker(PollingWorker):
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(turn=push.turn, app=push.app,
                                                attempt=push.attempt)  # fmt: skip
+        started = time.perf_counter()
         try:
             await self.attempt(push)
-        except Exception as exc:  # noqa: BLE001 - the lease brings the push back: log it
-            log.warning("push.attempt_broken", error_class=type(exc).__name__,
+            return
+        except Exception as exc:  # noqa: BLE001 - decided on just below, never lost
+            broken = exc
+        log.warning("push.attempt_broken", error_class=type(broken).__name__,
+                    error=str(broken)[:500])  # fmt: skip
+        # Not an answer we could classify (our bug, Redis or PostgreSQL failing mid-way):
+        # a transient failure, so the backoff and `max_attempts` bound it, rather than a
+        # lease that would bring it back for ever.
+        error = AppError(f"{type(broken).__name__}: {broken}"[:500], retryable=True)
+        try:
+            await self._refused(push, error, _ms(started))
+        except Exception as exc:  # noqa: BLE001 - the lease still brings the push back
+            log.warning("push.attempt_unsettled", error_class=type(exc).__name__,
                         error=str(exc)[:500])  # fmt: skip
             await self.metrics.add("push.attempt_broken")
 

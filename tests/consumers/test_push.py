@@ -277,3 +277,28 @@ async def test_finished_pushes_expire_with_the_audit_trail(
         left = await conn.fetch("SELECT turn FROM pushes")
         assert [r["turn"] for r in left] == [waiting] and done != waiting
         assert await conn.fetchval("SELECT count(*) FROM push_attempts") == 0
+
+
+async def test_an_attempt_that_breaks_is_retried_with_backoff(
+    redis: aioredis.Redis, apps: Store, routed: Topology
+) -> None:
+    """An attempt that raises something no answer explains is a transient failure: recorded,
+    retried after its delay (bounded by max_attempts), not left to its lease."""
+    calls = 0
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("boom")
+        return INLINE
+
+    rig = Rig(redis, apps, routed, handler)
+    turn = await rig.turn()
+    await rig.worker.drain()
+    row = await rig.row(turn)
+    assert row["status"] == "queued" and "RuntimeError: boom" in row["last_error"]
+    assert await rig.attempts(turn) == [("retry", None)]
+    rig.clock.advance(600)
+    await rig.worker.drain()
+    assert (await rig.row(turn))["status"] == "answered"
