@@ -302,3 +302,52 @@ async def test_an_attempt_that_breaks_is_retried_with_backoff(
     rig.clock.advance(600)
     await rig.worker.drain()
     assert (await rig.row(turn))["status"] == "answered"
+
+
+async def test_a_breaker_per_app_stops_calling_a_failing_app(
+    redis: aioredis.Redis, apps: Store, routed: Topology
+) -> None:
+    """After `breaker.failures` failures in a row the app is not called until `open_ms` has
+    passed; then it is tried again."""
+    breaker = msgspec.structs.replace(routed.delivery.breaker, failures=2, open_ms=3_600_000)
+    delivery = msgspec.structs.replace(routed.delivery, breaker=breaker)
+    topology = msgspec.structs.replace(routed, delivery=delivery)
+    rig = Rig(redis, apps, topology, answers(httpx.Response(503), httpx.Response(503), INLINE))
+    turn = await rig.turn()
+    for _ in range(4):
+        await rig.worker.drain()
+        rig.clock.advance(600)
+    assert len(rig.requests) == 2 and (await rig.row(turn))["status"] == "queued"
+    rig.clock.advance(3600)
+    await rig.worker.drain()
+    assert len(rig.requests) == 3 and (await rig.row(turn))["status"] == "answered"
+
+
+async def test_a_disabled_app_is_not_called_until_enabled(
+    redis: aioredis.Redis, apps: Store, routed: Topology
+) -> None:
+    """Pushes to a disabled app wait in the table; enabled again, they go out."""
+    async with apps.transaction() as tx:
+        await AppSQL(tx.conn).update_app("bot", enabled=False)
+    rig = Rig(redis, apps, routed, answers(INLINE))
+    turn = await rig.turn()
+    await rig.worker.drain()
+    assert rig.requests == [] and (await rig.row(turn))["status"] == "queued"
+    async with apps.transaction() as tx:
+        await AppSQL(tx.conn).update_app("bot", enabled=True)
+    await rig.worker.drain()
+    assert (await rig.row(turn))["status"] == "answered"
+
+
+async def test_a_route_naming_an_unknown_app_dead_letters_its_pushes(
+    redis: aioredis.Redis, apps: Store, routed: Topology
+) -> None:
+    """No app of that name: the push fails with a clear reason, and is a dead letter."""
+    topology = msgspec.structs.replace(routed, routes=(Route(name="default", app="nobody"),))
+    rig = Rig(redis, apps, topology, answers(INLINE))
+    turn = await rig.turn()
+    await rig.worker.drain()
+    assert rig.requests == []
+    assert (await rig.row(turn))["status"] == "failed"
+    [dead] = await rig.dead()
+    assert dead.group == "push" and dead.error == "no worker app named nobody"
