@@ -21,15 +21,13 @@ import datetime as dt
 import random
 import time
 from collections.abc import Callable
-from typing import Any
 
-import msgspec
 import redis.asyncio as aioredis
 import structlog
 
 from consumers import backoff, egress, inline
+from consumers.appbreakers import Breakers
 from consumers.appclient import AppAnswer, AppClient
-from consumers.backoff import Breaker
 from consumers.counters import Counters
 from consumers.errors import AppError
 from consumers.polling import PollingWorker
@@ -48,7 +46,6 @@ LEASE_MARGIN_S = 30.0
 # Pushes in flight per app before it is skipped in a claim (soft: one claim may add a batch).
 PER_APP = 16
 MAX_IN_FLIGHT = 128
-# A disabled app's pushes, and an app's during an open breaker, wait in the table.
 
 
 class Pusher:
@@ -332,43 +329,6 @@ PUSH_APP_FIELD = "push_app"
 
 def _ms(started: float) -> int:
     return round((time.perf_counter() - started) * 1000)
-
-
-class Breakers:
-    """One breaker per app, shared by every process through a Redis hash (advisory: two
-    processes failing at once may each count; the breaker opens either way)."""
-
-    def __init__(self, redis: aioredis.Redis, key: str) -> None:
-        self.redis = redis
-        self.key = key
-
-    async def _all(self) -> dict[str, Breaker]:
-        raw: Any = await self.redis.hgetall(self.key)
-        out: dict[str, Breaker] = {}
-        for app, value in raw.items():
-            try:
-                out[_text(app)] = msgspec.json.decode(value, type=Breaker)
-            except msgspec.DecodeError:
-                continue  # unreadable: as if closed
-        return out
-
-    async def open_apps(self, now: float) -> list[str]:
-        return [app for app, b in (await self._all()).items() if b.state(now) == "open"]
-
-    async def failed(self, app: str, now: float, *, threshold: int, open_s: float) -> None:
-        raw: Any = await self.redis.hget(self.key, app)
-        current = msgspec.json.decode(raw, type=Breaker) if raw else Breaker()
-        after = current.failed(now, threshold=threshold, open_s=open_s)
-        await self.redis.hset(self.key, app, msgspec.json.encode(after))
-        if after.open_until and after.open_until != current.open_until:
-            log.warning("push.breaker_opened", app=app, until=after.open_until)
-
-    async def succeeded(self, app: str) -> None:
-        await self.redis.hdel(self.key, app)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
 
 
 async def workers(
