@@ -51,12 +51,24 @@ class AppClient:
     ) -> None:
         self.policy = policy
         self.resolve = resolve
-        # No redirects (a 3xx is an answer: permanent), no proxies from the environment (the
-        # checked address must be the one connected to), a fresh connection pool per client.
-        self._http = httpx.AsyncClient(transport=transport, follow_redirects=False, trust_env=False)
+        self.transport = transport
+        # One pool per host name: requests go to an address, and httpx pools connections by
+        # address, so two apps on one IP would otherwise share a TLS connection whose
+        # certificate was checked for the other's name.
+        self._pools: dict[tuple[str, str, int], httpx.AsyncClient] = {}
+
+    def _pool(self, target: egress.Target) -> httpx.AsyncClient:
+        key = (target.scheme, target.host, target.port)
+        pool = self._pools.get(key)
+        if pool is None:
+            # No redirects (a 3xx is an answer: permanent), no proxies from the environment
+            # (the checked address must be the one connected to).
+            pool = self._pools[key] = httpx.AsyncClient(
+                transport=self.transport, follow_redirects=False, trust_env=False
+            )
+        return pool
 
     async def __aenter__(self) -> Self:
-        await self._http.__aenter__()
         return self
 
     async def __aexit__(
@@ -65,10 +77,12 @@ class AppClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self._http.__aexit__(exc_type, exc, tb)
+        await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        pools, self._pools = list(self._pools.values()), {}
+        for pool in pools:
+            await pool.aclose()
 
     async def post(
         self,
@@ -108,7 +122,8 @@ class AppClient:
         extensions: dict[str, str],
         timeout_s: float,
     ) -> AppAnswer:
-        request = self._http.build_request(
+        http = self._pool(target)
+        request = http.build_request(
             "POST",
             target.pinned_url(),
             headers=headers,
@@ -116,7 +131,7 @@ class AppClient:
             extensions={**extensions, "timeout": httpx.Timeout(timeout_s).as_dict()},
         )
         try:
-            response = await self._http.send(request, stream=True)
+            response = await http.send(request, stream=True)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
             raise AppError(f"cannot connect: {type(exc).__name__}", retryable=True) from None
         except httpx.TransportError as exc:
