@@ -50,7 +50,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 def _secret_options(parser: argparse.ArgumentParser, generate: str | None = None) -> None:
     chosen = parser.add_mutually_exclusive_group()
-    chosen.add_argument("--secret", help="whsec_<base64> (default on add: generated)")
+    chosen.add_argument(
+        "--secret", help="whsec_<base64>, or - to read it from stdin (default on add: generated)"
+    )
     if generate is not None:
         chosen.add_argument(generate, action="store_true", help="generate a new secret")
     parser.add_argument(
@@ -74,6 +76,8 @@ async def _run(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
     )
     # Checked before connecting: bad input is refused even with the database down.
     if args.action in ("add", "update"):
+        if args.secret == "-":  # off the command line: not in the shell history or `ps`
+            args.secret = sys.stdin.readline().strip()
         await _validate(args, policy)
     store = await Store.connect(settings.database_url, max_size=1)
     try:

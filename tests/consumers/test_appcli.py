@@ -16,9 +16,9 @@ SWITCHBOARD = str(Path(sys.executable).parent / "switchboard")
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
 
 
-def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+def run(env: dict[str, str], *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     return subprocess.run([SWITCHBOARD, "apps", *args], env=env, capture_output=True, text=True,
-                          timeout=60)  # fmt: skip
+                          timeout=60, input=stdin)  # fmt: skip
 
 
 @pytest.fixture
@@ -118,3 +118,12 @@ async def test_a_taken_name_is_refused(clean: Store, env: dict[str, str]) -> Non
     async with clean.transaction() as tx:
         app = await AppSQL(tx.conn).get_app("bot")
     assert app is not None and app.url == "http://127.0.0.1:9/a"
+
+
+async def test_a_secret_can_come_from_stdin(clean: Store, env: dict[str, str]) -> None:
+    """`--secret -` reads it from stdin, off the command line."""
+    done = run(env, "add", "bot", "http://127.0.0.1:9/", "--secret", "-", stdin=SECRET + "\n")
+    assert done.returncode == 0, done.stderr
+    async with clean.transaction() as tx:
+        app = await AppSQL(tx.conn).get_app("bot")
+    assert app is not None and app.secret.reveal() == SECRET
