@@ -192,3 +192,57 @@ ALTER TABLE conversations ADD COLUMN IF NOT EXISTS custom_attributes jsonb NOT N
 ALTER TABLE conversations
     ADD COLUMN IF NOT EXISTS additional_attributes jsonb NOT NULL DEFAULT '{}';
 ALTER TABLE conversations ADD COLUMN IF NOT EXISTS inbox_name text;
+
+-- Worker apps (issue #12): named HTTP endpoints that turns are pushed to (and Meta webhooks
+-- forwarded to), signed the Standard Webhooks way. The secret is kept as given
+-- (`whsec_<base64>`), not hashed: every push is signed with it, so it must be read back.
+CREATE TABLE IF NOT EXISTS worker_apps (
+    name        text PRIMARY KEY CHECK (name ~ '^[a-z0-9][a-z0-9_-]{0,62}$'),
+    url         text NOT NULL,
+    secret      text NOT NULL,
+    timeout_s   double precision NOT NULL DEFAULT 10 CHECK (timeout_s > 0 AND timeout_s <= 120),
+    enabled     boolean NOT NULL DEFAULT true,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+
+-- Each turn pushed to a worker app, by (turn, app): its state, the attempt due next (retries
+-- wait here, so a slow or failing app holds up nothing else), and the turn's JSON as pushed.
+-- `status`: queued → pushing → answered | failed | superseded (a newer turn of the
+-- conversation left first: never pushed).
+CREATE TABLE IF NOT EXISTS pushes (
+    turn                      text NOT NULL,
+    app                       text NOT NULL,
+    account_id                bigint NOT NULL,
+    chatwoot_conversation_id  bigint NOT NULL,
+    through                   bigint NOT NULL,
+    stream                    text NOT NULL,
+    stream_id                 text NOT NULL,
+    body                      bytea NOT NULL,
+    status                    text NOT NULL DEFAULT 'queued'
+        CHECK (status IN ('queued', 'pushing', 'answered', 'failed', 'superseded')),
+    attempts                  integer NOT NULL DEFAULT 0,
+    next_attempt_at           timestamptz,
+    last_error                text,
+    replies                   integer,
+    created_at                timestamptz NOT NULL DEFAULT now(),
+    updated_at                timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (turn, app)
+);
+CREATE INDEX IF NOT EXISTS pushes_due
+    ON pushes (next_attempt_at) WHERE status IN ('queued', 'pushing');
+
+-- The audit trail of pushes: one row per attempt and its outcome (answered, retry, failed),
+-- the app's HTTP status when it answered, how long it took.
+CREATE TABLE IF NOT EXISTS push_attempts (
+    id           bigserial PRIMARY KEY,
+    turn         text NOT NULL,
+    app          text NOT NULL,
+    attempt      integer NOT NULL,
+    at           timestamptz NOT NULL DEFAULT now(),
+    outcome      text NOT NULL,
+    http_status  integer,
+    ms           integer,
+    error        text
+);
+CREATE INDEX IF NOT EXISTS push_attempts_turn ON push_attempts (turn, app);

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 
-from consumers import backfill, dlq, doctor, ops, servers, service
+from consumers import appcli, backfill, dlq, doctor, ops, servers, service
 from consumers.errors import StoreError
 from consumers.local import LocalStack, migrate
 from consumers.opsapp import commands as opsapp
@@ -71,6 +71,8 @@ def _parser() -> argparse.ArgumentParser:
         acting.add_argument("--all", action="store_true", help="every dead entry")
         _selectors(acting)
     opsapp.register(sub)
+
+    appcli.register(sub)
     return parser
 
 
@@ -149,6 +151,9 @@ def _dispatch(
         return asyncio.run(_backfill(args, settings, topo))
     if args.command in opsapp.NAMES:
         return opsapp.run(args, settings, topo)
+
+    if args.command == "apps":
+        return asyncio.run(appcli.run(args, settings))
     return asyncio.run(_with_redis(settings, lambda redis: _redis_command(args, redis, topo)))
 
 
@@ -237,7 +242,9 @@ async def _dlq_replay(args: argparse.Namespace, settings: Settings, topo: Topolo
     out.write(
         f"replayed {counts.total()}: {counts[dlq.Outcome.REPUBLISHED]} re-published, "
         f"{counts[dlq.Outcome.REQUEUED]} replies queued again, "
-        f"{counts[dlq.Outcome.LEFT]} replies left as they were\n"
+        f"{counts[dlq.Outcome.LEFT]} replies left as they were"
+        + (f", {n} pushes queued again" if (n := counts[dlq.Outcome.REPUSHED]) else "")
+        + "\n"
     )
     return 0
 
@@ -247,6 +254,8 @@ def _replayed_one(entry_id: str, done: dlq.Replayed | None) -> str:
         return f"no dead entry {entry_id}\n"
     if done.outcome is dlq.Outcome.REPUBLISHED:
         return f"replayed as {done.detail}\n"
+    if done.outcome is dlq.Outcome.REPUSHED:
+        return f"{done.detail} queued again: the push group sends it\n"
     if done.outcome is dlq.Outcome.REQUEUED:
         return f"reply {done.detail} queued again: the deliver group sends it\n"
     return f"reply {done.detail}: nothing to send\n"

@@ -12,7 +12,7 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from consumers import servers
+from consumers import demoapp, servers
 from consumers.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
@@ -147,12 +147,24 @@ class LocalStack:
                 ],
                 env,
             )
+            self._start_demo_app(env)
         self._spawn("ingress", ["-m", "ingress"], env)
         self._spawn("consumers", ["-m", "consumers"], env)
         if self.demo:
             agent = [str(project_root() / "scripts" / "echo_agent.py")]
             self._spawn("echo-agent", [*agent, "--prefix", self.topology.prefix], env)
         self._wait_healthy(f"http://127.0.0.1:{port}/health")
+
+    def _start_demo_app(self, env: dict[str, str]) -> None:
+        """The echo worker app, registered, with a demo inbox routed to it (demoapp.py)."""
+        app_port = free_port(8700)
+        url = f"http://127.0.0.1:{app_port}/turns"
+        streams = demoapp.streams_file(self.settings.streams_path, self.home)
+        env.update(SWITCHBOARD_STREAMS=str(streams), ALLOW_HTTP_APPS="1", ALLOW_PRIVATE_APPS="1")
+        secret = asyncio.run(demoapp.register(env["DATABASE_URL"], url))
+        app_env = env | {"ECHO_APP_SECRET": secret}  # the environment, not argv: not in `ps`
+        self._spawn("echo-app", [str(project_root() / "scripts" / "echo_app.py"),
+                                 "--port", str(app_port)], app_env)  # fmt: skip
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> None:
         process = subprocess.Popen([sys.executable, *args], env=env, stdin=subprocess.DEVNULL)
@@ -214,6 +226,7 @@ class LocalStack:
                 '-d \'{"content": "Hello, Switchboard!"}\'',
                 "then see the bot's reply arrive in Chatwoot:",
                 f"  curl -s {fake}/_fake/messages",
+                *demoapp.banner(fake),
             ]
         lines += ["", "Ctrl-C stops everything.", ""]
         print("\n".join(lines), flush=True)  # noqa: T201 - this banner is the command's output

@@ -14,6 +14,7 @@ from redis.exceptions import ResponseError
 from consumers.clock import utcnow
 from consumers.polling import PollingWorker
 from consumers.store import Store
+from consumers.store.pushes import PushSQL
 from ingress.topology import Topology
 
 log = structlog.get_logger("retention")
@@ -91,8 +92,11 @@ class Retention(PollingWorker):
         cutoff = self.clock() - dt.timedelta(days=self.topology.retention.audit_days)
         async with self.store.transaction() as tx:
             expired = await tx.expire_audit(cutoff)
+            pushed = await PushSQL(tx.conn).expire_pushes(cutoff)
         if expired:
             removed["webhook_events"] = expired
+        if pushed:
+            removed["pushes"] = pushed
         if removed:
             log.info("retention.swept", removed=removed)
         return removed

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 import redis.asyncio as aioredis
 import structlog
 
-from consumers import backfill
+from consumers import backfill, push
 from consumers.chatwoot import ChatwootClient
 from consumers.counters import Counters
 from consumers.deliver import Deliverer, Retrier
@@ -101,6 +101,9 @@ async def workers(
                     backfill.opened(settings, topology, redis, store)
                 )
                 built.extend([backfiller] if backfiller is not None else [])
+                continue
+            if group == push.GROUP:
+                built += await push.workers(settings, topology, redis, store, stack)
                 continue
             spec = topology.groups[group]
             key = topology.key(spec.stream)

@@ -89,6 +89,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # so that a command run from any directory finds them.
     servers_file: Path = Path(".switchboard/servers.json")
     signature_tolerance_s: int = 300
+    # Worker apps (issue #12): http URLs, and URLs that resolve to private addresses.
+    allow_http_apps: bool = False
+    allow_private_apps: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -158,6 +161,8 @@ class _Reader:
             log_level=self.parse("LOG_LEVEL", _log_level, "info"),
             home=Path(self.get("SWITCHBOARD_HOME") or ".switchboard"),
             servers_file=self.servers_file(),
+            allow_http_apps=self.parse("ALLOW_HTTP_APPS", _flag, False),
+            allow_private_apps=self.parse("ALLOW_PRIVATE_APPS", _flag, False),
         )
         if self.problems:
             raise ConfigError(self.problems)

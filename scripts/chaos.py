@@ -16,7 +16,11 @@ to a replica, then is writable again a few seconds later),
 chatwoot-list-failures (15% of replies time out after Chatwoot saved them, while the message
 list the deliverer checks before sending again fails in phases: 500s and timeouts, then 401s,
 then nothing; with a user token and no echo webhooks, so that only the list can prove a reply
-landed; expected: nothing dead, no consumer process exits).
+landed; expected: nothing dead, no consumer process exits),
+app-faults (the turns go to a worker app over HTTP, scripts/echo_app.py, which answers 20% of
+pushes 500, hangs past the 1 s timeout on 5% after saving its reply (the retry gets it), and
+answers 30% slowly (0.6 s); expected: every customer answered, no push answered twice, no
+reply posted twice).
 Uses embedded Redis and PostgreSQL in a temporary folder; the fake Chatwoot plays the customers.
 """
 
@@ -46,10 +50,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from consumers.embedded import EmbeddedPostgres, EmbeddedRedis, free_port  # noqa: E402
 from consumers.store import Store  # noqa: E402
+from consumers.store.apps import AppSQL  # noqa: E402
 
 SECRET, TOKEN, USER_TOKEN, PREFIX = "chaos-secret", "chaos-bot", "chaos-user", "chaos"
 SCENARIOS = ("none", "kill-consumers", "restart-redis", "restart-postgres", "chatwoot-faults",
-             "ingress-down", "postgres-failover", "chatwoot-list-failures")  # fmt: skip
+             "ingress-down", "postgres-failover", "chatwoot-list-failures",
+             "app-faults")  # fmt: skip
+# app-faults: the worker app's misbehaviour (scripts/echo_app.py flags) and its secret.
+APP_FAULTS = ["--fail-rate", "0.2", "--hang-rate", "0.0625", "--hang", "3",
+              "--slow", "0.6", "--slow-rate", "0.3", "--seed", "5"]  # fmt: skip
+APP_SECRET = "whsec_" + "Y2hhb3MtYXBwLXNlY3JldC1rZXktMzItYnl0ZXMhIQ=="
 DROP_WEBHOOKS, INGRESS_DOWN_S = 0.2, 10.0
 FAULTS = [
     {"path": "/messages", "method": "POST", "status": 500, "probability": 0.2},
@@ -75,6 +85,9 @@ def streams_yaml(workdir: Path, scenario: str, extra: Sequence[tuple[str, str]] 
     by `extra` replacements, e.g. the benchmarks' raised rate limits)."""
     text = (ROOT / "streams.yaml").read_text()
     backfill = "every_s: 2" if scenario == "ingress-down" else "every_s: 300"
+    if scenario == "app-faults":  # the turns go to the worker app only
+        extra = [*extra, ("name: default\n    stream: turns",
+                          "name: default\n    stream: turns:apps\n    app: echo")]  # fmt: skip
     for old, new in (
         ("every_s: 300", backfill),
         ("prefix: sb", f"prefix: {PREFIX}"),
@@ -163,10 +176,22 @@ class Stack:
         self.ingress = self.spawn("ingress", [py, "-m", "ingress"])
         self.others.append(self.spawn("echo-agent", [py, "scripts/echo_agent.py",
                                                      "--prefix", PREFIX]))  # fmt: skip
+        if self.scenario == "app-faults":
+            self.start_app()
         for _ in range(self.consumer_count):
             self.start_consumer()
         _wait_http(f"{self.fake}/_fake/requests")
         _wait_http(f"http://127.0.0.1:{self.ingress_port}/health")
+
+    def start_app(self) -> None:
+        """The echo worker app, misbehaving, registered as `echo` (1 s timeout)."""
+        port = free_port()
+        self.env |= {"ALLOW_HTTP_APPS": "1", "ALLOW_PRIVATE_APPS": "1"}
+        asyncio.run(_add_app(self.env["DATABASE_URL"], f"http://127.0.0.1:{port}/turns"))
+        args = [sys.executable, "scripts/echo_app.py", "--port", str(port), *APP_FAULTS]
+        env = self.env | {"ECHO_APP_SECRET": APP_SECRET}  # for the app alone
+        self.others.append(Process("echo-app", args, env, self.workdir))
+        _wait_http(f"http://127.0.0.1:{port}/_echo/requests")
 
     def spawn(self, name: str, args: list[str]) -> Process:
         return Process(name, args, self.env, self.workdir)
@@ -188,6 +213,15 @@ class Stack:
             process.stop()
         self.postgres.stop()
         self.redis.stop()
+
+
+async def _add_app(database: str, url: str) -> None:
+    store = await Store.connect(database, max_size=1)
+    try:
+        async with store.transaction() as tx:
+            await AppSQL(tx.conn).add_app("echo", url, APP_SECRET, timeout_s=1, enabled=True)
+    finally:
+        await store.close()
 
 
 async def _apply_schema(database: str) -> None:
@@ -340,7 +374,11 @@ def count(stack: Stack, customer_ids: list[int]) -> dict[str, Any]:
     r.close()
     lost_on_the_way = Counter(str(w["status"]) for w in webhooks
                               if w["id"] in sent and w["status"] not in (200, 202))  # fmt: skip
+    pushes = (
+        asyncio.run(_pushes(stack.env["DATABASE_URL"])) if stack.scenario == "app-faults" else {}
+    )
     return {
+        **pushes,
         "webhooks sent": len(sent),
         "answered 2xx": len(answered),
         "webhooks never received": ", ".join(
@@ -394,6 +432,34 @@ async def _rows(database: str) -> dict[str, Any]:
     }
 
 
+async def _pushes(database: str) -> dict[str, Any]:
+    """The push figures: by status, attempts by outcome, and pushes answered twice."""
+    store = await Store.connect(database, max_size=1)
+    try:
+        async with store.pool.acquire() as conn:
+            statuses = await conn.fetch("SELECT status, count(*) AS n FROM pushes GROUP BY 1")
+            outcomes = await conn.fetch(
+                "SELECT outcome || ' ' || COALESCE(http_status::text, 'timeout') AS outcome, "
+                "count(*) AS n FROM push_attempts GROUP BY 1 ORDER BY 1"
+            )
+            twice = await conn.fetchval(
+                "SELECT count(*) FROM (SELECT 1 FROM push_attempts WHERE outcome = 'answered' "
+                "GROUP BY turn, app HAVING count(*) > 1) AS t"
+            )
+    finally:
+        await store.close()
+    by = {r["status"]: r["n"] for r in statuses}
+    return {
+        "turns pushed": sum(by.values()),
+        "pushes answered": by.get("answered", 0),
+        "pushes superseded (not sent)": by.get("superseded", 0),
+        "pushes failed": by.get("failed", 0),
+        "pushes still pending": by.get("queued", 0) + by.get("pushing", 0),
+        "push attempts": ", ".join(f"{r['outcome']}: {r['n']}" for r in outcomes),
+        "pushes answered twice": int(twice),
+    }
+
+
 def settled(figures: dict[str, Any], scenario: str) -> bool:
     # With lost webhooks, only the backfill brings every message: require all of them.
     everything = scenario != "ingress-down" or figures["customer messages not stored"] == 0
@@ -402,6 +468,7 @@ def settled(figures: dict[str, Any], scenario: str) -> bool:
         and figures["messages stored"] >= figures["answered 2xx"]
         and figures["replies still pending"] == 0
         and figures["conversations unanswered"] == 0
+        and figures.get("pushes still pending", 0) == 0
     )
 
 
@@ -462,6 +529,8 @@ def main() -> int:
     )
     if args.scenario == "chatwoot-list-failures":
         ok = ok and figures["entries dead"] == 0
+    if args.scenario == "app-faults":
+        ok = ok and figures["pushes answered twice"] == 0 and figures["pushes failed"] == 0
     print(f"scenario: {args.scenario} ({args.seconds:g} s at {achieved:.1f} messages/s, "
           f"{args.conversations} conversations, {args.consumers} consumer processes, "
           f"{'echo only' if args.no_user_token else 'user token'})")  # fmt: skip

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.e2e
         "ingress-down",
         "postgres-failover",
         "chatwoot-list-failures",
+        "app-faults",
     ],
 )
 def test_chaos_scenario(scenario: str) -> None:
