@@ -80,6 +80,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_format: LogFormat = "auto"
     home: Path = Path(".switchboard")
     signature_tolerance_s: int = 300
+    # -- Meta (Instagram comment webhooks, /webhooks/meta and the forward group) --------------
+    # META_APP_SECRET turns the endpoint on (it verifies X-Hub-Signature-256); the verify token
+    # answers Meta's subscription challenge; the access token asks the Graph API for a media's
+    # owner (META_GRAPH_URL: another base URL, for tests).
+    meta_app_secret: Secret | None = None
+    meta_verify_token: Secret | None = None
+    meta_access_token: Secret | None = None
+    meta_graph_url: str = "https://graph.facebook.com"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -140,6 +148,10 @@ class _Reader:
             port=self.parse("PORT", _port, 8000),
             log_format=self.parse("LOG_FORMAT", _log_format, "auto"),
             home=Path(self.get("SWITCHBOARD_HOME") or ".switchboard"),
+            meta_app_secret=_secret(self.get("META_APP_SECRET")),
+            meta_verify_token=_secret(self.get("META_VERIFY_TOKEN")),
+            meta_access_token=_secret(self.get("META_ACCESS_TOKEN")),
+            meta_graph_url=self.parse("META_GRAPH_URL", _base_url, "https://graph.facebook.com"),
         )
         if self.problems:
             raise ConfigError(self.problems)
