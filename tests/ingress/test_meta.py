@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -10,43 +9,17 @@ import pytest
 import redis.asyncio as aioredis
 from structlog.testing import capture_logs
 
-from ingress import events, meta, signatures
+from ingress import events, meta
 from ingress.topology import Topology
+from tests import meta as meta_bodies
 from tests.ingress.test_app import Client, client_for, entries, make_settings
 
 PATH = "/webhooks/meta"
-APP_SECRET = "meta-app-secret-5d1e"
-VERIFY = "verify-me-81c2"
+APP_SECRET = meta_bodies.APP_SECRET
+VERIFY = meta_bodies.VERIFY_TOKEN
 JSON = {"content-type": "application/json"}
-
-
-def comment(media: str = "17900000000000001", comment_id: str = "18000000000000001") -> bytes:
-    """A comment webhook as Meta sends it: non-ASCII as \\uXXXX and `/` as `\\/`."""
-    data: dict[str, Any] = {
-        "object": "instagram",
-        "entry": [
-            {
-                "id": "17841400000000001",
-                "time": 1_763_800_000,
-                "changes": [
-                    {
-                        "field": "comments",
-                        "value": {
-                            "from": {"id": "232323", "username": "caf\u00e9_fan"},
-                            "media": {"id": media, "media_product_type": "FEED"},
-                            "id": comment_id,
-                            "text": "Pr\u00e9cio? https://x.y/z",
-                        },
-                    }
-                ],
-            }
-        ],
-    }
-    return json.dumps(data, ensure_ascii=True).replace("/", "\\/").encode()
-
-
-def signed(body: bytes, secret: str = APP_SECRET) -> dict[str, str]:
-    return {**JSON, "x-hub-signature-256": signatures.sign_meta(body, secret)}
+comment = meta_bodies.comment
+signed = meta_bodies.headers
 
 
 @pytest.fixture
