@@ -29,6 +29,8 @@ TABLES = (
     "outbound",
     "webhook_events",
     "backfill_watermarks",
+    "meta_owner_apps",
+    "meta_forwards",
 )
 BOT_TOKEN = "test-bot-token"
 USER_TOKEN = "test-user-token"

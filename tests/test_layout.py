@@ -37,7 +37,10 @@ PURE = [
     "consumers/steps.py",
     "consumers/echoes.py",
 ]
-ONLY_IN = {"asyncpg": "consumers/store/", "httpx": "consumers/chatwoot.py"}
+ONLY_IN = {
+    "asyncpg": ("consumers/store/",),
+    "httpx": ("consumers/chatwoot.py", "consumers/graph.py"),  # graph: Meta's Graph API
+}
 
 
 def imports(path: Path) -> set[str]:
@@ -78,9 +81,9 @@ def test_pure_modules_import_no_driver(name: str) -> None:
 
 
 @pytest.mark.parametrize(("driver", "owner"), ONLY_IN.items())
-def test_one_adapter_per_driver(driver: str, owner: str) -> None:
-    """Only the store package imports asyncpg and only chatwoot.py imports httpx (tests and
-    scripts aside)."""
+def test_one_adapter_per_driver(driver: str, owner: tuple[str, ...]) -> None:
+    """Only the store package imports asyncpg and only the API clients (chatwoot.py,
+    graph.py) import httpx (tests and scripts aside)."""
     users = [
         str(p.relative_to(ROOT))
         for package in ("ingress", "consumers")
