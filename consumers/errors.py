@@ -62,3 +62,22 @@ class ChatwootError(HandlerError):
         self.retryable = retryable
         self.ambiguous = ambiguous
         self.retry_after = retry_after
+
+
+class AppError(HandlerError):
+    """A worker app did not take a push (see consumers/appclient.py for what retries)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retryable: bool,
+        ambiguous: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
+        self.ambiguous = ambiguous
+        self.retry_after = retry_after

@@ -36,10 +36,14 @@ PURE = [
     "consumers/synthetic.py",
     "consumers/steps.py",
     "consumers/echoes.py",
+    "consumers/signing.py",
+    "consumers/egress.py",
 ]
+# The worker apps' client (appclient.py) and Meta's Graph API client (graph.py) are the other
+# httpx adapters: neither is Chatwoot.
 ONLY_IN = {
     "asyncpg": ("consumers/store/",),
-    "httpx": ("consumers/chatwoot.py", "consumers/graph.py"),  # graph: Meta's Graph API
+    "httpx": ("consumers/chatwoot.py", "consumers/appclient.py", "consumers/graph.py"),
 }
 
 
@@ -83,7 +87,7 @@ def test_pure_modules_import_no_driver(name: str) -> None:
 @pytest.mark.parametrize(("driver", "owner"), ONLY_IN.items())
 def test_one_adapter_per_driver(driver: str, owner: tuple[str, ...]) -> None:
     """Only the store package imports asyncpg and only the API clients (chatwoot.py,
-    graph.py) import httpx (tests and scripts aside)."""
+    appclient.py, graph.py) import httpx (tests and scripts aside)."""
     users = [
         str(p.relative_to(ROOT))
         for package in ("ingress", "consumers")
