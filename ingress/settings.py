@@ -80,6 +80,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_format: LogFormat = "auto"
     home: Path = Path(".switchboard")
     signature_tolerance_s: int = 300
+    # Worker apps (issue #12): http URLs, and URLs that resolve to private addresses.
+    allow_http_apps: bool = False
+    allow_private_apps: bool = False
     # -- Meta (Instagram comment webhooks, /webhooks/meta and the forward group) --------------
     # META_APP_SECRET turns the endpoint on (it verifies X-Hub-Signature-256); the verify token
     # answers Meta's subscription challenge; the access token asks the Graph API for a media's
@@ -148,6 +151,8 @@ class _Reader:
             port=self.parse("PORT", _port, 8000),
             log_format=self.parse("LOG_FORMAT", _log_format, "auto"),
             home=Path(self.get("SWITCHBOARD_HOME") or ".switchboard"),
+            allow_http_apps=self.parse("ALLOW_HTTP_APPS", _flag, False),
+            allow_private_apps=self.parse("ALLOW_PRIVATE_APPS", _flag, False),
             meta_app_secret=_secret(self.get("META_APP_SECRET")),
             meta_verify_token=_secret(self.get("META_VERIFY_TOKEN")),
             meta_access_token=_secret(self.get("META_ACCESS_TOKEN")),
