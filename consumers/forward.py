@@ -10,22 +10,26 @@ was forwarded meanwhile is not sent again); a refusal dead-letters it, naming th
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
 
-from consumers import comments, decisions
+from consumers import comments, decisions, egress
+from consumers.appclient import AppClient
 from consumers.comments import Comment
 from consumers.errors import HandlerError, PermanentError, RetryableError
-from consumers.graph import GraphError
-from consumers.runner import StreamEntry
+from consumers.graph import GraphClient, GraphError
+from consumers.runner import Runner, StreamEntry
 from consumers.store import Store
 from consumers.store.apps import AppSQL, WorkerApp
 from consumers.store.forwards import Forward
 from ingress import events
 from ingress.errors import EntryDecodeError
+from ingress.settings import Settings
 from ingress.topology import Topology
 
 log = structlog.get_logger("forward")
@@ -57,9 +61,9 @@ class Owners:
 
     async def of(self, media_id: str) -> str:
         key = self.prefix + media_id  # a Graph id: digits only (comments.parse checks)
-        cached: bytes | None = await self.redis.get(key)
+        cached: Any = await self.redis.get(key)
         if cached is not None:
-            return cached.decode()
+            return str(cached.decode() if isinstance(cached, bytes) else cached)
         owner = await self.lookup(media_id)
         await self.redis.set(key, owner, ex=self.ttl_s)
         return owner
@@ -227,3 +231,67 @@ class Forwarder:
         for comment in parsed.comments:
             outcomes.add(comment, "dead", f"{dead.reason}: {dead.error}"[:2000])
         await self._record(outcomes)
+
+
+def configured(settings: Settings) -> bool:
+    """Meta webhooks are taken (META_APP_SECRET) and owners can be asked (META_ACCESS_TOKEN)."""
+    return settings.meta_app_secret is not None and settings.meta_access_token is not None
+
+
+@contextlib.asynccontextmanager
+async def opened(
+    settings: Settings,
+    topology: Topology,
+    redis: aioredis.Redis,
+    store: Store,
+    *,
+    clock: Callable[[], float] = time.time,
+) -> AsyncIterator[Runner | None]:
+    """The forward group's runner with its Graph and app clients open; None (the group is
+    not even created, so it never holds the events stream untrimmed) without Meta."""
+    if not configured(settings):
+        if settings.meta_app_secret is not None:
+            log.error(
+                "forward.off",
+                detail="META_APP_SECRET is set but META_ACCESS_TOKEN is not: Meta webhooks are "
+                "stored, but nothing forwards them until it is",
+            )
+        yield None
+        return
+    assert settings.meta_access_token is not None
+    spec = topology.forward
+    policy = egress.Policy(
+        allow_http=settings.allow_http_apps, allow_private=settings.allow_private_apps
+    )
+    async with (
+        GraphClient(
+            settings.meta_graph_url,
+            settings.meta_access_token,
+            version=spec.graph_version,
+            timeout=spec.graph_timeout_ms / 1000,
+        ) as graph,
+        AppClient(policy=policy) as apps,
+    ):
+
+        async def post(app: WorkerApp, msg_id: str, body: bytes) -> None:
+            await apps.post(
+                app.url,
+                app.secret.reveal(),
+                msg_id=msg_id,
+                timestamp=int(clock()),
+                body=body,
+                timeout_s=app.timeout_s,
+            )
+
+        forwarder = Forwarder(store, Owners(redis, topology, graph.owner), post, clock=clock)
+        yield Runner(
+            redis,
+            key=topology.key("events"),
+            group=GROUP,
+            spec=spec.group(),
+            dead_key=topology.key("dead"),
+            metrics_key=topology.key("metrics"),
+            partition=by_delivery,
+            handler=forwarder,
+            on_dead=forwarder.dead,
+        )
