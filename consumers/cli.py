@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 
-from consumers import appcli, backfill, dlq, ops, service
+from consumers import appcli, backfill, dlq, metacli, ops, service
 from consumers.errors import StoreError
 from consumers.local import LocalStack, migrate
 from consumers.store import Store, schema
@@ -70,6 +70,7 @@ def _parser() -> argparse.ArgumentParser:
         acting.add_argument("--all", action="store_true", help="every dead entry")
         _selectors(acting)
     appcli.register(sub)
+    metacli.register(sub)
     return parser
 
 
@@ -137,6 +138,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings, topo: Topology) -> i
         return asyncio.run(_backfill(args, settings, topo))
     if args.command == "apps":
         return asyncio.run(appcli.run(args, settings))
+    if args.command == "meta":
+        return asyncio.run(metacli.run(args, settings))
     return asyncio.run(_with_redis(settings, lambda redis: _redis_command(args, redis, topo)))
 
 

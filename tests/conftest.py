@@ -29,6 +29,7 @@ TABLES = (
     "outbound",
     "webhook_events",
     "backfill_watermarks",
+    "worker_apps",
     "meta_owner_apps",
     "meta_forwards",
 )

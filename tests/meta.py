@@ -26,11 +26,11 @@ def change(media: str, comment_id: str, *, field: str = "comments") -> dict[str,
     }
 
 
-def webhook(*changes: dict[str, Any], account: str = OWNER) -> bytes:
+def webhook(*changes: dict[str, Any], account: str = OWNER, at: int = 1_763_800_000) -> bytes:
     """An `instagram` webhook holding `changes` in one entry."""
     data = {
         "object": "instagram",
-        "entry": [{"id": account, "time": 1_763_800_000, "changes": list(changes)}],
+        "entry": [{"id": account, "time": at, "changes": list(changes)}],
     }
     return json.dumps(data, ensure_ascii=True).replace("/", "\\/").encode()
 
