@@ -46,13 +46,13 @@ async def run(args: argparse.Namespace, settings: Settings, out: TextIO = sys.st
                 if await AppSQL(tx.conn).get_app(args.app) is None:
                     sys.stderr.write(f"switchboard meta map: no app {args.app!r}\n")
                     return 1
-                await tx.map_owner(owner, args.app)
-                out.write(f"comments on media of {owner} go to {args.app}\n")
+                await tx.map_owner(args.owner, args.app)
+                out.write(f"comments on media of {args.owner} go to {args.app}\n")
             elif args.action == "unmap":
-                if not await tx.unmap_owner(owner):
-                    sys.stderr.write(f"switchboard meta unmap: {owner} is not mapped\n")
+                if not await tx.unmap_owner(args.owner):
+                    sys.stderr.write(f"switchboard meta unmap: {args.owner} is not mapped\n")
                     return 1
-                out.write(f"{owner} unmapped: its comments are recorded ignored\n")
+                out.write(f"{args.owner} unmapped: its comments are recorded ignored\n")
             elif args.action == "maps":
                 for row in await tx.owner_maps():
                     out.write(f"{row.owner_id}\t{row.app}\n")
