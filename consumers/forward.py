@@ -107,18 +107,10 @@ class _Outcomes:
 class Forwarder:
     """The handler of the forward group (and its `on_dead`)."""
 
-    def __init__(
-        self,
-        store: Store,
-        owners: Owners,
-        post: Post,
-        *,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
+    def __init__(self, store: Store, owners: Owners, post: Post) -> None:
         self.store = store
         self.owners = owners
         self.post = post
-        self.clock = clock
 
     async def __call__(self, entry: StreamEntry) -> None:
         structlog.contextvars.clear_contextvars()
@@ -272,26 +264,35 @@ async def opened(
         ) as graph,
         AppClient(policy=policy) as apps,
     ):
+        forwarder = Forwarder(store, Owners(redis, topology, graph.owner), poster(apps, clock))
+        yield runner(redis, topology, forwarder)
 
-        async def post(app: WorkerApp, msg_id: str, body: bytes) -> None:
-            await apps.post(
-                app.url,
-                app.secret.reveal(),
-                msg_id=msg_id,
-                timestamp=int(clock()),
-                body=body,
-                timeout_s=app.timeout_s,
-            )
 
-        forwarder = Forwarder(store, Owners(redis, topology, graph.owner), post, clock=clock)
-        yield Runner(
-            redis,
-            key=topology.key("events"),
-            group=GROUP,
-            spec=spec.group(),
-            dead_key=topology.key("dead"),
-            metrics_key=topology.key("metrics"),
-            partition=by_delivery,
-            handler=forwarder,
-            on_dead=forwarder.dead,
+def poster(apps: AppClient, clock: Callable[[], float] = time.time) -> Post:
+    """Posts with the app's own URL, secret and timeout."""
+
+    async def post(app: WorkerApp, msg_id: str, body: bytes) -> None:
+        await apps.post(
+            app.url,
+            app.secret.reveal(),
+            msg_id=msg_id,
+            timestamp=int(clock()),
+            body=body,
+            timeout_s=app.timeout_s,
         )
+
+    return post
+
+
+def runner(redis: aioredis.Redis, topology: Topology, forwarder: Forwarder) -> Runner:
+    return Runner(
+        redis,
+        key=topology.key("events"),
+        group=GROUP,
+        spec=topology.forward.group(),
+        dead_key=topology.key("dead"),
+        metrics_key=topology.key("metrics"),
+        partition=by_delivery,
+        handler=forwarder,
+        on_dead=forwarder.dead,
+    )
