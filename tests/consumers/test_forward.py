@@ -20,6 +20,7 @@ from consumers.forward import Forwarder
 from consumers.graph import GraphClient
 from consumers.store import Store
 from consumers.store.apps import AppSQL
+from consumers.store.forwards import Forward
 from ingress import events
 from ingress.settings import Secret, Settings
 from ingress.topology import Topology
@@ -291,3 +292,16 @@ async def test_without_meta_settings_there_is_no_forward_group(
         else []
     )
     assert forward.GROUP not in [g["name"].decode() for g in groups]
+
+
+async def test_a_forwarded_comment_is_never_recorded_otherwise(store: Store) -> None:
+    """A late attempt (a reclaimed duplicate that failed) cannot turn `forwarded` back into
+    `dead` or `ignored`: the comment would be sent again by a replay."""
+    row = Forward(comment_key="comments:1", stream_id="1-0", delivery_id="meta:a",
+                  outcome="forwarded", owner_id="1001", app="shop")  # fmt: skip
+    async with store.transaction() as tx:
+        await tx.record_forward(row)
+        await tx.record_forward(msgspec.structs.replace(row, outcome="dead", detail="late"))
+        assert await tx.forwarded(["comments:1", "comments:2"]) == {"comments:1"}
+    [found] = await rows(store, FORWARDS)
+    assert (found["outcome"], found["detail"]) == ("forwarded", None)
