@@ -178,6 +178,47 @@ CREATE TABLE IF NOT EXISTS worker_apps (
     updated_at  timestamptz NOT NULL DEFAULT now()
 );
 
+-- Each turn pushed to a worker app, by (turn, app): its state, the attempt due next (retries
+-- wait here, so a slow or failing app holds up nothing else), and the turn's JSON as pushed.
+-- `status`: queued → pushing → answered | failed | superseded (a newer turn of the
+-- conversation left first: never pushed).
+CREATE TABLE IF NOT EXISTS pushes (
+    turn                      text NOT NULL,
+    app                       text NOT NULL,
+    account_id                bigint NOT NULL,
+    chatwoot_conversation_id  bigint NOT NULL,
+    through                   bigint NOT NULL,
+    stream                    text NOT NULL,
+    stream_id                 text NOT NULL,
+    body                      bytea NOT NULL,
+    status                    text NOT NULL DEFAULT 'queued'
+        CHECK (status IN ('queued', 'pushing', 'answered', 'failed', 'superseded')),
+    attempts                  integer NOT NULL DEFAULT 0,
+    next_attempt_at           timestamptz,
+    last_error                text,
+    replies                   integer,
+    created_at                timestamptz NOT NULL DEFAULT now(),
+    updated_at                timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (turn, app)
+);
+CREATE INDEX IF NOT EXISTS pushes_due
+    ON pushes (next_attempt_at) WHERE status IN ('queued', 'pushing');
+
+-- The audit trail of pushes: one row per attempt and its outcome (answered, retry, failed),
+-- the app's HTTP status when it answered, how long it took.
+CREATE TABLE IF NOT EXISTS push_attempts (
+    id           bigserial PRIMARY KEY,
+    turn         text NOT NULL,
+    app          text NOT NULL,
+    attempt      integer NOT NULL,
+    at           timestamptz NOT NULL DEFAULT now(),
+    outcome      text NOT NULL,
+    http_status  integer,
+    ms           integer,
+    error        text
+);
+CREATE INDEX IF NOT EXISTS push_attempts_turn ON push_attempts (turn, app);
+
 -- Instagram comments from Meta (issue #12, the forward group): which worker app gets each
 -- Instagram account's comments (by media owner id), and what became of each comment. One row
 -- per comment, keyed as Meta's retries are deduplicated: by (field, comment id).

@@ -8,7 +8,6 @@ stderr and exit 2; an unknown or taken name, exit 1.
 from __future__ import annotations
 
 import argparse
-import re
 import secrets
 import sys
 from typing import TextIO
@@ -18,8 +17,8 @@ from consumers.appclient import system_resolve
 from consumers.store import Store
 from consumers.store.apps import UNSET, AppSQL, Unset, WorkerApp
 from ingress.settings import Settings
+from ingress.topology import APP_NAME
 
-NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 MAX_TIMEOUT_S = 120.0
 DEFAULT_TIMEOUT_S = 10.0
 
@@ -93,7 +92,7 @@ async def _run(args: argparse.Namespace, settings: Settings, out: TextIO) -> int
 
 
 async def _validate(args: argparse.Namespace, policy: egress.Policy) -> None:
-    if args.action == "add" and not NAME.fullmatch(args.name):
+    if args.action == "add" and not APP_NAME.fullmatch(args.name):
         raise BadInput(
             "NAME must be 1-63 lower-case letters, digits, - or _, starting with a letter or digit"
         )

@@ -17,9 +17,11 @@ from typing import Any
 import msgspec
 import redis.asyncio as aioredis
 
+from consumers import push
 from consumers.clock import utcnow
 from consumers.statuses import Outbound
 from consumers.store import Store
+from consumers.store.pushes import Push, PushSQL
 from ingress import events
 from ingress.events import DeadEntry
 from ingress.topology import Topology
@@ -104,7 +106,9 @@ class Replayer:
 
     async def replay(self, entry_id: str, dead: DeadEntry) -> Replayed:
         """Replay one dead letter, then remove it from the dead stream."""
-        if dead.stream == self.topology.key("outbound"):
+        if dead.group == push.GROUP and push.PUSH_APP_FIELD in dead.original:
+            done = await self._push(dead)
+        elif dead.stream == self.topology.key("outbound"):
             done = await self._reply(dead)
         else:
             done = await self._republish(dead.stream, dead.original)
@@ -126,6 +130,20 @@ class Replayer:
         if found is Outbound.FAILED:
             return Replayed(outcome=Outcome.REQUEUED, detail=ref)
         return Replayed(outcome=Outcome.LEFT, detail=f"{ref} is {found}")
+
+    async def _push(self, dead: DeadEntry) -> Replayed:
+        """A push that failed for good is queued again in `pushes` (re-publishing its turn
+        would hand it to the stream's other readers twice); a bad inline reply, or a push
+        already answered, is left as it is."""
+        turn = dead.original.get("turn", b"").decode(errors="replace")
+        app = dead.original[push.PUSH_APP_FIELD].decode(errors="replace")
+        if "reply" in dead.original:
+            return Replayed(outcome=Outcome.LEFT, detail=f"a bad reply of {app} to {turn}")
+        async with self.store.transaction() as tx:
+            found = await PushSQL(tx.conn).requeue_push(turn, app)
+        if found is Push.FAILED:
+            return Replayed(outcome=Outcome.REQUEUED, detail=f"push of {turn} to {app}")
+        return Replayed(outcome=Outcome.LEFT, detail=f"push of {turn} to {app} is {found}")
 
     async def _republish(self, stream: str, fields: dict[str, bytes]) -> Replayed:
         new_id = await self.redis.xadd(stream, events.wire(fields))  # type: ignore[arg-type]

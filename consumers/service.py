@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 import redis.asyncio as aioredis
 import structlog
 
-from consumers import backfill, forward
+from consumers import backfill, forward, push
 from consumers.chatwoot import ChatwootClient
 from consumers.counters import Counters
 from consumers.deliver import Deliverer, Retrier
@@ -108,6 +108,9 @@ async def workers(
                     forward.opened(settings, topology, redis, store)
                 )
                 built.extend([forwarder] if forwarder is not None else [])
+                continue
+            if group == push.GROUP:
+                built += await push.workers(settings, topology, redis, store, stack)
                 continue
             spec = topology.groups[group]
             key = topology.key(spec.stream)

@@ -19,7 +19,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ingress import automation, events, meta, signatures, views
+from ingress import automation, events, idempotency, meta, signatures, views
 from ingress.connect import UNAVAILABLE, redis_client
 from ingress.errors import PublishError
 from ingress.metrics import Metrics
@@ -63,6 +63,7 @@ class Ingress:
     ) -> None:
         self.settings = settings
         self.publisher = publisher
+        self.memo = idempotency.Memo(publisher.redis, topology.key("outbound"))
         self.clock = clock
         self.keys = [
             signatures.Key(secret=s.reveal().encode(), account=s.account)
@@ -225,13 +226,40 @@ class Ingress:
             return _error(422, str(exc))
         except msgspec.DecodeError:
             return _error(400, "body is not valid JSON")
+        key = request.headers.get(idempotency.HEADER)
+        if key is not None:
+            try:
+                key = idempotency.checked(key)
+            except idempotency.BadKey as exc:
+                return _error(422, str(exc))
+            if entry.ref is not None and entry.ref != key:
+                return _error(422, "Idempotency-Key and the body's ref differ: give one")
+            entry = msgspec.structs.replace(entry, ref=key)
+        # A ref chosen by the caller makes the POST idempotent; a generated one is unique.
+        chosen = entry.ref is not None
         if entry.ref is None:
             entry = msgspec.structs.replace(entry, ref=f"http-{uuid.uuid4().hex}")
+        return await self._publish_reply(entry, body, chosen=chosen)
+
+    async def _publish_reply(
+        self, entry: events.OutboundEntry, body: bytes, *, chosen: bool
+    ) -> Response:
+        """Publish once per ref: a retried POST gets the first one's answer (idempotency.py)."""
+        assert entry.ref is not None
+        seen = await self.memo.recall(entry.ref) if chosen else None
+        sha = idempotency.fingerprint(body)
+        if seen is not None:
+            if seen.body_sha256 != sha:
+                return _error(422, "Idempotency-Key was used with another body")
+            log.info("outbound.repeated", ref=entry.ref, entry=seen.entry)
+            return JSONResponse({"ref": entry.ref, "entry": seen.entry}, status_code=202)
         try:
             published = await self.publisher.publish(self.outbound_key, entry)
         except PublishError as exc:
             log.error("outbound.unstored", ref=entry.ref, error=str(exc), status=503)
             return _error(503, "event store unavailable")
+        if chosen:
+            await self.memo.remember(entry.ref, idempotency.Remembered(published.entry, sha))
         log.info("outbound.accepted", ref=entry.ref, kind=entry.kind, entry=published.entry)
         return JSONResponse({"ref": entry.ref, "entry": published.entry}, status_code=202)
 

@@ -11,6 +11,8 @@ import msgspec
 from ingress.errors import ConfigError
 
 REQUIRED_STREAMS = ("events", "turns", "outbound", "dead")
+# A worker app's name, as `switchboard apps add` takes it (the worker_apps CHECK agrees).
+APP_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 
 
 class _Spec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -168,6 +170,10 @@ class Route(_Spec, frozen=True, kw_only=True):
 
     name: str
     stream: str = "turns"
+    # A worker app (`switchboard apps`) the `push` group POSTs this route's turns to, signed.
+    # They still pass through `stream`, the queue the push group reads: a stream no agent
+    # reads (`turns:<name>`) makes the app the route's only agent.
+    app: str | None = None
     account: int | None = None
     inbox: int | None = None
     channel: str | None = None
@@ -193,6 +199,8 @@ class Route(_Spec, frozen=True, kw_only=True):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError("`answer_within_s` and `max_holds` must not be negative")
+        if self.app is not None and not APP_NAME.fullmatch(self.app):
+            raise ValueError("`app` must be a worker app's name (lower-case letters, digits, - _)")
 
     def timing(self, defaults: TurnsSpec) -> TurnsSpec:
         return TurnsSpec(
@@ -255,6 +263,14 @@ class Topology(_Spec, frozen=True, kw_only=True):
     def policy_for(self, *, account: int, inbox: int | None, channel: str | None) -> Route:
         """The route's policy, or the defaults for conversations no route covers."""
         return self.route_for(account=account, inbox=inbox, channel=channel) or UNROUTED
+
+    def push_streams(self, group_stream: str) -> list[str]:
+        """The streams the `push` group reads: its own, and every route's that names an app."""
+        names = [group_stream, *(r.stream for r in self.routes if r.app is not None)]
+        return list(dict.fromkeys(names))
+
+    def route_named(self, name: str) -> Route | None:
+        return next((r for r in self.routes if r.name == name), None)
 
     def stream_keys(self) -> list[str]:
         """Every stream's key, the turn streams of all routes included."""

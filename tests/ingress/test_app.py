@@ -350,3 +350,71 @@ async def test_per_account_secrets(
         response = await client.post("/webhooks/chatwoot", content=body, headers=sent)
         assert response.status_code == status
     assert len(await entries(redis, topology, "events")) == (1 if status == 200 else 0)
+
+
+# -- POST /outbound with an Idempotency-Key ------------------------------------------------------
+
+
+async def test_a_retried_post_with_the_same_key_gets_the_same_202_and_one_entry(
+    client: Client, redis: aioredis.Redis, topology: Topology
+) -> None:
+    """The key is the reply's ref; the second POST is answered as the first, adding nothing."""
+    body = {"account": 3, "conversation": 1042, "content": "Hello"}
+    headers = {"authorization": "Bearer ot", "idempotency-key": "order-7:reply"}
+    first = await client.post("/outbound", json=body, headers=headers)
+    second = await client.post("/outbound", json=body, headers=headers)
+    assert first.status_code == second.status_code == 202
+    assert first.json() == second.json() and first.json()["ref"] == "order-7:reply"
+    [(_, fields)] = await entries(redis, topology, "outbound")
+    assert events.decode(events.OutboundEntry, fields).ref == "order-7:reply"
+
+
+async def test_the_body_ref_is_a_key_too(
+    client: Client, redis: aioredis.Redis, topology: Topology
+) -> None:
+    """Without the header, the body's ref makes the POST idempotent the same way."""
+    body = {"account": 3, "conversation": 1042, "content": "Hello", "ref": "r-1"}
+    for _ in range(2):
+        answer = await client.post("/outbound", json=body, headers={"authorization": "Bearer ot"})
+        assert answer.status_code == 202
+    assert len(await entries(redis, topology, "outbound")) == 1
+
+
+@pytest.mark.parametrize(
+    ("key", "body", "error"),
+    [
+        pytest.param("k" * 201, {}, "Idempotency-Key is longer than 200", id="long"),
+        pytest.param("a b", {}, "Idempotency-Key may hold only", id="space"),
+        pytest.param("é", {}, "Idempotency-Key may hold only", id="non-ascii"),
+        pytest.param(
+            "k-1", {"ref": "k-2"}, "Idempotency-Key and the body's ref differ", id="differs"
+        ),  # fmt: skip
+    ],
+)
+async def test_a_bad_key_is_422_naming_the_header(
+    key: str, body: dict[str, str], error: str,
+    client: Client, redis: aioredis.Redis, topology: Topology,
+) -> None:  # fmt: skip
+    """A key past the ref limit, with characters a ref cannot carry, or contradicting the
+    body: 422 naming the header, nothing published."""
+    response = await client.post(
+        "/outbound",
+        json={"account": 3, "conversation": 1042, "content": "Hello", **body},
+        headers={b"authorization": b"Bearer ot", b"idempotency-key": key.encode()},
+    )
+    assert response.status_code == 422 and error in response.json()["error"]
+    assert await entries(redis, topology, "outbound") == []
+
+
+async def test_a_key_reused_with_another_body_is_refused(
+    client: Client, redis: aioredis.Redis, topology: Topology
+) -> None:
+    """The same key with a different reply is a client bug: 422, the first reply stands."""
+    headers = {"authorization": "Bearer ot", "idempotency-key": "k-9"}
+    first = await client.post("/outbound", json={"account": 3, "conversation": 1042,
+                                                  "content": "Hello"}, headers=headers)  # fmt: skip
+    other = await client.post("/outbound", json={"account": 3, "conversation": 1042,
+                                                 "content": "Bye"}, headers=headers)  # fmt: skip
+    assert first.status_code == 202 and other.status_code == 422
+    assert "another body" in other.json()["error"]
+    assert len(await entries(redis, topology, "outbound")) == 1

@@ -30,7 +30,7 @@ def test_repository_streams_yaml_loads() -> None:
         "sb:outbound",
         "sb:dead",
     ]
-    assert set(loaded.groups) == {"persist", "deliver"}
+    assert set(loaded.groups) == {"persist", "deliver", "push"}
 
 
 @pytest.mark.parametrize(
@@ -115,3 +115,19 @@ def test_no_route_means_no_turns() -> None:
     """A conversation no route matches has no route."""
     loaded = topology.parse(MINIMAL.replace(b"  - {name: rest}\n", b""))
     assert loaded.route_for(account=3, inbox=11, channel=None) is None
+
+
+def test_routes_naming_an_app_add_their_streams_to_the_push_group() -> None:
+    """The push group reads its own stream and the stream of every route naming an app."""
+    loaded = topology.parse(
+        MINIMAL.replace(b"  - {name: rest}\n", b"  - {name: bot, stream: 'turns:bot', app: echo}\n")
+    )
+    assert loaded.push_streams("turns") == ["turns", "turns:bot"]
+    route = loaded.route_named("bot")
+    assert route is not None and route.app == "echo"
+
+
+def test_an_app_name_is_checked() -> None:
+    """A route's `app` must be a worker app's name."""
+    with pytest.raises(ConfigError, match="`app` must be"):
+        topology.parse(MINIMAL.replace(b"{name: rest}", b"{name: rest, app: 'Not An App'}"))
