@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import redis.asyncio as aioredis
+from asgi_lifespan import LifespanManager
 from structlog.testing import capture_logs
 
+from consumers.embedded import free_port
 from ingress import events, meta
+from ingress.app import create_app
 from ingress.topology import Topology
 from tests import meta as meta_bodies
 from tests.ingress.test_app import Client, client_for, entries, make_settings
@@ -187,3 +193,29 @@ async def test_no_verify_token_refuses_the_challenge_and_warns(
             response = await client.get(PATH, params=params)
             assert response.status_code == 403
     assert any(e["event"] == "meta.no_verify_token" for e in logs)
+
+
+async def test_a_comment_is_spooled_while_redis_is_down_then_stored(
+    tmp_path: Path, topology: Topology, redis: aioredis.Redis
+) -> None:
+    """Redis unreachable: the signed comment is answered 200 from the spool (Meta would
+    otherwise retry for 36 hours), and reaches sb:events as source=meta once Redis is back."""
+    spool = tmp_path / "events.spool"
+    env = {"REDIS_URL": f"redis://127.0.0.1:{free_port()}/0", "META_APP_SECRET": APP_SECRET}
+    body = comment()
+    down = create_app(make_settings(**env), topology, spool_path=spool)
+    async with LifespanManager(down) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ingress") as client:
+            answer = await client.post(PATH, content=body, headers=signed(body))
+    assert (answer.status_code, answer.json()["spooled"]) == (200, True)
+    up = create_app(make_settings(META_APP_SECRET=APP_SECRET), topology, redis=redis,
+                    spool_path=spool)  # fmt: skip
+    async with LifespanManager(up):
+        for _ in range(100):
+            if await entries(redis, topology, "events"):
+                break
+            await asyncio.sleep(0.05)
+    [(_, fields)] = await entries(redis, topology, "events")
+    entry = events.decode(events.EventEntry, fields)
+    assert (entry.source, entry.body, entry.delivery) == ("meta", body, meta.delivery_id(body))
