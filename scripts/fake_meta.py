@@ -131,7 +131,11 @@ class FakeMeta:
                 "method": request.method,
                 "path": request.url.path,
                 "app": request.path_params["name"],
-                "headers": {k: v for k, v in request.headers.items() if k.startswith("webhook-")},
+                "headers": {
+                    k: v
+                    for k, v in request.headers.items()
+                    if k.startswith("webhook-") or k == "x-hub-signature-256"
+                },
                 "body": body.decode("utf-8", "replace"),
                 "at": time.time(),
             }
