@@ -248,6 +248,8 @@ async def opened(
                 detail="META_APP_SECRET is set but META_ACCESS_TOKEN is not: Meta webhooks are "
                 "stored, but nothing forwards them until it is",
             )
+        else:
+            log.info("forward.off", detail="Meta is not configured (META_APP_SECRET)")
         yield None
         return
     assert settings.meta_access_token is not None

@@ -15,10 +15,13 @@ from structlog.testing import capture_logs
 
 from consumers.embedded import free_port
 from ingress import events, meta
+from ingress import topology as topology_mod
 from ingress.app import create_app
+from ingress.errors import ConfigError
 from ingress.topology import Topology
 from tests import meta as meta_bodies
 from tests.ingress.test_app import Client, client_for, entries, make_settings
+from tests.services import ROOT
 
 PATH = "/webhooks/meta"
 APP_SECRET = meta_bodies.APP_SECRET
@@ -219,3 +222,35 @@ async def test_a_comment_is_spooled_while_redis_is_down_then_stored(
     [(_, fields)] = await entries(redis, topology, "events")
     entry = events.decode(events.EventEntry, fields)
     assert (entry.source, entry.body, entry.delivery) == ("meta", body, meta.delivery_id(body))
+
+
+def test_meta_settings_are_read_and_kept_secret() -> None:
+    """The META_* variables are read once; the secrets never show in a repr; a Graph URL
+    that is not http(s) is a configuration error naming the variable."""
+    settings = make_settings(
+        META_APP_SECRET=APP_SECRET, META_ACCESS_TOKEN="EAAG-tok", META_GRAPH_URL="http://g:1/"
+    )
+    assert settings.meta_graph_url == "http://g:1"
+    assert APP_SECRET not in repr(settings) and "EAAG-tok" not in repr(settings)
+    assert make_settings().meta_graph_url == "https://graph.facebook.com"
+    with pytest.raises(ConfigError) as caught:
+        make_settings(META_GRAPH_URL="graph.facebook.com")
+    assert any("META_GRAPH_URL" in problem for problem in caught.value.problems)
+
+
+@pytest.mark.parametrize(
+    ("yaml", "problem"),
+    [
+        pytest.param("graph_version: '21'", "graph_version", id="version"),
+        pytest.param("graph_version: v21.0/../me", "graph_version", id="version-path"),
+        pytest.param("owner_cache_s: 0", "owner_cache_s", id="cache"),
+        pytest.param("retry: 3", "retry", id="unknown-key"),
+    ],
+)
+def test_forward_settings_in_streams_yaml_are_checked(yaml: str, problem: str) -> None:
+    """The `forward:` section of streams.yaml: a Graph version that is not vN.N (it goes
+    into a URL path), a zero cache time or an unknown key is refused at start."""
+    raw = (ROOT / "streams.yaml").read_bytes() + f"\n  {yaml}\n".encode()
+    with pytest.raises(ConfigError) as caught:
+        topology_mod.parse(raw)
+    assert problem in str(caught.value.problems)
