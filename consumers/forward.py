@@ -131,10 +131,10 @@ class Forwarder:
             await self._forward(todo, event, outcomes)
         await self._record(outcomes)
         log.info(
-            "webhook.forwarded",
+            "webhook.routed",
             comments=len(parsed.comments),
             already=len(done),
-            unusable=len(parsed.unusable),
+            unusable=parsed.unusable,  # ids and what is missing: no text of the comment
             outcomes=[f"{r.comment_key}={r.outcome}" for r in outcomes.rows],
         )
         if outcomes.retry is not None:
