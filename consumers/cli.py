@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 
-from consumers import appcli, backfill, dlq, doctor, ops, servers, service
+from consumers import appcli, backfill, dlq, doctor, metacli, ops, servers, service
 from consumers.errors import StoreError
 from consumers.local import LocalStack, migrate
 from consumers.opsapp import commands as opsapp
@@ -73,6 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     opsapp.register(sub)
 
     appcli.register(sub)
+    metacli.register(sub)
     return parser
 
 
@@ -154,6 +155,8 @@ def _dispatch(
 
     if args.command == "apps":
         return asyncio.run(appcli.run(args, settings))
+    if args.command == "meta":
+        return asyncio.run(metacli.run(args, settings))
     return asyncio.run(_with_redis(settings, lambda redis: _redis_command(args, redis, topo)))
 
 

@@ -65,6 +65,9 @@ Outcome = tuple[str, str | None]  # (applied|duplicate|ignored, detail)
 # The `source` of entries from the automation path (ingress/automation.py). The path refuses
 # other events; persist ignores them too, for entries stored before it did or replayed.
 AUTOMATION_SOURCE = "automation"
+# Meta webhooks (ingress/meta.py) are Instagram's, not Chatwoot's: the forward group routes
+# them; persist only keeps their audit row, whatever their body or event name says.
+META_SOURCE = "meta"
 # How far ahead of its receive time a snapshot's `updated_at` may be (clock skew between
 # Chatwoot and us). Snapshots are applied newest-first: one dated far ahead would stand
 # against every real change after it, and silence the conversation.
@@ -227,6 +230,8 @@ class Persister:
 
     async def _apply(self, tx: Tx, event: events.EventEntry) -> Outcome:
         name = event.event
+        if event.source == META_SOURCE:
+            return "ignored", "a Meta webhook: routed by the forward group (meta_forwards)"
         if event.source == AUTOMATION_SOURCE and not _from_automation(name):
             # A token holder could otherwise forge a customer message or a snapshot.
             return (

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Sequence
 import redis.asyncio as aioredis
 import structlog
 
-from consumers import backfill, push
+from consumers import backfill, forward, push
 from consumers.chatwoot import ChatwootClient
 from consumers.counters import Counters
 from consumers.deliver import Deliverer, Retrier
@@ -32,12 +32,13 @@ log = structlog.get_logger("consumers")
 
 TURNS = "turns"
 BACKFILL = "backfill"
+FORWARD = forward.GROUP  # Meta webhooks to worker apps: runs only where Meta is configured
 
 
 def group_names(topology: Topology) -> list[str]:
-    """Every group a `consume` with no names runs: the stream groups, plus the turns and
-    backfill workers."""
-    return [*topology.groups, TURNS, BACKFILL]
+    """Every group a `consume` with no names runs: the stream groups, plus the turns,
+    backfill and forward workers (the last two only where configured)."""
+    return [*topology.groups, TURNS, BACKFILL, FORWARD]
 
 
 def check_groups(topology: Topology, groups: Sequence[str]) -> None:
@@ -101,6 +102,12 @@ async def workers(
                     backfill.opened(settings, topology, redis, store)
                 )
                 built.extend([backfiller] if backfiller is not None else [])
+                continue
+            if group == FORWARD:
+                forwarder = await stack.enter_async_context(
+                    forward.opened(settings, topology, redis, store)
+                )
+                built.extend([forwarder] if forwarder is not None else [])
                 continue
             if group == push.GROUP:
                 built += await push.workers(settings, topology, redis, store, stack)

@@ -19,7 +19,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ingress import automation, events, idempotency, signatures, views
+from ingress import automation, events, idempotency, meta, signatures, views
 from ingress.connect import UNAVAILABLE, redis_client
 from ingress.errors import PublishError
 from ingress.metrics import VERSION, Metrics
@@ -78,6 +78,10 @@ class Ingress:
         }
         self.outbound_key = topology.key("outbound")
         self.drainer: asyncio.Task[None] | None = None  # set by the lifespan
+        self.meta = meta.MetaWebhooks(
+            settings, self.meters, clock, read_body=_read_capped,
+            store=lambda entry: self._store_webhook(entry, log_event="meta.accepted"),
+        )  # fmt: skip
 
     async def chatwoot_webhook(self, request: Request) -> Response:
         structlog.contextvars.clear_contextvars()
@@ -347,6 +351,13 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+async def _read_capped(request: Request, limit: int) -> bytes | None:
+    try:
+        return await _read_body(request, limit)
+    except BodyTooLarge:
+        return None
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -394,6 +405,7 @@ def create_app(
                 detail="ALLOW_UNSIGNED_WEBHOOKS is set and no CHATWOOT_WEBHOOK_SECRETS: anyone "
                 "who can reach /webhooks/chatwoot can post events (stored with signed=0)",
             )
+        ingress.meta.warn_at_start()
         drainer = None
         if spool is not None:
             _hold_spool(spool)  # before the check: one process checks, appends and drains it
@@ -417,6 +429,8 @@ def create_app(
     routes = [
         Route("/webhooks/chatwoot", ingress.chatwoot_webhook, methods=["POST"]),
         Route("/webhooks/chatwoot/automation", ingress.automation_webhook, methods=["POST"]),
+        Route("/webhooks/meta", ingress.meta.challenge, methods=["GET"]),
+        Route("/webhooks/meta", ingress.meta.webhook, methods=["POST"]),
         Route("/outbound", ingress.outbound, methods=["POST"]),
         Route("/health", ingress.health, methods=["GET"]),
         Route("/ready", ingress.ready, methods=["GET"]),

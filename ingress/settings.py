@@ -92,6 +92,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # Worker apps (issue #12): http URLs, and URLs that resolve to private addresses.
     allow_http_apps: bool = False
     allow_private_apps: bool = False
+    # -- Meta (Instagram comment webhooks, /webhooks/meta and the forward group) --------------
+    # META_APP_SECRET turns the endpoint on (it verifies X-Hub-Signature-256); the verify token
+    # answers Meta's subscription challenge; the access token asks the Graph API for a media's
+    # owner (META_GRAPH_URL: another base URL, for tests).
+    meta_app_secret: Secret | None = None
+    meta_verify_token: Secret | None = None
+    meta_access_token: Secret | None = None
+    meta_graph_url: str = "https://graph.facebook.com"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -163,6 +171,10 @@ class _Reader:
             servers_file=self.servers_file(),
             allow_http_apps=self.parse("ALLOW_HTTP_APPS", _flag, False),
             allow_private_apps=self.parse("ALLOW_PRIVATE_APPS", _flag, False),
+            meta_app_secret=_secret(self.get("META_APP_SECRET")),
+            meta_verify_token=_secret(self.get("META_VERIFY_TOKEN")),
+            meta_access_token=_secret(self.get("META_ACCESS_TOKEN")),
+            meta_graph_url=self.parse("META_GRAPH_URL", _base_url, "https://graph.facebook.com"),
         )
         if self.problems:
             raise ConfigError(self.problems)

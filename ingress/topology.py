@@ -143,6 +143,37 @@ class BackfillSpec(_Spec, frozen=True, kw_only=True):
             raise ValueError("`lookback_s` and `overlap_s` must not be negative")
 
 
+class ForwardSpec(_Spec, frozen=True, kw_only=True):
+    """The forward group: Instagram comments from Meta (on `events`) to worker apps. It runs
+    only where Meta is configured, so its group is not under `groups:` (a group nobody reads
+    would hold the events stream untrimmed)."""
+
+    batch: int = 16
+    block_ms: int = 1000
+    # A forward that failed (Graph or the app) is tried again once idle this long.
+    claim_idle_ms: int = 10_000
+    max_deliveries: int = 8
+    graph_version: str = "v21.0"
+    graph_timeout_ms: int = 10_000
+    owner_cache_s: int = 86_400  # media owners rarely change
+
+    def __post_init__(self) -> None:
+        if re.fullmatch(r"v[0-9]{1,3}\.[0-9]{1,3}", self.graph_version) is None:
+            raise ValueError("`graph_version` must look like v21.0")
+        for name in ("graph_timeout_ms", "owner_cache_s"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"`{name}` must be at least 1")
+
+    def group(self) -> GroupSpec:
+        return GroupSpec(
+            stream="events",
+            batch=self.batch,
+            block_ms=self.block_ms,
+            claim_idle_ms=self.claim_idle_ms,
+            max_deliveries=self.max_deliveries,
+        )
+
+
 Superseded = Literal["drop", "deliver"]
 Unassigned = Literal["bot", "human"]
 
@@ -218,6 +249,7 @@ class Topology(_Spec, frozen=True, kw_only=True):
     delivery: DeliverySpec = DeliverySpec()
     backfill: BackfillSpec = BackfillSpec()
     routes: tuple[Route, ...] = ()
+    forward: ForwardSpec = ForwardSpec()
 
     def __post_init__(self) -> None:
         # Every key derives from prefix and stream name inside one hash tag; a brace of their

@@ -30,6 +30,11 @@ TABLES = (
     "webhook_events",
     "backfill_watermarks",
     "turn_log",
+    "worker_apps",
+    "pushes",
+    "push_attempts",
+    "meta_owner_apps",
+    "meta_forwards",
 )
 BOT_TOKEN = "test-bot-token"
 USER_TOKEN = "test-user-token"

@@ -40,10 +40,11 @@ PURE = [
     "consumers/signing.py",
     "consumers/egress.py",
 ]
-# The worker apps' client (appclient.py) is the second httpx adapter: apps are not Chatwoot.
+# The worker apps' client (appclient.py) and Meta's Graph API client (graph.py) are the other
+# httpx adapters: neither is Chatwoot.
 ONLY_IN = {
     "asyncpg": ("consumers/store/",),
-    "httpx": ("consumers/chatwoot.py", "consumers/appclient.py"),
+    "httpx": ("consumers/chatwoot.py", "consumers/appclient.py", "consumers/graph.py"),
 }
 
 
@@ -86,8 +87,8 @@ def test_pure_modules_import_no_driver(name: str) -> None:
 
 @pytest.mark.parametrize(("driver", "owner"), ONLY_IN.items())
 def test_one_adapter_per_driver(driver: str, owner: tuple[str, ...]) -> None:
-    """Only the store package imports asyncpg and only chatwoot.py imports httpx (tests and
-    scripts aside)."""
+    """Only the store package imports asyncpg and only the API clients (chatwoot.py,
+    appclient.py, graph.py) import httpx (tests and scripts aside)."""
     users = [
         str(p.relative_to(ROOT))
         for package in ("ingress", "consumers")

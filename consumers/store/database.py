@@ -14,6 +14,7 @@ from consumers.store.answers import AnswerSQL
 from consumers.store.audit import AuditSQL
 from consumers.store.base import Connection
 from consumers.store.conversations import ConversationSQL
+from consumers.store.forwards import ForwardSQL
 from consumers.store.messages import MessageSQL
 from consumers.store.outbound import OutboundSQL
 from consumers.store.timings import TimingSQL
@@ -129,7 +130,9 @@ class Store:
             raise _translate(exc) from exc
 
 
-class Tx(AuditSQL, ConversationSQL, MessageSQL, TurnSQL, OutboundSQL, AnswerSQL, TimingSQL):
+class Tx(
+    AuditSQL, ConversationSQL, MessageSQL, TurnSQL, OutboundSQL, AnswerSQL, ForwardSQL, TimingSQL
+):
     """The statements Switchboard runs, all inside one transaction (one mixin per table;
     statements that need more than one table group are here)."""
 

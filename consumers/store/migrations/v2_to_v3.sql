@@ -88,4 +88,29 @@ CREATE TABLE IF NOT EXISTS push_attempts (
 );
 CREATE INDEX IF NOT EXISTS push_attempts_turn ON push_attempts (turn, app);
 
+-- Instagram comments from Meta (issue #12, the forward group): which worker app gets each
+-- Instagram account's comments (by media owner id), and what became of each comment. One row
+-- per comment, keyed as Meta's retries are deduplicated: by (field, comment id).
+CREATE TABLE IF NOT EXISTS meta_owner_apps (
+    owner_id    text PRIMARY KEY CHECK (owner_id ~ '^[0-9]{1,32}$'),
+    app         text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    updated_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS meta_forwards (
+    comment_key  text PRIMARY KEY,
+    stream_id    text NOT NULL,
+    delivery_id  text NOT NULL,
+    media_id     text,
+    owner_id     text,
+    app          text,
+    outcome      text NOT NULL CHECK (outcome IN ('forwarded', 'ignored', 'dead')),
+    detail       text,
+    attempts     integer NOT NULL DEFAULT 1,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    updated_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS meta_forwards_waiting ON meta_forwards (owner_id)
+    WHERE outcome <> 'forwarded';
+
 INSERT INTO schema_version (version) VALUES (3) ON CONFLICT DO NOTHING;
