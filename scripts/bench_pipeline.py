@@ -14,6 +14,7 @@ limit as shipped (the load is spread over enough conversations to stay below it)
 
     python scripts/bench_pipeline.py                        # the figures (1M-entry backlog)
     python scripts/bench_pipeline.py --seconds 10 --backlog 20000 --ramp 50,100,200,400
+    python scripts/bench_pipeline.py --backlog-only         # the 1M-entry memory run alone
 
 Prints figures, asserts nothing: targets are p50 <= 30 ms and p99 <= 100 ms at 20 msg/s,
 p99 <= 250 ms at 200 msg/s, RSS <= 150 MB per process. Other processes on the machine skew them.
@@ -218,6 +219,29 @@ def backlog(stack: chaos.Stack, entries: int, timeout: float) -> dict[str, Any]:
             "redis_mb": redis_peak / 2**20}  # fmt: skip
 
 
+def latency_and_rates(stack: chaos.Stack, args: argparse.Namespace, sent: int) -> int:
+    """Reply latency at 20 and 200 msg/s, then the highest rate sustained; messages sent."""
+    print(f"reply latency, customer message -> reply at the fake ({args.seconds:g} s each,"
+          f" {args.conversations} conversations, 1 consumer process, debounce 0)")  # fmt: skip
+    for rate in (20, 200):
+        row = step(stack, rate, args.seconds, args.conversations, sent, settle=30)
+        sent += row["sent"]
+        print("  " + report(row))
+    print("highest rate sustained (all answered within 5 s of the load's end, p99 < 1 s):")
+    best = 0.0
+    for tried in [float(x) for x in args.ramp.split(",")]:
+        row = step(stack, tried, min(args.seconds, 10), args.conversations, sent, settle=5)
+        sent += row["sent"]
+        ok = (row["missing"] == 0 and row["failed"] == 0 and row["p99"] < 1.0
+              and row["achieved"] >= 0.95 * tried)  # fmt: skip
+        print("  " + report(row) + ("" if ok else "  <- not sustained"))
+        if not ok:
+            break
+        best = tried
+    print(f"  highest sustained: {best:.0f} msg/s")
+    return sent
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -227,6 +251,8 @@ def main() -> int:
     parser.add_argument("--ramp", default="50,100,200,400,800,1600",
                         help="rates tried for the highest sustained one")  # fmt: skip
     parser.add_argument("--backlog", type=int, default=1_000_000, help="entries (0: skip)")
+    parser.add_argument("--backlog-only", action="store_true",
+                        help="skip latency and rates: the backlog's memory alone")  # fmt: skip
     parser.add_argument("--drain-timeout", type=float, default=3600)
     parser.add_argument("--keep", action="store_true", help="keep the folder with the logs")
     args = parser.parse_args()
@@ -243,25 +269,8 @@ def main() -> int:
         sent = 0
         # A few seconds at a low rate first: connections opened, code paths warm.
         step(stack, 10, 3, args.conversations, sent, settle=10)
-        sent += 30
-        print(f"reply latency, customer message -> reply at the fake ({args.seconds:g} s each,"
-              f" {args.conversations} conversations, 1 consumer process, debounce 0)")  # fmt: skip
-        for rate in (20, 200):
-            row = step(stack, rate, args.seconds, args.conversations, sent, settle=30)
-            sent += row["sent"]
-            print("  " + report(row))
-        print("highest rate sustained (all answered within 5 s of the load's end, p99 < 1 s):")
-        best = 0.0
-        for tried in [float(x) for x in args.ramp.split(",")]:
-            row = step(stack, tried, min(args.seconds, 10), args.conversations, sent, settle=5)
-            sent += row["sent"]
-            ok = (row["missing"] == 0 and row["failed"] == 0 and row["p99"] < 1.0
-                  and row["achieved"] >= 0.95 * tried)  # fmt: skip
-            print("  " + report(row) + ("" if ok else "  <- not sustained"))
-            if not ok:
-                break
-            best = tried
-        print(f"  highest sustained: {best:.0f} msg/s")
+        if not args.backlog_only:
+            sent = latency_and_rates(stack, args, sent + 30)
         if args.backlog:
             drained = backlog(stack, args.backlog, args.drain_timeout)
             print(f"a backlog of {drained['entries']} webhooks in sb:events: drained at"
