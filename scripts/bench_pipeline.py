@@ -179,7 +179,7 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def backlog(stack: chaos.Stack, entries: int, timeout: float) -> dict[str, Any]:
+def backlog(stack: chaos.Stack, entries: int, timeout: float, every: float = 60) -> dict[str, Any]:
     """Fill sb:events with `entries` webhooks at once (agents' messages: stored, no turns),
     then sample each process's RSS and Redis' memory every second while persist drains it."""
     r = redis.Redis.from_url(stack.env["REDIS_URL"])
@@ -197,20 +197,31 @@ def backlog(stack: chaos.Stack, entries: int, timeout: float) -> dict[str, Any]:
             )  # fmt: skip
             pipe.xadd(key, events.encode(entry))  # type: ignore[arg-type]
         pipe.execute()
+    print(f"{entries} entries in {key}; draining:", flush=True)
     processes = pids(stack)
     peak = dict.fromkeys(processes, 0.0)
     redis_peak = 0
     began = time.monotonic()
     left = entries
+    shown = began
     while time.monotonic() - began < timeout:
-        for name, pid in processes.items():
-            peak[name] = max(peak[name], rss_mb(pid))
-        redis_peak = max(redis_peak, int(r.info("memory")["used_memory"]))
+        rss = {name: rss_mb(pid) for name, pid in processes.items()}
+        for name, mb in rss.items():
+            peak[name] = max(peak[name], mb)
+        used = int(r.info("memory")["used_memory"])
+        redis_peak = max(redis_peak, used)
         groups: Any = r.xinfo_groups(key)
         persist = next(g for g in groups if g["name"] in (b"persist", "persist"))
         left = int(persist.get("lag") or 0) + int(persist["pending"])
         if left == 0:
             break
+        if time.monotonic() - shown >= every:
+            # The RSS as it goes, not only its peak: memory that grows with what was drained
+            # shows here.
+            shown = time.monotonic()
+            print(f"  {shown - began:5.0f} s  {left:>8} left  RSS "
+                  + ", ".join(f"{name} {mb:.0f}" for name, mb in rss.items())
+                  + f" MB  Redis {used / 2**20:.0f} MB", flush=True)  # fmt: skip
         time.sleep(1)
     elapsed = time.monotonic() - began
     r.close()
