@@ -46,6 +46,9 @@ class Coalesced(Generic[T, R]):
         return await future
 
     async def _drain(self) -> None:
+        # The task copied the context of the call that started it: its log bindings (that
+        # reply's ref) belong to none of the calls it runs.
+        structlog.contextvars.clear_contextvars()
         batch: list[tuple[T, asyncio.Future[R]]] = []
         try:
             while self._queued:
