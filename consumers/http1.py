@@ -9,6 +9,9 @@ and formats a request from a header block built once.
 Whether a failed request may have reached the server is what the deliverer's exactly-once
 rests on, so every failure says it: `sent` is False only when no byte of the request left
 (connecting failed or timed out, no connection free in time), True from the first write on.
+An answer must say where it ends (content-length or chunked, as Rails and every proxy in front
+of it do): one delimited by the connection's close is taken as no answer (ambiguous: the
+deliverer looks for proof before sending again, never posts twice).
 """
 
 from __future__ import annotations
