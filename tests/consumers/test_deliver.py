@@ -677,3 +677,21 @@ async def test_a_reply_postgres_refuses_does_not_hold_up_its_batch(
     assert [r["ref"] for r in sent] == [f"batch-{n}" for n in (0, 1, 3, 4, 5)]
     created = [m for m in fake.messages() if m["conversation"] in range(2000, 2006)]
     assert sorted(m["content"] for m in created) == [f"reply {n}" for n in (0, 1, 3, 4, 5)]
+
+
+async def test_replies_sent_together_are_all_counted(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake, client: ChatwootClient
+) -> None:
+    """`deliver.sent` counts every reply, those sent while an earlier count was under way
+    added by its next round trip."""
+    delivery = deliver_runner(redis, store, topology, client)
+    delivery.runner.partition = by_conversation
+    for n in range(12):
+        await reply(redis, topology, ref=f"count-{n}", conversation=3000 + n)
+    await deliver(delivery)
+    counted: Any = await redis.hget(topology.key("metrics"), "deliver.sent")
+    assert int(counted) == 12 == len(posts_to(fake, range(3000, 3012)))
+
+
+def posts_to(fake: Fake, conversations: range) -> list[dict[str, Any]]:
+    return [m for m in fake.messages() if m["conversation"] in conversations]
