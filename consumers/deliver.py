@@ -117,8 +117,6 @@ class Deliverer:
         # share transactions (each reply's own work still all-or-nothing).
         self._record = Coalesced(store, self._record_in)
         self._claim = Coalesced(store, self._claim_in)
-        self._sent_uncounted = 0
-        self._counting = False
 
     async def now(self, tx: Tx) -> dt.datetime:
         """The time every lease and retry is set and compared by (one clock for all)."""
@@ -314,12 +312,11 @@ class Deliverer:
                 # The agent closed the conversation: that settles the turn it was given.
                 account, conversation = reply.account, reply.conversation
                 await self._settled(tx, lambda: tx.clear_answer(account, conversation))
-        await self.limits.succeeded(reply.account)
+        await self.limits.succeeded(reply.account, count="deliver.sent")
         if reply.kind is OutboundKind.HANDOFF and reply.conversation is not None:
             await self._handed_off(reply.account, reply.conversation)
         if reply.kind in EXTENDS and reply.conversation is not None:
             await self._extend(reply.account, reply.conversation)
-        await self._count_sent()
         log.info("reply.sent", kind=str(reply.kind), chatwoot_message=message_id,
                  attempt=attempt)  # fmt: skip
 
@@ -332,20 +329,6 @@ class Deliverer:
                 await tx.merge_signals(
                     conv, [cv.Signal(handler=cv.Handler.HUMAN, at=at, why="handoff")]
                 )
-
-    async def _count_sent(self) -> None:
-        """`deliver.sent` + 1, the replies sent while an earlier count is under way added in
-        its next round trip (a round trip per reply was a tenth of deliver's CPU)."""
-        self._sent_uncounted += 1
-        if self._counting:
-            return  # the caller counting now adds this one too before it returns
-        self._counting = True
-        try:
-            while self._sent_uncounted:
-                sent, self._sent_uncounted = self._sent_uncounted, 0
-                await self.counters.add("deliver.sent", sent)
-        finally:
-            self._counting = False
 
     @staticmethod
     async def _settled(tx: Tx, work: Callable[[], Awaitable[object]]) -> None:
