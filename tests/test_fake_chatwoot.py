@@ -191,6 +191,8 @@ async def test_a_customer_message_answers_once_its_own_webhook_is_sent() -> None
     held = asyncio.Event()
     release = asyncio.Event()
     seen = 0
+    closed: list[asyncio.StreamWriter] = []
+    all_closed = asyncio.Event()
 
     async def receiver(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal seen
@@ -207,6 +209,10 @@ async def test_a_customer_message_answers_once_its_own_webhook_is_sent() -> None
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
+            await writer.wait_closed()
+            closed.append(writer)
+            if len(closed) == seen:
+                all_closed.set()
 
     server = await asyncio.start_server(receiver, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -227,5 +233,8 @@ async def test_a_customer_message_answers_once_its_own_webhook_is_sent() -> None
         release.set()
         assert (await asyncio.wait_for(first, timeout=5)).status_code == 200
         await chatwoot._webhook_client.aclose()
+        # Every connection closed on both ends before the loop ends: none left for the
+        # next test to trip on as an unraisable ResourceWarning.
+        await asyncio.wait_for(all_closed.wait(), timeout=5)
     statuses = [(w["payload"]["content"], w["status"]) for w in chatwoot.webhooks]
     assert sorted(statuses) == [("free", 200), ("held", 200)]
