@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from urllib.parse import urlsplit
 
 import msgspec
@@ -31,6 +31,7 @@ from consumers import backoff, faults, gates, steps, unanswered
 from consumers import conversation as cv
 from consumers.backoff import Breaker
 from consumers.chatwoot import ChatwootClient
+from consumers.coalesce import Coalesced
 from consumers.counters import DEAD_LETTERS, REPLY_POSTED, Counters
 from consumers.errors import ChatwootError, PermanentError, StoreError
 from consumers.faults import Fault
@@ -71,6 +72,20 @@ class Unread(msgspec.Struct, frozen=True):
 UNREAD = Unread()
 
 
+class Arrived(msgspec.Struct, frozen=True):
+    """A reply as its stream entry brought it, to record."""
+
+    reply: events.OutboundEntry
+    ref: str
+    stream_id: str
+
+
+class Claim(msgspec.Struct, frozen=True):
+    row: OutboundRow
+    lease_until: dt.datetime
+    known_through: int
+
+
 class Deliverer:
     def __init__(
         self,
@@ -98,6 +113,10 @@ class Deliverer:
         self.lease = dt.timedelta(milliseconds=self.spec.lease_ms)
         self.budget_s = self.spec.lease_ms / 1000 * LEASE_SHARE
         self.outreach = Outreach(store, client, now=self.now)
+        # The replies of a read batch are handled concurrently: their recording and claims
+        # share transactions (each reply's own work still all-or-nothing).
+        self._record = Coalesced(store, self._record_in)
+        self._claim = Coalesced(store, self._claim_in)
 
     async def now(self, tx: Tx) -> dt.datetime:
         """The time every lease and retry is set and compared by (one clock for all)."""
@@ -108,15 +127,23 @@ class Deliverer:
         reply = events.decode(events.OutboundEntry, entry.fields)
         # Without a ref, the entry id is one: a re-published entry stays one reply.
         ref = reply.ref or f"{self.stream_key}:{entry.id}"
-        async with self.store.transaction() as tx:
-            now = await self.now(tx)
-            await tx.open_outbound(reply, ref=ref, stream_id=entry.id, now=now)
-            # The first attempt's read shares the recording transaction: per reply, one
-            # BEGIN/COMMIT, clock read and pool round trip fewer (what bounds deliver's rate).
-            read = await self._read_in(tx, ref, reply, now)
+        read = await self._record(Arrived(reply, ref, entry.id))
         failure = await self.attempt(ref, reply, read=read)
         if failure is not None:
             raise PermanentError(failure)  # the runner dead-letters the entry with the reason
+
+    async def _record_in(self, tx: Tx, arrived: Arrived) -> Read | None:
+        """Record a reply and read it for its first attempt, in one transaction (shared with
+        the other replies being recorded meanwhile)."""
+        now = await self.now(tx)
+        await tx.open_outbound(arrived.reply, ref=arrived.ref, stream_id=arrived.stream_id,
+                               now=now)  # fmt: skip
+        return await self._read_in(tx, arrived.ref, arrived.reply, now)
+
+    async def _claim_in(self, tx: Tx, claim: Claim) -> bool:
+        return await tx.claim_attempt(
+            claim.row, lease_until=claim.lease_until, known_through=claim.known_through
+        )
 
     async def attempt(
         self, ref: str, reply: events.OutboundEntry, *, read: Read | None | Unread = UNREAD
@@ -134,10 +161,8 @@ class Deliverer:
         if not isinstance(step, steps.Attempt):
             await self._settle(read, step)
             return None
-        async with self.store.transaction() as tx:
-            claimed = await tx.claim_attempt(
-                read.row, lease_until=read.now + self.lease, known_through=read.known
-            )
+        # Committed before the POST, in a transaction of its own (shared with other claims).
+        claimed = await self._claim(Claim(read.row, read.now + self.lease, read.known))
         if not claimed:
             log.info("reply.taken_elsewhere")  # another deliverer claimed it first
             return None
@@ -277,23 +302,24 @@ class Deliverer:
         self, ref: str, reply: events.OutboundEntry, message_id: int | None, attempt: int
     ) -> None:
         # Chatwoot has it: record that first, so nothing after it (Redis, a crash) can make
-        # the reply look unsent.
+        # the reply look unsent. What a sent message or resolve settles shares the
+        # transaction, each in a savepoint: its failure never undoes the record.
         async with self.store.transaction() as tx:
             await tx.mark_posted(ref, chatwoot_message_id=message_id)
+            if reply.kind is OutboundKind.MESSAGE and not reply.private and reply.conversation:
+                account, conversation = reply.account, reply.conversation
+                await self._settled(tx, lambda: self._restart_in(tx, ref, account, conversation))
+            if reply.kind is OutboundKind.RESOLVE and reply.conversation is not None:
+                # The agent closed the conversation: that settles the turn it was given.
+                account, conversation = reply.account, reply.conversation
+                await self._settled(tx, lambda: tx.clear_answer(account, conversation))
             took = await tx.queued_to_sent(ref)
         await self.counters.observe(REPLY_POSTED, [took] if took is not None else [])
-        await self.limits.succeeded(reply.account)
+        await self.limits.succeeded(reply.account, count="deliver.sent")
         if reply.kind is OutboundKind.HANDOFF and reply.conversation is not None:
             await self._handed_off(reply.account, reply.conversation)
         if reply.kind in EXTENDS and reply.conversation is not None:
             await self._extend(reply.account, reply.conversation)
-        if reply.kind is OutboundKind.MESSAGE and not reply.private and reply.conversation:
-            await self._restart(ref, reply.account, reply.conversation)
-        if reply.kind is OutboundKind.RESOLVE and reply.conversation is not None:
-            # The agent closed the conversation: that settles the turn it was given.
-            async with self.store.transaction() as tx:
-                await tx.clear_answer(reply.account, reply.conversation)
-        await self.counters.add("deliver.sent")
         log.info("reply.sent", kind=str(reply.kind), chatwoot_message=message_id,
                  attempt=attempt)  # fmt: skip
 
@@ -307,21 +333,33 @@ class Deliverer:
                     conv, [cv.Signal(handler=cv.Handler.HUMAN, at=at, why="handoff")]
                 )
 
-    async def _restart(self, ref: str, account: int, conversation: int) -> None:
+    @staticmethod
+    async def _settled(tx: Tx, work: Callable[[], Awaitable[object]]) -> None:
+        """Work after a reply is recorded posted, in a savepoint: when it fails, it is logged
+        and undone alone (as when it ran after the record's commit, it is not retried)."""
+        try:
+            async with tx.conn.transaction():
+                await work()
+        except Exception as exc:  # noqa: BLE001 - the record of the reply must stand
+            if isinstance(exc, UNAVAILABLE) or faults.of_error(exc) is Fault.OUTAGE:
+                raise  # the connection is gone: the record's commit fails too, as it must
+            log.warning("reply.settle_failed", error_class=type(exc).__name__,
+                        error=str(exc)[:500])  # fmt: skip
+
+    async def _restart_in(self, tx: Tx, ref: str, account: int, conversation: int) -> None:
         """A reply that answers only part of what is awaited restarts the deadline of the
         rest: `answer_within_s` from now (a reply to turn 1 while turn 2 waits)."""
-        async with self.store.transaction() as tx:
-            context = await tx.reply_context(account, conversation)
-            if context is None:
-                return
-            window = unanswered.answer_window(
-                self.topology, account=account, inbox=context.inbox_id, channel=context.channel
-            )
-            if window is None:
-                return
-            due = await self.now(tx) + window[0]
-            if await tx.restart_answer(account, conversation, ref=ref, due=due):
-                log.info("turn.answer_restarted", due=due.isoformat())
+        context = await tx.reply_context(account, conversation)
+        if context is None:
+            return
+        window = unanswered.answer_window(
+            self.topology, account=account, inbox=context.inbox_id, channel=context.channel
+        )
+        if window is None:
+            return
+        due = await self.now(tx) + window[0]
+        if await tx.restart_answer(account, conversation, ref=ref, due=due):
+            log.info("turn.answer_restarted", due=due.isoformat())
 
     async def _extend(self, account: int, conversation: int) -> None:
         """The agent is still working on the turn: its answer deadline moves to

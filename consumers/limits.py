@@ -179,9 +179,16 @@ class Limits:
         hold = int(self.spec.timeout_ms + 1000)
         return bool(await self.redis.set(key, str(now), nx=True, px=hold))
 
-    async def succeeded(self, account: int) -> None:
+    async def succeeded(self, account: int, *, count: str | None = None) -> None:
+        """A call went through: the account's breaker closes. `count`: a counter to add one
+        to in the same round trip."""
         key = self._breaker_key(account)
-        if await self.redis.delete(key, f"{key}:probe"):
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.delete(key, f"{key}:probe")
+        if count is not None and self.counters.key is not None:
+            pipe.hincrby(self.counters.key, count, 1)
+        replies: Any = await pipe.execute()
+        if replies[0]:
             log.info("breaker.closed", account=account)
 
     async def failed(self, account: int, now: float) -> None:

@@ -7,7 +7,10 @@ A backlog of replies over many conversations is XADDed to `sb:outbound`, then ON
 streams.yaml (host and conversation limits far above the rate reached), so what is measured
 is the deliverer, not the throttle. The baseline (the ceiling) is the same number of POSTs
 sent by a bare `httpx.AsyncClient` loop with the deliver group's concurrency (its batch size:
-partitions of one batch are handled concurrently) to the same fake.
+partitions of one batch are handled concurrently) to the same fake. The fake's own ceiling is
+measured first with `wrk` (a C load generator, installed from Debian's packages when missing),
+POSTing created messages over as many keep-alive connections: the fake must sit well above
+what either sender reaches, or the benchmark measures the fake.
 
 The fake runs in its own process with uvloop and httptools, without echo webhooks, its stdout
 thrown away: its CPU share is printed, so a fake that is the bottleneck shows.
@@ -21,6 +24,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -43,6 +48,56 @@ RAISED = (
     ("conversation_limit: {per_minute: 180, burst: 20}",
      "conversation_limit: {per_minute: 60000000, burst: 100000}"),
 )  # fmt: skip
+
+
+# wrk's script: created messages over many conversations, each with its own ext_ref.
+WRK_LUA = """
+local counter = 0
+function init(args)
+  wrk.method = "POST"
+  wrk.headers["Content-Type"] = "application/json"
+  wrk.headers["api_access_token"] = "%(token)s"
+end
+function request()
+  counter = counter + 1
+  local conversation = 100 + counter %% %(conversations)d
+  local path = "/api/v1/accounts/%(account)d/conversations/" .. conversation .. "/messages"
+  local body = '{"content":"wrk ' .. counter .. '","message_type":"outgoing","private":false,'
+    .. '"content_type":"text","content_attributes":{"ext_ref":"w' .. counter .. '"}}'
+  return wrk.format(nil, path, nil, body)
+end
+function done(summary, latency, requests)
+  io.write(string.format("non-2xx: %%d\\n", summary.errors.status))
+end
+"""
+
+
+def ensure_wrk() -> str:
+    found = shutil.which("wrk")
+    if found:
+        return found
+    print("wrk not found: installing it from Debian's packages (apt-get)", flush=True)
+    sudo = [] if os.geteuid() == 0 else ["sudo"]
+    subprocess.run([*sudo, "apt-get", "update", "-qq"], check=True)
+    subprocess.run([*sudo, "apt-get", "install", "-y", "-qq", "wrk"], check=True)
+    found = shutil.which("wrk")
+    if found is None:
+        raise SystemExit("apt-get installed no wrk")
+    return found
+
+
+def fake_ceiling(fake: str, workdir: Path, conversations: int, connections: int) -> float:
+    """Created messages/s the fake answers to `wrk` (one thread, `connections` keep-alive)."""
+    script = workdir / "create.lua"
+    script.write_text(WRK_LUA % {"token": TOKEN, "account": ACCOUNT,
+                                 "conversations": conversations})  # fmt: skip
+    done = subprocess.run([ensure_wrk(), "-t1", f"-c{connections}", "-d5s", "-s", str(script),
+                           fake], capture_output=True, text=True, check=True)  # fmt: skip
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", done.stdout)
+    errors = re.search(r"non-2xx: (\d+)", done.stdout)
+    if rate is None or errors is None or int(errors[1]):
+        raise SystemExit(f"wrk against the fake failed:\n{done.stdout}{done.stderr}")
+    return float(rate[1])
 
 
 def streams_yaml(workdir: Path, batch: int | None) -> Path:
@@ -164,7 +219,8 @@ def main() -> int:
 
         asyncio.run(schema())
         fake_proc = subprocess.Popen(
-            [py, "scripts/fake_chatwoot.py", "--port", str(port), "--token", TOKEN, "--no-echo"],
+            [py, "scripts/fake_chatwoot.py", "--port", str(port), "--token", TOKEN, "--no-echo",
+             "--quiet"],
             cwd=ROOT, stdout=subprocess.DEVNULL,
         )  # fmt: skip
         try:
@@ -174,6 +230,11 @@ def main() -> int:
                     break
                 except httpx.HTTPError:
                     time.sleep(0.1)
+            cpu0 = cpu_seconds(fake_proc.pid)
+            wall0 = time.perf_counter()
+            fake_max = fake_ceiling(fake, workdir, opts.conversations, concurrency)
+            fake_cpu_wrk = (cpu_seconds(fake_proc.pid) - cpu0) / (time.perf_counter() - wall0)
+            httpx.post(f"{fake}/_fake/reset")
             cpu0 = cpu_seconds(fake_proc.pid)
             ceiling = asyncio.run(baseline(fake, opts.replies, opts.conversations, concurrency))
             fake_cpu_baseline = cpu_seconds(fake_proc.pid) - cpu0
@@ -213,6 +274,8 @@ def main() -> int:
     print(f"a backlog of {opts.replies} replies over {opts.conversations} conversations, "
           f"one deliver process (batch {concurrency}); load average {load[0]:.1f}")  # fmt: skip
     print(f"{'sender':<44}{'replies/s':>10}{'ratio':>8}{'fake CPU':>10}")
+    print(f"{'wrk, C load generator (the fake itself)':<44}{fake_max:>10.0f}"
+          f"{fake_max / ceiling:>8.2f}{fake_cpu_wrk:>9.0%}")  # fmt: skip
     print(f"{'bare httpx POST loop (ceiling)':<44}{ceiling:>10.0f}{1:>8.2f}"
           f"{fake_cpu_baseline / (opts.replies / ceiling):>9.0%}")  # fmt: skip
     print(f"{'switchboard consume deliver':<44}{rate:>10.0f}{rate / ceiling:>8.2f}"

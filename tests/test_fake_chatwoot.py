@@ -158,12 +158,41 @@ async def test_snoozed_becomes_open(fake: httpx.AsyncClient) -> None:
     ]
 
 
+async def test_created_messages_take_the_fast_path_alike(fake: httpx.AsyncClient) -> None:
+    """POST .../messages served from the ASGI scope answers, stores and records as through
+    Starlette; a bad token is refused; with a fault rule set, the rule applies."""
+    path = "/api/v1/accounts/1/conversations/9/messages"
+    body = {"content": "hi <b>", "private": False, "content_attributes": {"ext_ref": "r1"}}
+    created = await fake.post(path, json=body, headers={"api_access_token": "bot"})
+    assert created.status_code == 200
+    assert created.headers["content-type"] == "application/json"
+    message = created.json()
+    assert message["content"] == "hi <b>" and message["message_type"] == 1
+    assert message["content_attributes"] == {"ext_ref": "r1"}
+    assert message["sender"]["type"] == "agent_bot" and message["conversation_id"] == 9
+    refused = await fake.post(path, json=body, headers={"api_access_token": "wrong"})
+    assert refused.status_code == 401 and refused.json() == {"errors": ["Invalid Access Token"]}
+    await fake.post("/_fake/faults", json={"rules": [{"path": "messages", "status": 500}]})
+    failed = await fake.post(path, json=body, headers={"api_access_token": "bot"})
+    assert failed.status_code == 500
+    await fake.post("/_fake/faults", json={"rules": []})
+    listed = (await fake.get(path, params={"after": "0"}, headers=USER)).json()["payload"]
+    assert [m["id"] for m in listed] == [message["id"]]  # neither the refused nor the failed
+    records = (await fake.get("/_fake/requests")).json()
+    assert [(r["path"], r["token_ok"], r["answered"]) for r in records[:3]] == [
+        (path, True, 200), (path, False, 401), (path, True, 500),
+    ]  # fmt: skip
+    assert records[0]["json"] == body and records[0]["query"] == ""
+
+
 async def test_a_customer_message_answers_once_its_own_webhook_is_sent() -> None:
     """/_fake/customer waits for its own webhooks only: a receiver holding another
     conversation's webhook does not hold this one (the load generators' ceiling was that)."""
     held = asyncio.Event()
     release = asyncio.Event()
     seen = 0
+    closed: list[asyncio.StreamWriter] = []
+    all_closed = asyncio.Event()
 
     async def receiver(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         nonlocal seen
@@ -180,6 +209,10 @@ async def test_a_customer_message_answers_once_its_own_webhook_is_sent() -> None
                 await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
+            await writer.wait_closed()
+            closed.append(writer)
+            if len(closed) == seen:
+                all_closed.set()
 
     server = await asyncio.start_server(receiver, "127.0.0.1", 0)
     port = server.sockets[0].getsockname()[1]
@@ -200,5 +233,8 @@ async def test_a_customer_message_answers_once_its_own_webhook_is_sent() -> None
         release.set()
         assert (await asyncio.wait_for(first, timeout=5)).status_code == 200
         await chatwoot._webhook_client.aclose()
+        # Every connection closed on both ends before the loop ends: none left for the
+        # next test to trip on as an unraisable ResourceWarning.
+        await asyncio.wait_for(all_closed.wait(), timeout=5)
     statuses = [(w["payload"]["content"], w["status"]) for w in chatwoot.webhooks]
     assert sorted(statuses) == [("free", 200), ("held", 200)]

@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 from consumers.chatwoot import ChatwootClient
 from consumers.deliver import Deliverer, Retrier
 from consumers.persist import Persister
-from consumers.runner import Runner, StreamEntry
+from consumers.runner import Runner, StreamEntry, by_conversation
 from consumers.store import Store
 from ingress import events
 from ingress.settings import Secret
@@ -660,3 +660,38 @@ async def test_no_row_lock_is_held_while_chatwoot_is_asked(
     assert len(posts(fake)) == 1
     [row] = await rows(store, "SELECT status FROM outbound")
     assert row["status"] == "sent"
+
+
+async def test_a_reply_postgres_refuses_does_not_hold_up_its_batch(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake, client: ChatwootClient
+) -> None:
+    """Replies to different conversations are recorded in a shared transaction: one that
+    PostgreSQL refuses (a NUL in its text) fails alone, the others are posted once each."""
+    delivery = deliver_runner(redis, store, topology, client)
+    delivery.runner.partition = by_conversation  # the conversations' replies concurrently
+    for n in range(6):
+        content = "bad \x00 text" if n == 2 else f"reply {n}"
+        await reply(redis, topology, ref=f"batch-{n}", conversation=2000 + n, content=content)
+    await deliver(delivery)
+    sent = await rows(store, "SELECT ref FROM outbound WHERE status = 'sent' ORDER BY ref")
+    assert [r["ref"] for r in sent] == [f"batch-{n}" for n in (0, 1, 3, 4, 5)]
+    created = [m for m in fake.messages() if m["conversation"] in range(2000, 2006)]
+    assert sorted(m["content"] for m in created) == [f"reply {n}" for n in (0, 1, 3, 4, 5)]
+
+
+async def test_replies_sent_together_are_all_counted(
+    redis: aioredis.Redis, store: Store, topology: Topology, fake: Fake, client: ChatwootClient
+) -> None:
+    """`deliver.sent` counts every reply, those sent while an earlier count was under way
+    added by its next round trip."""
+    delivery = deliver_runner(redis, store, topology, client)
+    delivery.runner.partition = by_conversation
+    for n in range(12):
+        await reply(redis, topology, ref=f"count-{n}", conversation=3000 + n)
+    await deliver(delivery)
+    counted: Any = await redis.hget(topology.key("metrics"), "deliver.sent")
+    assert int(counted) == 12 == len(posts_to(fake, range(3000, 3012)))
+
+
+def posts_to(fake: Fake, conversations: range) -> list[dict[str, Any]]:
+    return [m for m in fake.messages() if m["conversation"] in conversations]
