@@ -47,11 +47,9 @@ def project_root() -> Path:
 
 
 def schema_sql() -> str:
-    path = project_root() / "schema.sql"
-    try:
-        return path.read_text()
-    except OSError as exc:
-        raise ConfigError([f"cannot read {path}: run Switchboard from its checkout"]) from exc
+    """The full schema, shipped inside the package (consumers/store/schema.sql, a copy of the
+    repository's schema.sql), so an installed Switchboard migrates from any directory."""
+    return schema.full_sql()
 
 
 async def migrate(database_url: str) -> str:

@@ -42,6 +42,15 @@ async def require_current(store: Store) -> None:
         raise ConfigError([found])
 
 
+def full_sql() -> str:
+    """schema.sql as shipped inside the package (tests keep it equal to the repository's)."""
+    path = resources.files("consumers.store").joinpath("schema.sql")
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise ConfigError([f"cannot read the packaged schema ({exc})"]) from exc
+
+
 def upgrade_sql(version: int) -> str:
     """The upgrade from `version` to the next one, shipped inside the package."""
     name = f"v{version}_to_v{version + 1}.sql"

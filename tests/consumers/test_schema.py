@@ -177,13 +177,22 @@ def test_problem_names_the_fix(version: int | None, expected: str | None) -> Non
     assert schema.problem(version) == expected
 
 
+def test_the_packaged_schema_is_the_documented_one() -> None:
+    """consumers/store/schema.sql (what `migrate` applies, from any directory or an installed
+    wheel) is the repository's schema.sql: edit one, copy it over the other."""
+    assert schema.full_sql() == (services.ROOT / "schema.sql").read_text(), (
+        "consumers/store/schema.sql and schema.sql differ: cp schema.sql consumers/store/"
+    )
+
+
 def test_upgrades_ship_inside_the_package() -> None:
     """Every step up to SCHEMA_VERSION has its file, found through the package (installed or
     not) and declared as package data."""
     for version in range(1, schema.SCHEMA_VERSION):
         assert "INSERT INTO schema_version" in schema.upgrade_sql(version)
     assert (
-        '"consumers.store" = ["migrations/*.sql"]' in (services.ROOT / "pyproject.toml").read_text()
+        '"consumers.store" = ["migrations/*.sql", "schema.sql"]'
+        in (services.ROOT / "pyproject.toml").read_text()
     )
 
 
