@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 import zlib
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 import structlog
@@ -21,6 +22,7 @@ from consumers.clock import utcnow
 from consumers.errors import PermanentError, StoreError
 from consumers.runner import StreamEntry, by_conversation
 from consumers.store import ConversationRow, MessageRow, Store, Tx
+from consumers.store.buffered import Buffered, Preload
 from ingress import events, views
 from ingress.errors import EntryDecodeError
 from ingress.topology import Topology
@@ -60,6 +62,10 @@ IGNORED = {
 }
 
 Outcome = tuple[str, str | None]  # (applied|duplicate|ignored, detail)
+# Where an entry's statements go: a transaction, or the fast path's buffer (store/buffered.py),
+# which offers the same statements over rows read beforehand and writes them set-based.
+Statements = Tx | Buffered
+Applied = tuple[str, events.EventEntry, Outcome | None]  # (stream id, entry, outcome)
 
 # The `source` of entries from the automation path (ingress/automation.py). The path refuses
 # other events; persist ignores them too, for entries stored before it did or replayed.
@@ -93,6 +99,7 @@ class Persister:
         clock: Callable[[], dt.datetime] = utcnow,
         lanes: int = LANES,
         hold: int = HOLD,
+        fast: bool = True,
     ) -> None:
         self.store = store
         self.topology = topology
@@ -100,6 +107,10 @@ class Persister:
         self.clock = clock
         self.lanes = max(1, lanes)
         self.hold = max(1, hold)
+        # The set-based path for runs of entries (consumers/store/buffered.py); off, every
+        # entry of a batch takes a savepoint of its own (what the fast path is compared with).
+        self.fast = fast
+        self.taken_fast = 0  # entries the fast path committed (the benchmark reports it)
 
     async def __call__(self, entry: StreamEntry) -> None:
         event = _event(entry)
@@ -151,30 +162,27 @@ class Persister:
         return done
 
     async def _chunk(self, entries: list[StreamEntry], failed: set[bytes]) -> list[bool]:
-        """One transaction over `entries`, a savepoint each; raises when it does not commit.
-        `failed`: the conversations of the lane whose entries wait for the one-by-one path."""
-        done: list[bool] = []
-        outcomes: list[tuple[str, events.EventEntry, Outcome | None]] = []
+        """One transaction over `entries`, in stream order: runs of entries set-based (the fast
+        path, `_run`), the others each in a savepoint of its own; raises when it does not
+        commit. `failed`: the conversations of the lane whose entries wait for the one-by-one
+        path."""
+        done = [False] * len(entries)
+        outcomes: list[Applied] = []
         async with self.store.transaction() as tx:
-            for entry in entries:
-                conversation = by_conversation(entry)
-                if conversation in failed:
-                    done.append(False)
-                    continue
-                structlog.contextvars.bind_contextvars(entry=entry.id)
-                try:
-                    async with tx.savepoint():
-                        event = _event(entry)
-                        outcome = await self._persist(tx, entry, event)
-                except Exception as exc:  # noqa: BLE001 - handled again alone, and decided there
-                    if isinstance(exc, StoreError) and exc.outage:
-                        raise  # the connection is gone: the lane goes one by one
-                    log.debug("entry.batch_failed", error=str(exc)[:200])
-                    failed.add(conversation)
-                    done.append(False)
-                    continue
-                done.append(True)
-                outcomes.append((entry.id, event, outcome))
+            n = 0
+            while n < len(entries):
+                count = len(entries) - n  # without the fast path: all of them one by one
+                if self.fast and _may_run(entries[n]):
+                    flags, ok = await self._run(tx, entries[n:], failed, outcomes)
+                    if ok:
+                        done[n : n + len(flags)] = flags
+                        n += len(flags)
+                        count = 1  # the entry the run stopped at (if any) goes alone
+                    else:
+                        count = len(flags)  # the run rolled back: its entries one by one
+                for k in range(n, min(n + count, len(entries))):
+                    done[k] = await self._one(tx, entries[k], failed, outcomes)
+                n += count
         # Logged once committed, each with its own entry's context.
         for entry_id, event, outcome in outcomes:
             structlog.contextvars.bind_contextvars(
@@ -185,8 +193,77 @@ class Persister:
             _persisted(outcome)
         return done
 
+    async def _one(
+        self, tx: Tx, entry: StreamEntry, failed: set[bytes], outcomes: list[Applied]
+    ) -> bool:
+        """One entry in a savepoint of its own; False when it waits for the one-by-one path."""
+        conversation = by_conversation(entry)
+        if conversation in failed:
+            return False
+        structlog.contextvars.bind_contextvars(entry=entry.id)
+        try:
+            async with tx.savepoint():
+                event = _event(entry)
+                outcome = await self._persist(tx, entry, event)
+        except Exception as exc:  # noqa: BLE001 - handled again alone, and decided there
+            if isinstance(exc, StoreError) and exc.outage:
+                raise  # the connection is gone: the lane goes one by one
+            log.debug("entry.batch_failed", error=str(exc)[:200])
+            failed.add(conversation)
+            return False
+        outcomes.append((entry.id, event, outcome))
+        return True
+
+    async def _run(
+        self, tx: Tx, entries: list[StreamEntry], failed: set[bytes], outcomes: list[Applied]
+    ) -> tuple[list[bool], bool]:
+        """The fast path: the longest prefix of `entries` that persist's own code decides over
+        rows read (and locked) beforehand, written set-based in one savepoint (each entry's
+        effects are in it whole, or none is). Returns the prefix's flags (False: its
+        conversation waits for the one-by-one path) and whether it is committed; a prefix
+        that is not goes one by one."""
+        live = [e for e in entries if by_conversation(e) not in failed]
+        preload = await Preload.read(tx.conn, **_keys(live))
+        stop, buffer, applied = await self._simulate(preload, entries, failed)
+        if stop < len(entries) and stop:
+            # The entry it stopped at left part of its effects in the buffer: again without.
+            stop, buffer, applied = await self._simulate(preload, entries[:stop], failed)
+        if not applied:
+            return [False] * stop, True
+        try:
+            async with tx.savepoint():
+                await buffer.flush(tx.conn)
+        except Exception as exc:  # noqa: BLE001 - its entries go one by one, decided there
+            if isinstance(exc, StoreError) and exc.outage:
+                raise
+            log.debug("batch.run_failed", entries=stop, error=str(exc)[:200])
+            return [False] * stop, False
+        outcomes += applied
+        self.taken_fast += len(applied)
+        return [by_conversation(e) not in failed for e in entries[:stop]], True
+
+    async def _simulate(
+        self, preload: Preload, entries: list[StreamEntry], failed: set[bytes]
+    ) -> tuple[int, Buffered, list[Applied]]:
+        """`entries` through persist's code over a buffer, until one it cannot take (that
+        entry's index, or len(entries))."""
+        buffer = Buffered(preload)
+        applied: list[Applied] = []
+        for n, entry in enumerate(entries):
+            if by_conversation(entry) in failed:
+                continue
+            structlog.contextvars.bind_contextvars(entry=entry.id)
+            try:
+                event = _event(entry)
+                outcome = await self._persist(buffer, entry, event)
+            except Exception as exc:  # noqa: BLE001 - the per-entry path takes it, and decides
+                log.debug("entry.not_fast", error=str(exc)[:200])
+                return n, buffer, applied
+            applied.append((entry.id, event, outcome))
+        return len(entries), buffer, applied
+
     async def _persist(
-        self, tx: Tx, entry: StreamEntry, event: events.EventEntry
+        self, tx: Statements, entry: StreamEntry, event: events.EventEntry
     ) -> Outcome | None:
         """The entry's effects in `tx`: its outcome, None when it was processed already."""
         if not await tx.record_event(entry.id, event):
@@ -208,7 +285,7 @@ class Persister:
             await tx.record_dead(entry.id, salvage(entry), detail)
         log.info("event.dead_recorded", reason=dead.reason)
 
-    async def _apply(self, tx: Tx, event: events.EventEntry) -> Outcome:
+    async def _apply(self, tx: Statements, event: events.EventEntry) -> Outcome:
         name = event.event
         if event.source == AUTOMATION_SOURCE and not _from_automation(name):
             # A token holder could otherwise forge a customer message or a snapshot.
@@ -245,7 +322,7 @@ class Persister:
         return "ignored", f"no effect for {name or 'an event without a name'}"
 
     async def _snapshot(
-        self, tx: Tx, event: events.EventEntry, view: views.Conversation, *, detail: str
+        self, tx: Statements, event: events.EventEntry, view: views.Conversation, *, detail: str
     ) -> Outcome:
         """A conversation snapshot carried by an event that reports no change of its own:
         applied when newer, its state's signals dated by its `updated_at`."""
@@ -257,7 +334,9 @@ class Persister:
         await self._conversation(tx, account, view, event=event.event)
         return "applied", detail
 
-    async def _contact(self, tx: Tx, event: events.EventEntry, contact: views.Contact) -> Outcome:
+    async def _contact(
+        self, tx: Statements, event: events.EventEntry, contact: views.Contact
+    ) -> Outcome:
         account = _account(contact.account, event)
         if account is None:
             return "ignored", "no account id in the payload"
@@ -274,7 +353,7 @@ class Persister:
 
     async def _conversation(
         self,
-        tx: Tx,
+        tx: Statements,
         account: int,
         view: views.Conversation,
         *,
@@ -305,7 +384,7 @@ class Persister:
             await self._resume(tx, row)
         return row
 
-    async def _resume(self, tx: Tx, conv: ConversationRow) -> None:
+    async def _resume(self, tx: Statements, conv: ConversationRow) -> None:
         """Back to the bot: a customer message written since then, skipped because its webhook
         came before the change's (a human still held it), gets its turn after all."""
         if conv.bot_since is None:
@@ -316,14 +395,16 @@ class Persister:
             await self._turn_input(tx, conv, last)
 
     async def _merge_signals(
-        self, tx: Tx, conv: ConversationRow, signals: list[cv.Signal]
+        self, tx: Statements, conv: ConversationRow, signals: list[cv.Signal]
     ) -> ConversationRow:
         merged = await tx.merge_signals(conv, signals)
         if merged.handler != conv.handler:
             log.info("conversation.handed", handler=merged.handler, why=signals[-1].why)
         return merged
 
-    async def _message(self, tx: Tx, event: events.EventEntry, msg: views.Message) -> Outcome:
+    async def _message(
+        self, tx: Statements, event: events.EventEntry, msg: views.Message
+    ) -> Outcome:
         account = _account(msg.account, event)
         if account is None or msg.conversation is None:
             raise PermanentError("message event without account or conversation")
@@ -360,7 +441,7 @@ class Persister:
             return "duplicate", f"message {msg.id} already stored"
         return "applied", "echo of our reply" if echo else None
 
-    async def _store_message(self, tx: Tx, row: MessageRow) -> bool:
+    async def _store_message(self, tx: Statements, row: MessageRow) -> bool:
         """Insert once; a later event of the same message only moves it forward. The insert
         is tried first (a new message is the common case: one round trip, not two); the row it
         conflicted with is there to lock, committed (the insert waited for its writer)."""
@@ -377,7 +458,7 @@ class Persister:
         await tx.update_message(msgspec.structs.replace(row, status=status), newer=newer)
         return False
 
-    async def _match_echo(self, tx: Tx, account: int, msg: views.Message) -> bool:
+    async def _match_echo(self, tx: Statements, account: int, msg: views.Message) -> bool:
         """Our own reply coming back: record Chatwoot's id and status on the outbound row.
 
         Only a message we could have posted (echoes.could_be_ours), in the very conversation
@@ -395,7 +476,7 @@ class Persister:
         )
         return row is not None
 
-    async def _turn_input(self, tx: Tx, conv: ConversationRow, message_id: int) -> None:
+    async def _turn_input(self, tx: Statements, conv: ConversationRow, message_id: int) -> None:
         route = self.topology.route_for(
             account=conv.account_id, inbox=conv.inbox_id, channel=conv.channel
         )
@@ -412,6 +493,49 @@ class Persister:
             max_wait=dt.timedelta(milliseconds=timing.max_wait_ms),
             max_messages=timing.max_messages,
         )
+
+
+# Events the fast path is tried on: what it can take when their conversation is stored. A
+# conversation_created, a contact event or an unknown one goes to the per-entry path at once
+# (no rows read in vain); the fast path takes them too when they come inside a run.
+RUN_STARTS = MESSAGE_EVENTS | (CONVERSATION_EVENTS - {"conversation_created"}) | TYPING_EVENTS
+
+
+def _may_run(entry: StreamEntry) -> bool:
+    return entry.fields.get(b"event", b"").decode(errors="replace") in RUN_STARTS
+
+
+def _keys(entries: list[StreamEntry]) -> dict[str, Any]:
+    """The rows a run of `entries` may touch, for Preload.read: their stream ids, the
+    conversations and the messages their bodies name (an entry that does not decode names
+    none: persist's code fails it again, and it goes one by one)."""
+    stream_ids: list[str] = []
+    conversations: set[tuple[int, int]] = set()
+    messages: set[tuple[int, int]] = set()
+    for entry in entries:
+        stream_ids.append(entry.id)
+        try:
+            event = events.decode(events.EventEntry, entry.fields)
+            name = event.event
+            conversation: views.Conversation | None = None
+            owner: views.Ref | None = None  # whose account id persist takes (else the entry's)
+            if name in MESSAGE_EVENTS:
+                msg = views.message_decoder.decode(event.body)
+                conversation, owner = msg.conversation, msg.account
+                account = _account(owner, event)
+                if account is not None and _int64(msg.id) is not None:
+                    messages.add((account, msg.id))
+            elif name in CONVERSATION_EVENTS or name in SNAPSHOTS:
+                conversation = views.conversation_decoder.decode(event.body)
+            elif name in TYPING_EVENTS:
+                conversation = views.typing_decoder.decode(event.body).conversation
+            if conversation is not None:
+                account = _account(owner if name in MESSAGE_EVENTS else conversation.account, event)
+                if account is not None and _int64(conversation.id) is not None:
+                    conversations.add((account, conversation.id))
+        except (EntryDecodeError, msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+            continue
+    return {"stream_ids": stream_ids, "conversations": conversations, "messages": messages}
 
 
 def _event(entry: StreamEntry) -> events.EventEntry:
