@@ -23,7 +23,6 @@ from consumers.store import bulk
 from consumers.store.base import Connection
 from consumers.store.conversations import with_signals
 from consumers.store.rows import ConversationRow, MessageRow, StoredMessage
-from consumers.store.turns import TURNS_DUE
 from ingress import events
 
 Key = tuple[int, int]  # (account, Chatwoot id)
@@ -62,56 +61,35 @@ class Preload(msgspec.Struct, kw_only=True):
         conversations: set[Key],
         messages: set[Key],
     ) -> Preload:
-        """Three statements: processed stream ids, conversations and stored messages, the rows
-        locked (in key order, as one statement: no deadlock between two such runs)."""
-        processed = await conn.fetch(
-            "SELECT stream_id FROM webhook_events WHERE stream_id = ANY($1::text[])", stream_ids
+        """One statement: the stream ids already processed, the conversations and the stored
+        messages named, their rows locked."""
+        found = await bulk.read(
+            conn,
+            stream_ids=stream_ids,
+            conversations=sorted(conversations),
+            messages=sorted(messages),
         )
-        columns = ", ".join(name for name, _ in bulk.CONVERSATION_COLUMNS + bulk.TURN_COLUMNS)
-        conv_keys = sorted(conversations)
-        found = await conn.fetch(
-            f"""
-            SELECT account_id, chatwoot_conversation_id AS conversation_id, {columns}
-            FROM conversations
-            WHERE (account_id, chatwoot_conversation_id) IN (
-                SELECT * FROM unnest($1::bigint[], $2::bigint[]))
-            ORDER BY account_id, chatwoot_conversation_id
-            FOR UPDATE
-            """,
-            [a for a, _ in conv_keys],
-            [c for _, c in conv_keys],
-        )
-        msg_keys = sorted(messages)
-        stored = await conn.fetch(
-            """
-            SELECT account_id, chatwoot_message_id, status, version FROM messages
-            WHERE (account_id, chatwoot_message_id) IN (
-                SELECT * FROM unnest($1::bigint[], $2::bigint[]))
-            ORDER BY account_id, chatwoot_message_id
-            FOR UPDATE
-            """,
-            [a for a, _ in msg_keys],
-            [m for _, m in msg_keys],
-        )
-        turn_names = {name for name, _ in bulk.TURN_COLUMNS}
+        names = [name for name, _ in bulk.CONVERSATION_COLUMNS]
+        turns = [name for name, _ in bulk.TURN_COLUMNS]
         loaded: dict[Key, tuple[ConversationRow, Turn]] = {}
-        for r in found:
-            raw = dict(r)
-            turn = msgspec.convert({k: raw.pop(k) for k in turn_names}, Turn)
-            loaded[(r["account_id"], r["conversation_id"])] = (
-                msgspec.convert(raw, ConversationRow),
-                turn,
+        for account, conversation, *values in found.conversations:
+            row = dict(zip(names, values[: len(names)], strict=True))
+            turn = dict(zip(turns, values[len(names) :], strict=True))
+            loaded[(account, conversation)] = (
+                msgspec.convert(
+                    {"account_id": account, "conversation_id": conversation, **row},
+                    ConversationRow,
+                ),
+                msgspec.convert(turn, Turn),
             )
         return cls(
-            processed=frozenset(r["stream_id"] for r in processed),
+            processed=frozenset(found.processed),
             asked=frozenset(conversations),
             conversations=loaded,
             messages_asked=frozenset(messages),
             messages={
-                (r["account_id"], r["chatwoot_message_id"]): StoredMessage(
-                    status=r["status"], version=r["version"]
-                )
-                for r in stored
+                (account, message): StoredMessage(status=status, version=version)
+                for account, message, status, version in found.messages
             },
         )
 
@@ -368,35 +346,29 @@ class Buffered:
     # -- writing
 
     async def flush(self, conn: Connection) -> None:
-        """Everything the run changed, a statement per table; raises Unhandled when the rows
-        are not as read (another consumer stored one of these entries or messages meanwhile),
-        and the caller rolls the run back and takes its entries one by one."""
-        if self.audit:
-            audit = [_audit_values(a) for a in self.audit.values()]
-            if await bulk.insert_audit(conn, audit) != len(audit):
-                raise Unhandled("an entry was recorded meanwhile")
-        if self.contacts:
-            contacts = [
+        """Everything the run changed, in one statement; raises Unhandled when the rows are
+        not as read (another consumer stored one of these entries or messages meanwhile), and
+        the caller rolls the run back and takes its entries one by one."""
+        dirty = sorted((key, conv) for key, conv in self.conversations.items() if conv.dirty)
+        written = await bulk.write(
+            conn,
+            audit=[_audit_values(a) for a in self.audit.values()],
+            contacts=[
                 (*key, *(kept[name] for name, _ in bulk.CONTACT_COLUMNS))
                 for key, kept in sorted(self.contacts.items())
-            ]
-            await bulk.upsert_contacts(conn, contacts)
-        if self.inserted:
-            rows = [
+            ],
+            messages=[
                 tuple(getattr(row, name) for name, _ in bulk.MESSAGE_COLUMNS)
                 for row in self.inserted.values()
-            ]
-            if await bulk.insert_messages(conn, rows) != len(rows):
-                raise Unhandled("a message was stored meanwhile")
-        if self.updated:
-            updates = [_update_values(key, u) for key, u in sorted(self.updated.items())]
-            await bulk.update_messages(conn, updates)
-        dirty = sorted((key, conv) for key, conv in self.conversations.items() if conv.dirty)
-        if dirty:
-            await bulk.update_conversations(conn, [_conversation_values(c) for _, c in dirty])
-        if self.notify:
-            # Sent at commit, and dropped with a rolled-back savepoint, as schedule_turn's.
-            await conn.execute("SELECT pg_notify($1, '')", TURNS_DUE)
+            ],
+            updates=[_update_values(key, u) for key, u in sorted(self.updated.items())],
+            conversations=[_conversation_values(conv) for _, conv in dirty],
+            notify=self.notify,
+        )
+        if written.audit != len(self.audit):
+            raise Unhandled("an entry was recorded meanwhile")
+        if written.messages != len(self.inserted):
+            raise Unhandled("a message was stored meanwhile")
 
 
 def _first(a: object, b: object) -> object:
