@@ -84,6 +84,11 @@ LANES = 4
 # 7 round trips), which made the reply latency grow with the load. 32 still shares a commit
 # flush 32 ways.
 HOLD = 32
+# Entries per transaction when the fast path takes them: a set-based run holds its rows for a
+# read, a write and the commit (three round trips whatever its length), not 7 round trips an
+# entry, so 128 of them hold the rows shorter than 32 one by one did; the transaction still
+# ends once `hold` entries have gone one by one.
+FAST_HOLD = 128
 
 
 class Persister:
@@ -100,6 +105,7 @@ class Persister:
         lanes: int = LANES,
         hold: int = HOLD,
         fast: bool = True,
+        fast_hold: int = FAST_HOLD,
     ) -> None:
         self.store = store
         self.topology = topology
@@ -110,6 +116,7 @@ class Persister:
         # The set-based path for runs of entries (consumers/store/buffered.py); off, every
         # entry of a batch takes a savepoint of its own (what the fast path is compared with).
         self.fast = fast
+        self.fast_hold = max(self.hold, fast_hold) if fast else self.hold
         self.taken_fast = 0  # entries the fast path committed (the benchmark reports it)
 
     async def __call__(self, entry: StreamEntry) -> None:
@@ -145,13 +152,15 @@ class Persister:
         return done
 
     async def _lane(self, entries: list[StreamEntry]) -> list[bool]:
-        """`entries` in transactions of `hold` entries, one after another; raises when the
-        first does not commit. One that does not commit leaves its entries and the later ones
-        to the one-by-one path (a conversation's order is kept: they come after it)."""
+        """`entries` in transactions of up to `fast_hold` entries (`hold` of them one by one),
+        one after another; raises when the first does not commit. One that does not commit
+        leaves its entries and the later ones to the one-by-one path (a conversation's order is
+        kept: they come after it)."""
         done: list[bool] = []
         failed: set[bytes] = set()
-        for start in range(0, len(entries), self.hold):
-            chunk = entries[start : start + self.hold]
+        start = 0
+        while start < len(entries):
+            chunk = entries[start : start + self.fast_hold]
             try:
                 done += await self._chunk(chunk, failed)
             except Exception as exc:
@@ -159,18 +168,19 @@ class Persister:
                     raise
                 log.warning("batch.lane_failed", entries=len(entries) - start, error=str(exc)[:200])
                 return done + [False] * (len(entries) - start)
+            start = len(done)
         return done
 
     async def _chunk(self, entries: list[StreamEntry], failed: set[bytes]) -> list[bool]:
-        """One transaction over `entries`, in stream order: runs of entries set-based (the fast
-        path, `_run`), the others each in a savepoint of its own; raises when it does not
-        commit. `failed`: the conversations of the lane whose entries wait for the one-by-one
-        path."""
+        """One transaction over a prefix of `entries`, in stream order: runs of entries
+        set-based (the fast path, `_run`), the others each in a savepoint of its own, until
+        `hold` of them went so; the prefix's flags; raises when it does not commit. `failed`:
+        the conversations of the lane whose entries wait for the one-by-one path."""
         done = [False] * len(entries)
         outcomes: list[Applied] = []
         async with self.store.transaction() as tx:
-            n = 0
-            while n < len(entries):
+            n = alone = 0
+            while n < len(entries) and alone < self.hold:
                 count = len(entries) - n  # without the fast path: all of them one by one
                 if self.fast and _may_run(entries[n]):
                     flags, ok = await self._run(tx, entries[n:], failed, outcomes)
@@ -180,9 +190,11 @@ class Persister:
                         count = 1  # the entry the run stopped at (if any) goes alone
                     else:
                         count = len(flags)  # the run rolled back: its entries one by one
-                for k in range(n, min(n + count, len(entries))):
+                count = min(count, len(entries) - n, self.hold - alone)
+                for k in range(n, n + count):
                     done[k] = await self._one(tx, entries[k], failed, outcomes)
                 n += count
+                alone += count
         # Logged once committed, each with its own entry's context.
         for entry_id, event, outcome in outcomes:
             structlog.contextvars.bind_contextvars(
@@ -191,7 +203,7 @@ class Persister:
                 webhook_event=event.event,
             )
             _persisted(outcome)
-        return done
+        return done[:n]
 
     async def _one(
         self, tx: Tx, entry: StreamEntry, failed: set[bytes], outcomes: list[Applied]

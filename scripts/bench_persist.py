@@ -32,7 +32,7 @@ import redis.asyncio as aioredis
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from consumers.embedded import EmbeddedPostgres, EmbeddedRedis  # noqa: E402
-from consumers.persist import HOLD, LANES, Persister  # noqa: E402
+from consumers.persist import FAST_HOLD, HOLD, LANES, Persister  # noqa: E402
 from consumers.runner import Runner, by_conversation  # noqa: E402
 from consumers.store import Store  # noqa: E402
 from ingress import events, logs, topology  # noqa: E402
@@ -75,6 +75,7 @@ async def persist(
     fast: bool = True,
     lanes: int = LANES,
     hold: int = HOLD,
+    fast_hold: int = FAST_HOLD,
 ) -> tuple[float, int]:
     topo = msgspec.structs.replace(
         topology.load(ROOT / "streams.yaml"), prefix=f"bench{uuid.uuid4().hex[:6]}"
@@ -95,7 +96,7 @@ async def persist(
     # would be a duplicate (a lock and an update, not an insert), other work than measured.
     async with store.pool.acquire() as conn:
         await conn.execute("TRUNCATE contacts, conversations, messages, webhook_events")
-    handler = Persister(store, topo, fast=fast, lanes=lanes, hold=hold)
+    handler = Persister(store, topo, fast=fast, lanes=lanes, hold=hold, fast_hold=fast_hold)
     runner = Runner(redis, key=topo.key("events"), group="persist", spec=topo.groups["persist"],
                     dead_key=topo.key("dead"), handler=handler, partition=by_conversation,
                     batch_handler=handler.batch if batched else None)  # fmt: skip
@@ -119,8 +120,9 @@ async def run(opts: argparse.Namespace, redis_url: str, database_url: str) -> No
         if not opts.fast_only:
             savepoints, _ = await persist(store, redis, bodies, batched=True, fast=False)
         batched, taken = await persist(
-            store, redis, bodies, batched=True, lanes=opts.lanes, hold=opts.hold
-        )
+            store, redis, bodies, batched=True, lanes=opts.lanes, hold=opts.hold,
+            fast_hold=opts.fast_hold,
+        )  # fmt: skip
     finally:
         await redis.aclose()
         await store.close()
@@ -137,7 +139,7 @@ async def run(opts: argparse.Namespace, redis_url: str, database_url: str) -> No
     print(f"{'persist, a batch, set-based runs (deployed)':<46}{batched:>8.0f}"
           f"{batched / floor:>8.2f}")  # fmt: skip
     print(f"webhooks the set-based path took: {taken} of {len(bodies)}"
-          f" ({opts.lanes} lanes, {opts.hold} entries a transaction)")  # fmt: skip
+          f" ({opts.lanes} lanes, up to {opts.fast_hold} entries a transaction)")  # fmt: skip
 
 
 def main() -> int:
@@ -149,7 +151,9 @@ def main() -> int:
     skip = "skip the one-transaction-per-webhook run (a shorter profile)"
     parser.add_argument("--batched-only", action="store_true", help=skip)
     parser.add_argument("--lanes", type=int, default=LANES, help="as deployed unless given")
-    parser.add_argument("--hold", type=int, default=HOLD, help="entries per transaction")
+    parser.add_argument("--hold", type=int, default=HOLD, help="entries one by one a transaction")
+    help_fast = "entries a transaction on the set-based path"
+    parser.add_argument("--fast-hold", type=int, default=FAST_HOLD, help=help_fast)
     skip = "skip both per-entry runs (the set-based one alone, to compare settings)"
     parser.add_argument("--fast-only", action="store_true", help=skip)
     opts = parser.parse_args()

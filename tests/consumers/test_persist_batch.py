@@ -194,3 +194,27 @@ async def test_a_lane_commits_every_hold_entries_so_its_locks_are_short(
     }
     first, second, third, fourth, fifth = (tx[i] for i in ids)
     assert first == second < third == fourth < fifth
+
+
+async def test_set_based_entries_share_a_transaction_up_to_fast_hold(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """A set-based run holds its rows for three round trips whatever its length, so its
+    transaction takes up to `fast_hold` entries (the per-entry path's `hold` still ends one):
+    seven messages of a known conversation, four a transaction, after the first one (which
+    creates the conversation, one by one)."""
+    ids = await feed(redis, topology, *(message(40 + n, 2040) for n in range(8)))
+    handler = Persister(store, topology, bot_id=4, lanes=1, hold=2, fast_hold=4)
+    runner = Runner(
+        redis, key=topology.key("events"), group="persist", spec=topology.groups["persist"],
+        dead_key=topology.key("dead"), handler=handler, batch_handler=handler.batch,
+        on_dead=handler.dead, consumer="test-persist",
+    )  # fmt: skip
+    assert await runner.drain() == 8
+    tx = {
+        r["stream_id"]: r["tx"]
+        for r in await rows(store, "SELECT stream_id, processed_at AS tx FROM webhook_events")
+    }
+    first, *rest = (tx[i] for i in ids)
+    assert first == rest[0] == rest[1] == rest[2] < rest[3] == rest[4] == rest[5] == rest[6]
+    assert handler.taken_fast == 7
