@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 import zlib
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 import structlog
@@ -22,6 +23,7 @@ from consumers.counters import WEBHOOK_STORED, Counters
 from consumers.errors import PermanentError, StoreError
 from consumers.runner import StreamEntry, by_conversation
 from consumers.store import ConversationRow, MessageRow, Store, Tx
+from consumers.store.buffered import Buffered, Preload
 from ingress import events, views
 from ingress.errors import EntryDecodeError
 from ingress.topology import Topology
@@ -61,6 +63,11 @@ IGNORED = {
 }
 
 Outcome = tuple[str, str | None]  # (applied|duplicate|ignored, detail)
+# Where an entry's statements go: a transaction, or the fast path's buffer (store/buffered.py),
+# which offers the same statements over rows read beforehand and writes them set-based.
+Statements = Tx | Buffered
+# (the entry's log context, entry, outcome): logged once committed, each with its own ids
+Applied = tuple[dict[str, object], events.EventEntry, Outcome | None]
 
 # The `source` of entries from the automation path (ingress/automation.py). The path refuses
 # other events; persist ignores them too, for entries stored before it did or replayed.
@@ -82,6 +89,11 @@ LANES = 4
 # 7 round trips), which made the reply latency grow with the load. 32 still shares a commit
 # flush 32 ways.
 HOLD = 32
+# Entries per transaction when the fast path takes them: a set-based run holds its rows for a
+# read, a write and the commit (three round trips whatever its length), not 7 round trips an
+# entry, so 128 of them hold the rows shorter than 32 one by one did; the transaction still
+# ends once `hold` entries have gone one by one.
+FAST_HOLD = 128
 
 
 class Persister:
@@ -98,6 +110,8 @@ class Persister:
         lanes: int = LANES,
         hold: int = HOLD,
         counters: Counters | None = None,
+        fast: bool = True,
+        fast_hold: int = FAST_HOLD,
     ) -> None:
         self.store = store
         self.topology = topology
@@ -106,6 +120,14 @@ class Persister:
         self.lanes = max(1, lanes)
         self.hold = max(1, hold)
         self.counters = counters  # None: no latency observed
+        # The consumer group's log context (bound by the runner, the same in every lane): what
+        # each entry's lines start from.
+        self._base: dict[str, object] = {}
+        # The set-based path for runs of entries (consumers/store/buffered.py); off, every
+        # entry of a batch takes a savepoint of its own (what the fast path is compared with).
+        self.fast = fast
+        self.fast_hold = max(self.hold, fast_hold) if fast else self.hold
+        self.taken_fast = 0  # entries the fast path committed (the benchmark reports it)
 
     async def __call__(self, entry: StreamEntry) -> None:
         event = _event(entry)
@@ -141,13 +163,15 @@ class Persister:
         return done
 
     async def _lane(self, entries: list[StreamEntry]) -> list[bool]:
-        """`entries` in transactions of `hold` entries, one after another; raises when the
-        first does not commit. One that does not commit leaves its entries and the later ones
-        to the one-by-one path (a conversation's order is kept: they come after it)."""
+        """`entries` in transactions of up to `fast_hold` entries (`hold` of them one by one),
+        one after another; raises when the first does not commit. One that does not commit
+        leaves its entries and the later ones to the one-by-one path (a conversation's order is
+        kept: they come after it)."""
         done: list[bool] = []
         failed: set[bytes] = set()
-        for start in range(0, len(entries), self.hold):
-            chunk = entries[start : start + self.hold]
+        start = 0
+        while start < len(entries):
+            chunk = entries[start : start + self.fast_hold]
             try:
                 done += await self._chunk(chunk, failed)
             except Exception as exc:
@@ -155,46 +179,118 @@ class Persister:
                     raise
                 log.warning("batch.lane_failed", entries=len(entries) - start, error=str(exc)[:200])
                 return done + [False] * (len(entries) - start)
+            start = len(done)
         return done
 
     async def _chunk(self, entries: list[StreamEntry], failed: set[bytes]) -> list[bool]:
-        """One transaction over `entries`, a savepoint each; raises when it does not commit.
-        `failed`: the conversations of the lane whose entries wait for the one-by-one path."""
-        done: list[bool] = []
-        outcomes: list[tuple[dict[str, object], events.EventEntry, Outcome | None]] = []
-        base = structlog.contextvars.get_contextvars()  # the group's, bound by the runner
+        """One transaction over a prefix of `entries`, in stream order: runs of entries
+        set-based (the fast path, `_run`), the others each in a savepoint of its own, until
+        `hold` of them went so; the prefix's flags; raises when it does not commit. `failed`:
+        the conversations of the lane whose entries wait for the one-by-one path."""
+        done = [False] * len(entries)
+        outcomes: list[Applied] = []
+        self._base = structlog.contextvars.get_contextvars()  # the group's, bound by the runner
         async with self.store.transaction() as tx:
-            for entry in entries:
-                conversation = by_conversation(entry)
-                if conversation in failed:
-                    done.append(False)
-                    continue
-                # Each entry's lines carry its own ids only (delivery, message), never the
-                # previous entry's.
-                structlog.contextvars.clear_contextvars()
-                structlog.contextvars.bind_contextvars(**base, entry=entry.id)
-                try:
-                    async with tx.savepoint():
-                        event = _event(entry)
-                        outcome = await self._persist(tx, entry, event)
-                except Exception as exc:  # noqa: BLE001 - handled again alone, and decided there
-                    if isinstance(exc, StoreError) and exc.outage:
-                        raise  # the connection is gone: the lane goes one by one
-                    log.debug("entry.batch_failed", error=str(exc)[:200])
-                    failed.add(conversation)
-                    done.append(False)
-                    continue
-                done.append(True)
-                outcomes.append((structlog.contextvars.get_contextvars(), event, outcome))
+            n = alone = 0
+            while n < len(entries) and alone < self.hold:
+                count = len(entries) - n  # without the fast path: all of them one by one
+                if self.fast and _may_run(entries[n]):
+                    flags, ok = await self._run(tx, entries[n:], failed, outcomes)
+                    if ok:
+                        done[n : n + len(flags)] = flags
+                        n += len(flags)
+                        count = 1  # the entry the run stopped at (if any) goes alone
+                    else:
+                        count = len(flags)  # the run rolled back: its entries one by one
+                count = min(count, len(entries) - n, self.hold - alone)
+                for k in range(n, n + count):
+                    done[k] = await self._one(tx, entries[k], failed, outcomes)
+                n += count
+                alone += count
         # Logged once committed, each with its own entry's context.
         for context, _, outcome in outcomes:
             structlog.contextvars.clear_contextvars()
             structlog.contextvars.bind_contextvars(**context)
             _persisted(outcome)
         structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(**base)
+        structlog.contextvars.bind_contextvars(**self._base)
         await self._observe([event for _, event, outcome in outcomes if outcome is not None])
-        return done
+        return done[:n]
+
+    def _entry_context(self, entry: StreamEntry) -> None:
+        """Each entry's lines carry its own ids only (delivery, message), never the previous
+        entry's: the group's context, and this entry's id."""
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(**self._base, entry=entry.id)
+
+    async def _one(
+        self, tx: Tx, entry: StreamEntry, failed: set[bytes], outcomes: list[Applied]
+    ) -> bool:
+        """One entry in a savepoint of its own; False when it waits for the one-by-one path."""
+        conversation = by_conversation(entry)
+        if conversation in failed:
+            return False
+        self._entry_context(entry)
+        try:
+            async with tx.savepoint():
+                event = _event(entry)
+                outcome = await self._persist(tx, entry, event)
+        except Exception as exc:  # noqa: BLE001 - handled again alone, and decided there
+            if isinstance(exc, StoreError) and exc.outage:
+                raise  # the connection is gone: the lane goes one by one
+            log.debug("entry.batch_failed", error=str(exc)[:200])
+            failed.add(conversation)
+            return False
+        outcomes.append((structlog.contextvars.get_contextvars(), event, outcome))
+        return True
+
+    async def _run(
+        self, tx: Tx, entries: list[StreamEntry], failed: set[bytes], outcomes: list[Applied]
+    ) -> tuple[list[bool], bool]:
+        """The fast path: the longest prefix of `entries` that persist's own code decides over
+        rows read (and locked) beforehand, written set-based in one savepoint (each entry's
+        effects are in it whole, or none is). Returns the prefix's flags (False: its
+        conversation waits for the one-by-one path) and whether it is committed; a prefix
+        that is not goes one by one."""
+        live = [e for e in entries if by_conversation(e) not in failed]
+        preload = await Preload.read(tx.conn, **_keys(live))
+        stop, buffer, applied = await self._simulate(preload, entries, failed)
+        if stop < len(entries) and stop:
+            # The entry it stopped at left part of its effects in the buffer: again without.
+            stop, buffer, applied = await self._simulate(preload, entries[:stop], failed)
+        if not applied:
+            return [False] * stop, True
+        try:
+            async with tx.savepoint():
+                await buffer.flush(tx.conn)
+        except Exception as exc:  # noqa: BLE001 - its entries go one by one, decided there
+            if isinstance(exc, StoreError) and exc.outage:
+                raise
+            log.debug("batch.run_failed", entries=stop, error=str(exc)[:200])
+            return [False] * stop, False
+        outcomes += applied
+        self.taken_fast += len(applied)
+        return [by_conversation(e) not in failed for e in entries[:stop]], True
+
+    async def _simulate(
+        self, preload: Preload, entries: list[StreamEntry], failed: set[bytes]
+    ) -> tuple[int, Buffered, list[Applied]]:
+        """`entries` through persist's code over a buffer, until one it cannot take (that
+        entry's index, or len(entries))."""
+        buffer = Buffered(preload)
+        applied: list[Applied] = []
+        for n, entry in enumerate(entries):
+            if by_conversation(entry) in failed:
+                continue
+            self._entry_context(entry)
+            try:
+                event = _event(entry)
+                outcome = await self._persist(buffer, entry, event)
+            except Exception as exc:  # noqa: BLE001 - the per-entry path takes it, and decides
+                log.debug("entry.not_fast", error=str(exc)[:200])
+                return n, buffer, applied
+            applied.append((structlog.contextvars.get_contextvars(), event, outcome))
+        return len(entries), buffer, applied
 
     async def _observe(self, stored: list[events.EventEntry]) -> None:
         """Webhook received to stored: from the ingress's receipt to the commit just made.
@@ -206,7 +302,7 @@ class Persister:
         await self.counters.observe(WEBHOOK_STORED, waits)
 
     async def _persist(
-        self, tx: Tx, entry: StreamEntry, event: events.EventEntry
+        self, tx: Statements, entry: StreamEntry, event: events.EventEntry
     ) -> Outcome | None:
         """The entry's effects in `tx`: its outcome, None when it was processed already."""
         if not await tx.record_event(entry.id, event):
@@ -228,7 +324,7 @@ class Persister:
             await tx.record_dead(entry.id, salvage(entry), detail)
         log.info("event.dead_recorded", reason=dead.reason)
 
-    async def _apply(self, tx: Tx, event: events.EventEntry) -> Outcome:
+    async def _apply(self, tx: Statements, event: events.EventEntry) -> Outcome:
         name = event.event
         if event.source == META_SOURCE:
             return "ignored", "a Meta webhook: routed by the forward group (meta_forwards)"
@@ -267,7 +363,7 @@ class Persister:
         return "ignored", f"no effect for {name or 'an event without a name'}"
 
     async def _snapshot(
-        self, tx: Tx, event: events.EventEntry, view: views.Conversation, *, detail: str
+        self, tx: Statements, event: events.EventEntry, view: views.Conversation, *, detail: str
     ) -> Outcome:
         """A conversation snapshot carried by an event that reports no change of its own:
         applied when newer, its state's signals dated by its `updated_at`."""
@@ -279,7 +375,9 @@ class Persister:
         await self._conversation(tx, account, view, event=event.event)
         return "applied", detail
 
-    async def _contact(self, tx: Tx, event: events.EventEntry, contact: views.Contact) -> Outcome:
+    async def _contact(
+        self, tx: Statements, event: events.EventEntry, contact: views.Contact
+    ) -> Outcome:
         account = _account(contact.account, event)
         if account is None:
             return "ignored", "no account id in the payload"
@@ -299,7 +397,7 @@ class Persister:
 
     async def _conversation(
         self,
-        tx: Tx,
+        tx: Statements,
         account: int,
         view: views.Conversation,
         *,
@@ -333,7 +431,7 @@ class Persister:
             await self._resume(tx, row)
         return row
 
-    async def _resume(self, tx: Tx, conv: ConversationRow) -> None:
+    async def _resume(self, tx: Statements, conv: ConversationRow) -> None:
         """Back to the bot: a customer message written since then, skipped because its webhook
         came before the change's (a human still held it), gets its turn after all."""
         if conv.bot_since is None:
@@ -344,14 +442,16 @@ class Persister:
             await self._turn_input(tx, conv, last)
 
     async def _merge_signals(
-        self, tx: Tx, conv: ConversationRow, signals: list[cv.Signal]
+        self, tx: Statements, conv: ConversationRow, signals: list[cv.Signal]
     ) -> ConversationRow:
         merged = await tx.merge_signals(conv, signals)
         if merged.handler != conv.handler:
             log.info("conversation.handed", handler=merged.handler, why=signals[-1].why)
         return merged
 
-    async def _message(self, tx: Tx, event: events.EventEntry, msg: views.Message) -> Outcome:
+    async def _message(
+        self, tx: Statements, event: events.EventEntry, msg: views.Message
+    ) -> Outcome:
         account = _account(msg.account, event)
         if account is None or msg.conversation is None:
             raise PermanentError("message event without account or conversation")
@@ -396,7 +496,7 @@ class Persister:
             return "duplicate", f"message {msg.id} already stored"
         return "applied", "echo of our reply" if echo else None
 
-    async def _store_message(self, tx: Tx, row: MessageRow) -> bool:
+    async def _store_message(self, tx: Statements, row: MessageRow) -> bool:
         """Insert once; a later event of the same message only moves it forward. The insert
         is tried first (a new message is the common case: one round trip, not two); the row it
         conflicted with is there to lock, committed (the insert waited for its writer)."""
@@ -413,7 +513,7 @@ class Persister:
         await tx.update_message(msgspec.structs.replace(row, status=status), newer=newer)
         return False
 
-    async def _match_echo(self, tx: Tx, account: int, msg: views.Message) -> bool:
+    async def _match_echo(self, tx: Statements, account: int, msg: views.Message) -> bool:
         """Our own reply coming back: record Chatwoot's id and status on the outbound row.
 
         Only a message we could have posted (echoes.could_be_ours), in the very conversation
@@ -431,7 +531,7 @@ class Persister:
         )
         return row is not None
 
-    async def _turn_input(self, tx: Tx, conv: ConversationRow, message_id: int) -> None:
+    async def _turn_input(self, tx: Statements, conv: ConversationRow, message_id: int) -> None:
         route = self.topology.route_for(
             account=conv.account_id, inbox=conv.inbox_id, channel=conv.channel
         )
@@ -448,6 +548,49 @@ class Persister:
             max_wait=dt.timedelta(milliseconds=timing.max_wait_ms),
             max_messages=timing.max_messages,
         )
+
+
+# Events the fast path is tried on: what it can take when their conversation is stored. A
+# conversation_created, a contact event or an unknown one goes to the per-entry path at once
+# (no rows read in vain); the fast path takes them too when they come inside a run.
+RUN_STARTS = MESSAGE_EVENTS | (CONVERSATION_EVENTS - {"conversation_created"}) | TYPING_EVENTS
+
+
+def _may_run(entry: StreamEntry) -> bool:
+    return entry.fields.get(b"event", b"").decode(errors="replace") in RUN_STARTS
+
+
+def _keys(entries: list[StreamEntry]) -> dict[str, Any]:
+    """The rows a run of `entries` may touch, for Preload.read: their stream ids, the
+    conversations and the messages their bodies name (an entry that does not decode names
+    none: persist's code fails it again, and it goes one by one)."""
+    stream_ids: list[str] = []
+    conversations: set[tuple[int, int]] = set()
+    messages: set[tuple[int, int]] = set()
+    for entry in entries:
+        stream_ids.append(entry.id)
+        try:
+            event = events.decode(events.EventEntry, entry.fields)
+            name = event.event
+            conversation: views.Conversation | None = None
+            owner: views.Ref | None = None  # whose account id persist takes (else the entry's)
+            if name in MESSAGE_EVENTS:
+                msg = views.message_decoder.decode(event.body)
+                conversation, owner = msg.conversation, msg.account
+                account = _account(owner, event)
+                if account is not None and _int64(msg.id) is not None:
+                    messages.add((account, msg.id))
+            elif name in CONVERSATION_EVENTS or name in SNAPSHOTS:
+                conversation = views.conversation_decoder.decode(event.body)
+            elif name in TYPING_EVENTS:
+                conversation = views.typing_decoder.decode(event.body).conversation
+            if conversation is not None:
+                account = _account(owner if name in MESSAGE_EVENTS else conversation.account, event)
+                if account is not None and _int64(conversation.id) is not None:
+                    conversations.add((account, conversation.id))
+        except (EntryDecodeError, msgspec.ValidationError, msgspec.DecodeError, RecursionError):
+            continue
+    return {"stream_ids": stream_ids, "conversations": conversations, "messages": messages}
 
 
 def _event(entry: StreamEntry) -> events.EventEntry:
@@ -559,7 +702,9 @@ def _conversation_row(
     )
 
 
-async def _fill_inbox_name(tx: Tx, existing: ConversationRow, inbox: views.InboxRef | None) -> None:
+async def _fill_inbox_name(
+    tx: Statements, existing: ConversationRow, inbox: views.InboxRef | None
+) -> None:
     """An older message event still gives the inbox's name when the stored (newer) snapshot
     came without one, as conversation events do: the name then does not depend on the order
     events came in. At most once per conversation."""

@@ -171,14 +171,7 @@ class ConversationSQL(SQL):
         self, conv: ConversationRow, signals: list[cv.Signal]
     ) -> ConversationRow:
         """Fold hand-off signals into a (locked) conversation; the row as it now is."""
-        takeover = cv.Takeover(human_since=conv.human_since, bot_since=conv.bot_since)
-        merged = takeover.merge(signals)
-        row = msgspec.structs.replace(
-            conv,
-            handler=merged.handler,
-            human_since=merged.human_since,
-            bot_since=merged.bot_since,
-        )
+        row = with_signals(conv, signals)
         if row != conv:
             await self.set_takeover(
                 conv.account_id,
@@ -224,6 +217,18 @@ class ConversationSQL(SQL):
             conversation_id,
         )
         return None if row is None else msgspec.convert(dict(row), ReplyContext)
+
+
+def with_signals(conv: ConversationRow, signals: list[cv.Signal]) -> ConversationRow:
+    """The conversation with hand-off signals folded in (shared with the batch buffer)."""
+    takeover = cv.Takeover(human_since=conv.human_since, bot_since=conv.bot_since)
+    merged = takeover.merge(signals)
+    return msgspec.structs.replace(
+        conv,
+        handler=merged.handler,
+        human_since=merged.human_since,
+        bot_since=merged.bot_since,
+    )
 
 
 def _columns(row: ConversationRow) -> tuple[object, ...]:

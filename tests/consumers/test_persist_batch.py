@@ -24,9 +24,9 @@ def message(n: int, conversation: int) -> dict[str, Any]:
 
 
 def batched_runner(
-    redis: aioredis.Redis, store: Store, topology: Topology, *, lanes: int = 1
+    redis: aioredis.Redis, store: Store, topology: Topology, *, lanes: int = 1, fast: bool = True
 ) -> Runner:
-    handler = Persister(store, topology, bot_id=4, lanes=lanes)
+    handler = Persister(store, topology, bot_id=4, lanes=lanes, fast=fast)
     return Runner(
         redis,
         key=topology.key("events"),
@@ -110,13 +110,21 @@ async def test_lanes_commit_every_conversation_once_in_order(
     assert 1 < lanes[0]["n"] <= 4
 
 
-async def test_a_known_conversations_message_costs_seven_round_trips(
-    redis: aioredis.Redis, store: Store, topology: Topology, database_url: str
-) -> None:
-    """Round trips to PostgreSQL are what a batch waits on: an entry of a batch, a new
-    customer message in a known conversation, runs one statement to release the previous
-    savepoint and start its own, and no statement that changes nothing (no lock before an
-    insert that is tried first, no outcome update that repeats the audit row's)."""
+# asyncpg's own look-ups of a statement's types (once per connection), and the pool's reset.
+DRIVER = ("typeinfo_tree", "current_setting('jit')", "set_config('jit'", "pg_advisory_unlock_all")
+
+
+async def statements_of_a_batch(
+    redis: aioredis.Redis,
+    topology: Topology,
+    database_url: str,
+    count: int,
+    *,
+    fast: bool,
+    base: int = 21,
+) -> list[str]:
+    """The statements of a batch of `count` new customer messages in a known conversation
+    (the first message, before, created it), counted by asyncpg's query logger."""
     statements: list[str] = []
 
     async def logged(conn: asyncpg.Connection) -> None:
@@ -126,16 +134,44 @@ async def test_a_known_conversations_message_costs_seven_round_trips(
     counted = Store(await asyncpg.create_pool(database_url, min_size=1, max_size=2, init=logged))
     try:
         await feed(redis, topology, message(20, 2020))
-        runner = batched_runner(redis, counted, topology)
+        runner = batched_runner(redis, counted, topology, fast=fast)
         assert await runner.drain() == 1
         statements.clear()
-        await feed(redis, topology, *(message(21 + n, 2020) for n in range(5)))
-        assert await runner.drain() == 5
+        await feed(redis, topology, *(message(base + n, 2020) for n in range(count)))
+        assert await runner.drain() == count
     finally:
         await counted.close()
+    return [
+        s
+        for s in statements
+        if s.strip().rstrip(";") not in ("BEGIN", "COMMIT") and not any(d in s for d in DRIVER)
+    ]
+
+
+async def test_a_known_conversations_message_costs_seven_round_trips_one_by_one(
+    redis: aioredis.Redis, store: Store, topology: Topology, database_url: str
+) -> None:
+    """Round trips to PostgreSQL are what a batch waits on: on the per-entry path, an entry
+    of a batch, a new customer message in a known conversation, runs one statement to release
+    the previous savepoint and start its own, and no statement that changes nothing (no lock
+    before an insert that is tried first, no outcome update that repeats the audit row's)."""
+    work = await statements_of_a_batch(redis, topology, database_url, 5, fast=False)
     assert len(await rows(store, "SELECT 1 FROM messages")) == 6
-    work = [s for s in statements if s.strip().rstrip(";") not in ("BEGIN", "COMMIT")]
     assert 5 * 5 <= len(work) <= 5 * 7, work
+
+
+async def test_a_run_of_known_conversations_messages_costs_the_same_round_trips_at_any_length(
+    redis: aioredis.Redis, store: Store, topology: Topology, database_url: str
+) -> None:
+    """The fast path: a run of new customer messages in a known conversation costs three
+    statements (a savepoint, one read of the rows it touches, locked, and one write of every
+    table and the wake-up), however many entries it holds."""
+    five = await statements_of_a_batch(redis, topology, database_url, 5, fast=True)
+    assert len(five) <= 3, five
+    thirty = await statements_of_a_batch(redis, topology, database_url, 30, fast=True, base=100)
+    assert len(thirty) == len(five), thirty
+    assert len(await rows(store, "SELECT 1 FROM messages")) == 1 + 5 + 30
+    assert len(await rows(store, "SELECT 1 FROM webhook_events")) == 2 + 5 + 30
 
 
 async def test_a_lane_commits_every_hold_entries_so_its_locks_are_short(
@@ -158,3 +194,27 @@ async def test_a_lane_commits_every_hold_entries_so_its_locks_are_short(
     }
     first, second, third, fourth, fifth = (tx[i] for i in ids)
     assert first == second < third == fourth < fifth
+
+
+async def test_set_based_entries_share_a_transaction_up_to_fast_hold(
+    redis: aioredis.Redis, store: Store, topology: Topology
+) -> None:
+    """A set-based run holds its rows for three round trips whatever its length, so its
+    transaction takes up to `fast_hold` entries (the per-entry path's `hold` still ends one):
+    seven messages of a known conversation, four a transaction, after the first one (which
+    creates the conversation, one by one)."""
+    ids = await feed(redis, topology, *(message(40 + n, 2040) for n in range(8)))
+    handler = Persister(store, topology, bot_id=4, lanes=1, hold=2, fast_hold=4)
+    runner = Runner(
+        redis, key=topology.key("events"), group="persist", spec=topology.groups["persist"],
+        dead_key=topology.key("dead"), handler=handler, batch_handler=handler.batch,
+        on_dead=handler.dead, consumer="test-persist",
+    )  # fmt: skip
+    assert await runner.drain() == 8
+    tx = {
+        r["stream_id"]: r["tx"]
+        for r in await rows(store, "SELECT stream_id, processed_at AS tx FROM webhook_events")
+    }
+    first, *rest = (tx[i] for i in ids)
+    assert first == rest[0] == rest[1] == rest[2] < rest[3] == rest[4] == rest[5] == rest[6]
+    assert handler.taken_fast == 7
