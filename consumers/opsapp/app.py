@@ -12,8 +12,9 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from consumers import egress
 from consumers.clock import utcnow
-from consumers.opsapp import api, pages, params
+from consumers.opsapp import api, apps, pages, params
 from consumers.opsapp.context import Context, context
 from consumers.opsapp.guard import Guard
 from consumers.store import Store
@@ -62,6 +63,10 @@ def routes() -> list[Route]:
         a("/conversations", api.conversations),
         a("/conversations/{account}/{conversation}", api.conversation),
         a("/messages/hourly", api.messages_per_hour),
+        a("/apps", apps.listed),
+        a("/apps", apps.added, "POST"),
+        a("/apps/{name}", apps.changed, "PATCH"),
+        a("/apps/{name}", apps.removed, "DELETE"),
         p("/", pages.health),
         p("/conversations", pages.conversations),
         p("/conversations/{account}/{conversation}", pages.conversation),
@@ -90,7 +95,10 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         redis = redis_client(redis_url)
         store = await Store.connect(database_url, min_size=1, max_size=4)
-        app.state.ops = Context(redis, store, topology, guard, clock)
+        policy = egress.Policy(
+            allow_http=settings.allow_http_apps, allow_private=settings.allow_private_apps
+        )
+        app.state.ops = Context(redis, store, topology, guard, clock, policy)
         try:
             yield
         finally:

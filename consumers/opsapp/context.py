@@ -8,6 +8,7 @@ from collections.abc import Callable
 import redis.asyncio as aioredis
 from starlette.requests import Request
 
+from consumers import egress
 from consumers.opsapp.guard import Guard
 from consumers.store import Store
 from ingress.topology import Topology
@@ -26,12 +27,15 @@ class Context:
         topology: Topology,
         guard: Guard,
         clock: Callable[[], dt.datetime],
+        egress_policy: egress.Policy | None = None,
     ) -> None:
         self.redis = redis
         self.store = store
         self.topology = topology
         self.guard = guard
         self.clock = clock
+        # Where worker apps may point (ALLOW_HTTP_APPS, ALLOW_PRIVATE_APPS): https, public.
+        self.egress = egress_policy or egress.Policy(allow_http=False, allow_private=False)
 
 
 def context(request: Request) -> Context:
